@@ -1,0 +1,263 @@
+"""The `ctrbench` command line.
+
+    ctrbench preprocess DATASET --raw DIR --out DIR     raw files -> parquet splits + feature map
+    ctrbench train --model M --dataset D               one run, recorded in the results store
+    ctrbench bench --dataset D [--models all|m1,m2]    models x seeds, resumable
+    ctrbench leaderboard                               markdown from the results store
+    ctrbench models [--dataset D --flops]              the model zoo (and Table 3-style sizes)
+    ctrbench datasets                                  the dataset configs and what is processed
+
+Bad input ends with one line `error: ...` naming what is wrong and exit status 2; `--debug` shows the
+traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import statistics
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from ctrbench.datasets import DEFAULT_DATA_DIR, dataset_names, load_dataset_config, load_feature_map, processed_dir
+from ctrbench.errors import CtrbenchError, unknown_name
+from ctrbench.features import FEATURE_MAP_FILE, FeatureMap
+from ctrbench.results import DEFAULT_RESULTS, ResultsStore
+from ctrbench.train import console
+
+stdout = Console(soft_wrap=True)  # tables go to stdout, progress and status lines to stderr
+
+
+def _models_arg(value: str) -> list[str]:
+    from model_zoo import MODELS, TABLE2_MODELS
+
+    if value == "all":
+        return list(TABLE2_MODELS)
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    for name in names:
+        if name not in MODELS:
+            raise unknown_name("model", name, MODELS)
+    return names
+
+
+def _dataset_arg(value: str) -> str:
+    if value not in dataset_names():
+        raise unknown_name("dataset", value, dataset_names())
+    return value
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", required=True, help="dataset name (see `ctrbench datasets`)")
+    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
+                        help="where processed datasets live (default: $CTRBENCH_DATA_DIR or ./data)")
+    parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="results store (JSON Lines)")
+    parser.add_argument("--config-dir", type=Path, default=None,
+                        help="directory of <model>.yaml configs (default: model_zoo/configs)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override a config value, e.g. --set train.epochs=5 --set model.embedding_dim=32")
+    parser.add_argument("--quick", action="store_true", help="cap training at 3 epochs (smoke test)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    parser.add_argument("--no-progress", action="store_true", help="no live progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ctrbench", description="Benchmark CTR models (Wukong and baselines).")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = commands.add_parser("preprocess", help="convert a dataset's raw files to parquet splits + feature map",
+                            description="Convert a dataset's raw release (or BARS x1 release) to the processed "
+                                        "format: train/valid/test parquet files and feature_map.json.")
+    p.add_argument("dataset", help="dataset name (see `ctrbench datasets`)")
+    p.add_argument("--raw", type=Path, help="directory holding the raw files (not needed for synthetic)")
+    p.add_argument("--out", type=Path, help="output directory (default: DATA_DIR/DATASET)")
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="default parent of --out")
+    p.add_argument("--skip-bad-rows", action="store_true",
+                   help="count and skip malformed rows instead of stopping at the first one")
+
+    p = commands.add_parser("train", help="train one model on one dataset and record the result",
+                            description="Train one model on one dataset with its config for that dataset, "
+                                        "evaluate on the test split, and append the run to the results store.")
+    p.add_argument("--model", required=True, help="model name (see `ctrbench models`)")
+    p.add_argument("--seed", type=int, default=2021, help="random seed (default 2021)")
+    p.add_argument("--checkpoint", type=Path, default=None,
+                   help="save the training state here after every epoch and resume from it if it exists")
+    _add_run_options(p)
+
+    p = commands.add_parser("bench", help="train chosen models x seeds on a dataset (resumable)",
+                            description="Train every chosen model for every seed on one dataset. Finished runs "
+                                        "are appended to the results store; runs already there are skipped, so an "
+                                        "interrupted benchmark resumes where it stopped.")
+    p.add_argument("--models", default="all", help="'all' (the paper's eight) or a comma-separated list")
+    p.add_argument("--seeds", type=int, default=1, help="number of seeds per model (2021, 2022, ...)")
+    _add_run_options(p)
+
+    p = commands.add_parser("leaderboard", help="write markdown leaderboards from the results store",
+                            description="Regenerate the markdown leaderboards (ours next to the paper's Table 2).")
+    p.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="results store (JSON Lines)")
+    p.add_argument("--out", type=Path, default=Path("leaderboards"), help="output directory")
+
+    p = commands.add_parser("models", help="list the model zoo",
+                            description="List the models; with --dataset and --flops, their size and compute.")
+    p.add_argument("--dataset", help="build each model for this dataset")
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    p.add_argument("--config-dir", type=Path, default=None)
+    p.add_argument("--flops", action="store_true", help="print params and MFLOP per example (needs --dataset)")
+
+    p = commands.add_parser("datasets", help="list the datasets and whether they are processed",
+                            description="List the dataset configs and the processed datasets under --data-dir.")
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    return parser
+
+
+def cmd_preprocess(args: argparse.Namespace) -> None:
+    config = load_dataset_config(args.dataset)
+    out = args.out or processed_dir(args.dataset, args.data_dir)
+    if config.generator is not None:
+        from ctrbench.synthetic import write_synthetic
+
+        fmap = write_synthetic(out, **config.generator)
+    else:
+        from preprocess import PREPROCESSORS, PreprocessOptions
+
+        if args.dataset not in PREPROCESSORS:
+            raise CtrbenchError(f"no preprocessor for {args.dataset!r} yet; available: {sorted(PREPROCESSORS)}")
+        if args.raw is None:
+            raise CtrbenchError(f"preprocess {args.dataset}: --raw DIR is required (the directory of raw files)")
+        fmap = PREPROCESSORS[args.dataset](args.raw, out, PreprocessOptions(skip_bad_rows=args.skip_bad_rows))
+    rows = ", ".join(f"{s} {info.rows:,}" for s, info in fmap.splits.items())
+    console.print(f"wrote {out} ({rows} rows; {len(fmap.features)} features)", highlight=False)
+
+
+def _print_results(records: list[dict]) -> None:
+    table = Table(title="Results (test split)")
+    for column in ("model", "seeds", "test AUC", "test LogLoss", "MFLOP/ex", "samples/s"):
+        table.add_column(column)
+    by_model: dict[str, list[dict]] = {}
+    for record in records:
+        by_model.setdefault(record["model"], []).append(record)
+    for model, runs in by_model.items():
+        ok = [r for r in runs if r["status"] == "ok"]
+        auc = statistics.fmean(r["test"]["auc"] for r in ok) if ok else None
+        logloss = statistics.fmean(r["test"]["logloss"] for r in ok) if ok else None
+        table.add_row(
+            runs[0]["display_name"], str(len(runs)),
+            f"{auc:.4f}" if ok else "diverged", f"{logloss:.4f}" if ok else "-",
+            f"{runs[0]['mflop_per_example']:.3f}", f"{statistics.fmean(r['samples_per_second'] for r in runs):,.0f}",
+        )
+    stdout.print(table)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from ctrbench.runner import DatasetSplits, execute, parse_overrides, pick_device, resolve_spec, QUICK_EPOCHS
+
+    overrides = parse_overrides(args.overrides)
+    if args.quick:
+        overrides["train"] = {"epochs": QUICK_EPOCHS, **overrides["train"]}
+    spec = resolve_spec(args.model, args.dataset, args.seed, args.config_dir, overrides)
+    data = DatasetSplits.open(args.dataset, args.data_dir)
+    record = execute(spec, data, pick_device(args.device), label=args.model, progress=not args.no_progress,
+                     checkpoint_path=args.checkpoint)
+    ResultsStore(args.results).append(record)
+    _print_results([record])
+
+
+def cmd_bench(args: argparse.Namespace) -> None:
+    from ctrbench.runner import bench, parse_overrides
+
+    records = bench(args.dataset, args.models, seeds=args.seeds, data_dir=args.data_dir, results_path=args.results,
+                    config_dir=args.config_dir, quick=args.quick, device=args.device,
+                    overrides=parse_overrides(args.overrides), progress=not args.no_progress)
+    _print_results(records)
+    console.print(f"results stored in {args.results}; `ctrbench leaderboard --results {args.results}` "
+                  "writes the markdown tables", highlight=False)
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> None:
+    from ctrbench.leaderboard import write_leaderboards
+
+    records = ResultsStore(args.results).records()
+    if not records:
+        raise CtrbenchError(f"{args.results}: no results yet; run `ctrbench bench --dataset D` first")
+    command = f"ctrbench leaderboard --results {shlex.quote(str(args.results))}"
+    for path in write_leaderboards(records, args.out, command):
+        console.print(f"wrote {path}", highlight=False)
+
+
+def cmd_models(args: argparse.Namespace) -> None:
+    from model_zoo import MODELS
+
+    if args.flops and not args.dataset:
+        raise CtrbenchError("models --flops needs --dataset D to build each model for that dataset")
+    table = Table(title=f"Models{f' on {args.dataset}' if args.dataset else ''}")
+    table.add_column("name")
+    table.add_column("paper name")
+    if args.flops:
+        from ctrbench.data import load_split
+        from ctrbench.flops import model_stats
+        from ctrbench.runner import resolve_spec
+
+        fmap = load_feature_map(_dataset_arg(args.dataset), args.data_dir)
+        batch = load_split(fmap, "valid").slice(0, 256)
+        for column in ("dense params", "embedding params", "MFLOP/example"):
+            table.add_column(column, justify="right")
+    else:
+        table.add_column("description")
+    for name, cls in sorted(MODELS.items()):
+        if args.flops:
+            spec = resolve_spec(name, args.dataset, 0, args.config_dir)
+            stats = model_stats(cls(fmap, **spec.model_params), batch)
+            table.add_row(name, cls.display_name, f"{stats.dense_params:,}", f"{stats.embedding_params:,}",
+                          f"{stats.mflop_per_example:.3f}")
+        else:
+            table.add_row(name, cls.display_name, (cls.__doc__ or "").strip().splitlines()[0])
+    stdout.print(table)
+
+
+def cmd_datasets(args: argparse.Namespace) -> None:
+    table = Table(title=f"Datasets (processed data under {args.data_dir})")
+    for column in ("name", "paper name", "processed rows (train/valid/test)", "description"):
+        table.add_column(column)
+    for name in dataset_names():
+        config = load_dataset_config(name)
+        directory = processed_dir(name, args.data_dir)
+        rows = "not processed"
+        if (directory / FEATURE_MAP_FILE).is_file():
+            fmap = FeatureMap.load(directory)
+            rows = " / ".join(f"{info.rows:,}" for info in fmap.splits.values())
+        table.add_row(name, config.display_name, rows, config.description)
+    stdout.print(table)
+
+
+COMMANDS = {
+    "preprocess": cmd_preprocess, "train": cmd_train, "bench": cmd_bench, "leaderboard": cmd_leaderboard,
+    "models": cmd_models, "datasets": cmd_datasets,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if getattr(args, "dataset", None) and args.command != "models":
+            _dataset_arg(args.dataset)
+        if args.command == "bench":
+            args.models = _models_arg(args.models)
+        COMMANDS[args.command](args)
+    except CtrbenchError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; every finished run is kept in the results store, rerun the command to resume",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""Dataset registry: the YAML configs in `dataset_configs/` and where processed data lives."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ctrbench.config import build_dataclass, load_yaml
+from ctrbench.errors import CtrbenchError, unknown_name
+from ctrbench.features import FEATURE_MAP_FILE, FeatureMap
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DATASET_CONFIG_DIR = REPO_ROOT / "dataset_configs"
+DEFAULT_DATA_DIR = Path(os.environ.get("CTRBENCH_DATA_DIR", "data"))
+
+
+@dataclass
+class DatasetConfig:
+    """One `dataset_configs/<name>.yaml`."""
+
+    name: str
+    display_name: str  # as the Wukong paper's tables name it (leaderboards match on it)
+    description: str = ""
+    generator: dict[str, Any] | None = None  # generated datasets (synthetic): generator arguments
+
+
+def dataset_names() -> list[str]:
+    return sorted(p.stem for p in DATASET_CONFIG_DIR.glob("*.yaml"))
+
+
+def load_dataset_config(name: str) -> DatasetConfig:
+    if name not in dataset_names():
+        raise unknown_name("dataset", name, dataset_names())
+    path = DATASET_CONFIG_DIR / f"{name}.yaml"
+    config = build_dataclass(DatasetConfig, load_yaml(path), str(path))
+    if config.name != name:
+        raise CtrbenchError(f"{path}: name is {config.name!r} but the file is named {name!r}")
+    return config
+
+
+def processed_dir(name: str, data_dir: str | Path | None = None) -> Path:
+    return Path(data_dir or DEFAULT_DATA_DIR) / name
+
+
+def load_feature_map(name: str, data_dir: str | Path | None = None) -> FeatureMap:
+    """The processed dataset's feature map; the synthetic dataset is generated on first use."""
+    config = load_dataset_config(name)
+    directory = processed_dir(name, data_dir)
+    if not (directory / FEATURE_MAP_FILE).is_file():
+        if config.generator is not None:
+            from ctrbench.synthetic import write_synthetic
+
+            return write_synthetic(directory, **config.generator)
+        raise CtrbenchError(
+            f"{directory}: dataset {name!r} is not preprocessed yet; run "
+            f"`ctrbench preprocess {name} --raw RAW_DIR --out {directory}`"
+        )
+    return FeatureMap.load(directory)

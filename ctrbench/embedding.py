@@ -1,0 +1,145 @@
+"""The shared embedding layer: a `Batch` in, the field-embedding matrix X0 [B, F, d] out.
+
+Fields come in a fixed order, grouped by feature type (each group in feature-map order):
+
+    numeric fields | categorical | pretrained_embedding | sequence
+
+* categorical: one row of a table per index. All categorical features (and sequences with their own
+  vocabulary) share one fused table with per-feature row offsets, so the lookup is one kernel call.
+* numeric, mode "scaled": e_j = x_j * v_j with a learned vector v_j per feature (FuxiCTR / BARS).
+  Mode "mlp": all numeric values go through one MLP whose output is reshaped into
+  `numeric_fields` d-dim fields (DLRM's and Wukong's bottom MLP; ReLU after every layer).
+* pretrained_embedding: a frozen table loaded from the dataset, then a learned linear map to d.
+* sequence: masked mean (or sum) of the item embeddings; padding (index 0) is left out. A sequence
+  with `share_embedding` uses that feature's table (and projection, when pretrained).
+
+Embedding L2 regularisation follows FuxiCTR: lambda / 2 * ||W||^2 over every trainable parameter of
+this layer except the numeric MLP (see `regularized_parameters`), added to the loss by the trainer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from ctrbench.data import Batch
+from ctrbench.errors import CtrbenchError, unknown_name
+from ctrbench.features import FeatureMap, FeatureSpec
+from ctrbench.layers import MLP
+
+
+class FeatureEmbedding(nn.Module):
+    def __init__(
+        self,
+        feature_map: FeatureMap,
+        embedding_dim: int,
+        numeric_mode: Literal["scaled", "mlp"] = "scaled",
+        numeric_mlp_units: Sequence[int] = (),
+        numeric_fields: int = 1,
+        sequence_pooling: Literal["mean", "sum"] = "mean",
+        init_std: float = 1e-4,
+    ):
+        super().__init__()
+        self.embedding_dim = embedding_dim
+        self.sequence_pooling = sequence_pooling
+        self.numeric_mode = numeric_mode
+        categorical = feature_map.of_type("categorical")
+        pretrained = feature_map.of_type("pretrained_embedding")
+        numeric = feature_map.of_type("numeric")
+        self.sequence_specs = feature_map.of_type("sequence")
+
+        # Fused table: categorical features first, then sequences that have their own vocabulary.
+        owners = categorical + [s for s in self.sequence_specs if s.share_embedding is None]
+        offsets = np.cumsum([0] + [spec.vocab_size for spec in owners])
+        self.offset_of = {spec.name: int(offsets[i]) for i, spec in enumerate(owners)}
+        self.table = nn.Embedding(int(offsets[-1]) or 1, embedding_dim)
+        nn.init.normal_(self.table.weight, std=init_std)
+        self.register_buffer(
+            "categorical_offsets",
+            torch.tensor([self.offset_of[s.name] for s in categorical], dtype=torch.int32),
+            persistent=False,
+        )
+
+        self.pretrained_names = [spec.name for spec in pretrained]
+        self.projections = nn.ModuleDict()
+        for spec in pretrained:
+            self.register_buffer(f"frozen_{spec.name}", _load_pretrained(feature_map, spec))
+            self.projections[spec.name] = nn.Linear(spec.pretrained_dim, embedding_dim, bias=False)
+            nn.init.xavier_normal_(self.projections[spec.name].weight)
+
+        self.numeric_mlp: MLP | None = None
+        self.numeric_weight: nn.Parameter | None = None
+        if numeric and numeric_mode == "scaled":
+            self.numeric_weight = nn.Parameter(torch.empty(len(numeric), embedding_dim))
+            nn.init.normal_(self.numeric_weight, std=(2.0 / (1 + embedding_dim)) ** 0.5)
+            numeric_fields = len(numeric)
+        elif numeric and numeric_mode == "mlp":
+            self.numeric_mlp = MLP(len(numeric), numeric_mlp_units, numeric_fields * embedding_dim,
+                                   output_activation=True)
+        elif numeric_mode not in ("scaled", "mlp"):
+            raise CtrbenchError(f"numeric_mode must be 'scaled' or 'mlp', got {numeric_mode!r}")
+        self.numeric_fields = numeric_fields if numeric else 0
+        self.num_fields = self.numeric_fields + len(categorical) + len(pretrained) + len(self.sequence_specs)
+        self.field_names = (
+            ([f.name for f in numeric] if numeric_mode == "scaled" else [f"numeric_{i}" for i in range(self.numeric_fields)])
+            + [f.name for f in categorical] + self.pretrained_names + [s.name for s in self.sequence_specs]
+        )
+
+    def field_index(self, name: str) -> int:
+        """Position of a feature's field in X0 (for models that single out features)."""
+        if name not in self.field_names:
+            raise unknown_name("field", name, self.field_names)
+        return self.field_names.index(name)
+
+    def regularized_parameters(self) -> list[nn.Parameter]:
+        mlp = set(map(id, self.numeric_mlp.parameters())) if self.numeric_mlp is not None else set()
+        return [p for p in self.parameters() if p.requires_grad and id(p) not in mlp]
+
+    def _pretrained_lookup(self, name: str, index: torch.Tensor) -> torch.Tensor:
+        frozen = getattr(self, f"frozen_{name}")
+        return self.projections[name](frozen[index.long()])
+
+    def _sequence(self, spec: FeatureSpec, items: torch.Tensor) -> torch.Tensor:
+        owner = spec.share_embedding or spec.name
+        if owner in self.projections:
+            vectors = self._pretrained_lookup(owner, items)
+        else:
+            vectors = self.table(items + self.offset_of[owner])
+        mask = (items != 0).unsqueeze(-1).to(vectors.dtype)
+        pooled = (vectors * mask).sum(dim=1)
+        if self.sequence_pooling == "mean":
+            pooled = pooled / mask.sum(dim=1).clamp(min=1.0)
+        return pooled
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        fields = []
+        if self.numeric_weight is not None:
+            fields.append(batch.numeric.unsqueeze(-1) * self.numeric_weight)
+        elif self.numeric_mlp is not None:
+            fields.append(self.numeric_mlp(batch.numeric).view(len(batch), self.numeric_fields, self.embedding_dim))
+        if batch.categorical.shape[1]:
+            fields.append(self.table(batch.categorical + self.categorical_offsets))
+        for j, name in enumerate(self.pretrained_names):
+            fields.append(self._pretrained_lookup(name, batch.pretrained[:, j]).unsqueeze(1))
+        for spec in self.sequence_specs:
+            fields.append(self._sequence(spec, batch.sequences[spec.name]).unsqueeze(1))
+        return torch.cat(fields, dim=1)
+
+
+def _load_pretrained(feature_map: FeatureMap, spec: FeatureSpec) -> torch.Tensor:
+    if feature_map.root is None:
+        raise CtrbenchError(f"feature {spec.name!r}: pretrained table needs a feature map loaded from disk")
+    path = feature_map.root / spec.embedding_source
+    if not path.is_file():
+        raise CtrbenchError(f"{path}: pretrained embedding table of feature {spec.name!r} is missing")
+    table = np.load(path)
+    if table.shape != (spec.vocab_size, spec.pretrained_dim):
+        raise CtrbenchError(
+            f"{path}: pretrained table has shape {table.shape}, the feature map says "
+            f"({spec.vocab_size}, {spec.pretrained_dim})"
+        )
+    return torch.from_numpy(np.ascontiguousarray(table, dtype=np.float32))

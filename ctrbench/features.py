@@ -1,0 +1,286 @@
+"""The processed-dataset contract: parquet splits plus `feature_map.json`.
+
+A processed dataset is a directory:
+
+    feature_map.json        FeatureMap below (features, label, splits, row counts, content hash)
+    train/part-*.parquet    one or more files per split
+    valid/... test/...
+    pretrained/NAME.npy     frozen embedding tables for `pretrained_embedding` features (row = index)
+
+Parquet columns, one per feature plus the label:
+    categorical, pretrained_embedding  int32 index; 0 = padding, 1 = out-of-vocabulary, 2.. = vocabulary
+    numeric                            float32, already transformed (the feature records how)
+    sequence                           list<int32> of exactly `max_len` indices, padded with 0
+    label                              float32 in {0, 1}
+
+Writers build datasets through `DatasetWriter`, which writes into a temporary directory and renames it
+into place only once everything (feature map last) is written, so an interrupted run never leaves a
+directory that looks complete.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+import typing
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ctrbench.config import build_dataclass, check_kwargs
+from ctrbench.errors import CtrbenchError, unknown_name
+
+FEATURE_MAP_FILE = "feature_map.json"
+SPLITS = ("train", "valid", "test")
+PADDING_INDEX = 0
+OOV_INDEX = 1
+FeatureType = Literal["categorical", "numeric", "sequence", "pretrained_embedding"]
+INDEXED_TYPES = ("categorical", "sequence", "pretrained_embedding")
+
+
+@dataclass
+class FeatureSpec:
+    """One input feature.
+
+    `vocab_size` counts the padding and OOV rows, so valid indices are 0 .. vocab_size - 1.
+    A sequence with `share_embedding` looks its items up in that feature's table (and then has the
+    same vocabulary). A `pretrained_embedding` feature reads a frozen table from `embedding_source`
+    (a .npy file relative to the dataset directory, `vocab_size` x `pretrained_dim`).
+    """
+
+    name: str
+    type: FeatureType
+    vocab_size: int | None = None
+    padding_idx: int | None = None
+    oov_idx: int | None = None
+    max_len: int | None = None
+    share_embedding: str | None = None
+    embedding_source: str | None = None
+    pretrained_dim: int | None = None
+    transform: str | None = None
+    min_count: int | None = None
+
+    def __post_init__(self) -> None:
+        where = f"feature {self.name!r}"
+        if self.type in INDEXED_TYPES and (self.vocab_size is None or self.vocab_size < 2):
+            raise CtrbenchError(f"{where}: a {self.type} feature needs vocab_size >= 2 (padding + OOV)")
+        if self.type == "sequence" and (self.max_len is None or self.max_len < 1):
+            raise CtrbenchError(f"{where}: a sequence feature needs max_len >= 1")
+        if self.type == "pretrained_embedding" and (not self.embedding_source or not self.pretrained_dim):
+            raise CtrbenchError(f"{where}: a pretrained_embedding feature needs embedding_source and pretrained_dim")
+
+
+@dataclass
+class SplitInfo:
+    """Files of one split (relative to the dataset directory) and their total row count."""
+
+    rows: int
+    files: list[str]
+
+
+@dataclass
+class FeatureMap:
+    """Everything a model and a loader need to know about a processed dataset."""
+
+    dataset: str
+    label: str
+    features: list[FeatureSpec]
+    splits: dict[str, SplitInfo] = field(default_factory=dict)
+    content_hash: str = ""
+    source: dict[str, Any] = field(default_factory=dict)
+    root: Path | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        names = [f.name for f in self.features]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise CtrbenchError(f"feature map {self.dataset!r}: duplicate feature names {duplicates}")
+        if self.label in names:
+            raise CtrbenchError(f"feature map {self.dataset!r}: label {self.label!r} is also a feature")
+        for spec in self.features:
+            if spec.share_embedding is not None:
+                target = self.feature(spec.share_embedding)
+                if target.type not in ("categorical", "pretrained_embedding"):
+                    raise CtrbenchError(
+                        f"feature {spec.name!r}: share_embedding must name a categorical or "
+                        f"pretrained_embedding feature, {target.name!r} is {target.type}"
+                    )
+
+    def feature(self, name: str) -> FeatureSpec:
+        for spec in self.features:
+            if spec.name == name:
+                return spec
+        raise unknown_name(f"feature of dataset {self.dataset!r}", name, [f.name for f in self.features])
+
+    def of_type(self, *types: str) -> list[FeatureSpec]:
+        return [f for f in self.features if f.type in types]
+
+    @property
+    def num_fields(self) -> int:
+        """Number of features, i.e. of embedding fields with the default one-field-per-feature layout."""
+        return len(self.features)
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data.pop("root")
+        data["features"] = [{k: v for k, v in f.items() if v is not None} for f in data["features"]]
+        return data
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> FeatureMap:
+        if not isinstance(data, dict):
+            raise CtrbenchError(f"{where}: expected a JSON object")
+        data = dict(data)
+        features = data.pop("features", None)
+        splits = data.pop("splits", {})
+        if not isinstance(features, list) or not features:
+            raise CtrbenchError(f"{where}: 'features' must be a non-empty list")
+        if not isinstance(splits, dict):
+            raise CtrbenchError(f"{where}: 'splits' must be an object of split name -> {{rows, files}}")
+        for required in ("dataset", "label"):
+            if required not in data:
+                raise CtrbenchError(f"{where}: missing key {required!r}")
+        hints = {k: v for k, v in typing.get_type_hints(cls).items() if k not in ("features", "splits", "root")}
+        top = check_kwargs(data, hints, where)
+        specs = [build_dataclass(FeatureSpec, f, f"{where}: features[{i}]") for i, f in enumerate(features)]
+        split_infos = {k: build_dataclass(SplitInfo, v, f"{where}: splits.{k}") for k, v in splits.items()}
+        return cls(**top, features=specs, splits=split_infos)
+
+    def save(self, directory: str | Path) -> Path:
+        path = Path(directory) / FEATURE_MAP_FILE
+        atomic_write_text(path, json.dumps(self.to_json(), indent=2) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, directory: str | Path) -> FeatureMap:
+        path = Path(directory) / FEATURE_MAP_FILE
+        if not path.is_file():
+            raise CtrbenchError(
+                f"{path}: no feature map; this is not a processed dataset (run `ctrbench preprocess` first)"
+            )
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise CtrbenchError(f"{path}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
+        fmap = cls.from_json(data, str(path))
+        fmap.root = Path(directory)
+        return fmap
+
+    def split_paths(self, split: str) -> list[Path]:
+        if split not in self.splits:
+            raise CtrbenchError(f"dataset {self.dataset!r} has no {split!r} split; it has {sorted(self.splits)}")
+        assert self.root is not None, "split_paths needs a feature map loaded from disk"
+        return [self.root / f for f in self.splits[split].files]
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write a file so that readers see either the old or the new content, never a torn one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with tmp.open("w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def sha256_file(path: str | Path, chunk_bytes: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def parquet_schema(fmap_label: str, features: list[FeatureSpec]) -> pa.Schema:
+    """The arrow schema a split file must have for these features."""
+    columns = []
+    for spec in features:
+        if spec.type == "numeric":
+            columns.append(pa.field(spec.name, pa.float32()))
+        elif spec.type == "sequence":
+            columns.append(pa.field(spec.name, pa.list_(pa.int32())))
+        else:
+            columns.append(pa.field(spec.name, pa.int32()))
+    columns.append(pa.field(fmap_label, pa.float32()))
+    return pa.schema(columns)
+
+
+def to_parquet_frame(frame: pl.DataFrame, label: str, features: list[FeatureSpec]) -> pa.Table:
+    """Cast a polars frame holding the feature and label columns to the contract's arrow schema."""
+    schema = parquet_schema(label, features)
+    missing = [name for name in schema.names if name not in frame.columns]
+    if missing:
+        raise CtrbenchError(f"cannot write split: columns {missing} are missing from the frame")
+    table = frame.select(schema.names).to_arrow()
+    return table.cast(schema)
+
+
+class DatasetWriter:
+    """Builds a processed dataset in a temporary directory and renames it into place on `commit`.
+
+    Use as a context manager: leaving the block with an exception removes the temporary directory,
+    and the previous dataset at `out_dir` (if any) stays untouched.
+    """
+
+    def __init__(self, out_dir: str | Path, row_group_rows: int = 1 << 17):
+        self.out_dir = Path(out_dir)
+        self.out_dir.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp_dir = self.out_dir.with_name(f".{self.out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
+        self.tmp_dir.mkdir()
+        self.row_group_rows = row_group_rows
+        self.files: dict[str, list[str]] = {}
+        self.rows: dict[str, int] = {}
+
+    def __enter__(self) -> DatasetWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        shutil.rmtree(self.tmp_dir, ignore_errors=True)
+
+    def path(self, relative: str) -> Path:
+        """Absolute path inside the temporary directory, for writers that stream files themselves."""
+        full = self.tmp_dir / relative
+        full.parent.mkdir(parents=True, exist_ok=True)
+        return full
+
+    def add_file(self, split: str, relative: str, rows: int) -> None:
+        """Register a split file already written under `path(relative)`."""
+        self.files.setdefault(split, []).append(relative)
+        self.rows[split] = self.rows.get(split, 0) + rows
+
+    def write_split(self, split: str, table: pa.Table, part: int = 0) -> None:
+        relative = f"{split}/part-{part:05d}.parquet"
+        pq.write_table(table, self.path(relative), row_group_size=self.row_group_rows, compression="zstd")
+        self.add_file(split, relative, table.num_rows)
+
+    def write_array(self, relative: str, array: np.ndarray) -> None:
+        np.save(self.path(relative), array)
+
+    def commit(self, fmap: FeatureMap) -> FeatureMap:
+        """Fill in splits and content hash, write the feature map, and move the dataset into place."""
+        fmap.splits = {s: SplitInfo(rows=self.rows[s], files=self.files[s]) for s in self.files}
+        digest = hashlib.sha256(json.dumps([dataclasses.asdict(f) for f in fmap.features]).encode())
+        for relative in sorted(p.relative_to(self.tmp_dir).as_posix() for p in self.tmp_dir.rglob("*") if p.is_file()):
+            digest.update(relative.encode() + sha256_file(self.tmp_dir / relative).encode())
+        fmap.content_hash = digest.hexdigest()
+        fmap.save(self.tmp_dir)
+        if self.out_dir.exists():
+            trash = self.out_dir.with_name(f".{self.out_dir.name}.old-{uuid.uuid4().hex[:8]}")
+            os.replace(self.out_dir, trash)
+            os.replace(self.tmp_dir, self.out_dir)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(self.tmp_dir, self.out_dir)
+        fmap.root = self.out_dir
+        return fmap

@@ -1,0 +1,81 @@
+"""Dense building blocks shared by the model zoo."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ctrbench.errors import unknown_name
+
+ACTIVATIONS = {
+    "relu": nn.ReLU,
+    "leaky_relu": nn.LeakyReLU,
+    "prelu": nn.PReLU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+}
+
+
+def activation(name: str) -> nn.Module:
+    try:
+        return ACTIVATIONS[name.lower()]()
+    except KeyError:
+        raise unknown_name("activation", name, ACTIVATIONS) from None
+
+
+def xavier_init(module: nn.Module) -> None:
+    """FuxiCTR's dense initialisation: Xavier-normal weights and zero biases for every Linear."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear):
+            nn.init.xavier_normal_(layer.weight)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+
+
+class MLP(nn.Sequential):
+    """Stack of [Linear -> BatchNorm? -> activation -> Dropout?] blocks, then an optional output Linear.
+
+    Matches FuxiCTR's MLP_Block layer order, so BARS configs (hidden_units, activation, dropout,
+    batch_norm) mean the same here. `output_dim=None` returns the last hidden layer's activations;
+    `output_activation` applies the activation after the output layer as well (DLRM's bottom MLP).
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        hidden_units: Sequence[int],
+        output_dim: int | None = None,
+        activation_name: str = "relu",
+        dropout: float = 0.0,
+        batch_norm: bool = False,
+        output_activation: bool = False,
+        bias: bool = True,
+    ):
+        layers: list[nn.Module] = []
+        width = input_dim
+        for units in hidden_units:
+            layers.append(nn.Linear(width, units, bias=bias))
+            if batch_norm:
+                layers.append(nn.BatchNorm1d(units))
+            layers.append(activation(activation_name))
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            width = units
+        if output_dim is not None:
+            layers.append(nn.Linear(width, output_dim, bias=bias))
+            if output_activation:
+                layers.append(activation(activation_name))
+            width = output_dim
+        super().__init__(*layers)
+        self.output_dim = width
+        xavier_init(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Sequential over [B, ..., D] inputs; BatchNorm1d needs the features last in a 2-D view.
+        if x.dim() > 2:
+            return super().forward(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:-1], self.output_dim)
+        return super().forward(x)

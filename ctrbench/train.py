@@ -1,0 +1,299 @@
+"""The training loop: BCE-with-logits, Adam, early stopping on validation AUC, best epoch restored.
+
+It follows FuxiCTR's BaseModel.fit (the code behind the BARS numbers), so BARS configs behave the
+same here: after every epoch the validation metrics are computed; an epoch that does not beat the
+best monitored value by 1e-6 multiplies every learning rate by `lr_decay_factor` (floored at
+`min_learning_rate`) and counts towards `early_stop_patience`; the best epoch's weights are restored
+before the test evaluation. Regularisation adds lambda / 2 * ||W||^2 over the embedding parameters
+(`embedding_regularizer`) and over all other parameters (`net_regularizer`).
+
+A loss or gradient norm that is not finite ends the run at once as "diverged" (the paper's LossX),
+recording the step and the last finite loss. With `checkpoint_path`, the full training state is saved
+atomically after every epoch and a later call resumes from it.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import nn
+
+from ctrbench.data import BatchSource
+from ctrbench.embedding import FeatureEmbedding
+from ctrbench.errors import CtrbenchError
+from ctrbench.metrics import evaluate
+
+console = Console(stderr=True, soft_wrap=True)
+
+
+@dataclass
+class TrainConfig:
+    """Training hyperparameters. Defaults are the settings BARS configs share."""
+
+    batch_size: int = 4096
+    eval_batch_size: int = 16384
+    epochs: int = 100
+    optimizer: Literal["adam", "adagrad", "sgd"] = "adam"
+    learning_rate: float = 1e-3
+    embedding_learning_rate: float | None = None  # None: same as learning_rate
+    embedding_regularizer: float = 0.0
+    net_regularizer: float = 0.0
+    early_stop_patience: int = 2
+    reduce_lr_on_plateau: bool = True
+    lr_decay_factor: float = 0.1
+    min_learning_rate: float = 1e-6
+    max_grad_norm: float | None = 10.0
+    monitor: dict[str, float] = field(default_factory=lambda: {"auc": 1.0})
+    shuffle: bool = True
+
+    def __post_init__(self) -> None:
+        for key in ("batch_size", "eval_batch_size", "epochs"):
+            if getattr(self, key) < 1:
+                raise CtrbenchError(f"train.{key} must be >= 1, got {getattr(self, key)}")
+        if self.learning_rate <= 0:
+            raise CtrbenchError(f"train.learning_rate must be > 0, got {self.learning_rate}")
+        unknown = set(self.monitor) - {"auc", "logloss"}
+        if unknown or not self.monitor:
+            raise CtrbenchError(f"train.monitor: weights of 'auc' and/or 'logloss' (e.g. {{auc: 1, logloss: -1}}), got {self.monitor}")
+
+
+@dataclass
+class FitResult:
+    """What one training run produced."""
+
+    status: Literal["ok", "diverged"]
+    valid: dict[str, float]
+    test: dict[str, float]
+    best_epoch: int
+    epochs: int
+    steps: int
+    train_seconds: float
+    samples_per_second: float
+    history: list[dict[str, Any]]
+    diverged: dict[str, Any] | None = None
+
+
+class Diverged(Exception):
+    def __init__(self, step: int, last_finite_loss: float | None, what: str):
+        super().__init__(f"{what} at step {step}")
+        self.info = {"step": step, "last_finite_loss": last_finite_loss, "what": what}
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def embedding_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """Parameters that count as embeddings for the regulariser and the embedding learning rate."""
+    params: dict[int, nn.Parameter] = {}
+    for module in model.modules():
+        if isinstance(module, FeatureEmbedding):
+            params.update((id(p), p) for p in module.regularized_parameters())
+    return list(params.values())
+
+
+def _split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    embedding = embedding_parameters(model)
+    ids = set(map(id, embedding))
+    dense = [p for p in model.parameters() if p.requires_grad and id(p) not in ids]
+    return embedding, dense
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    embedding, dense = _split_parameters(model)
+    groups = [
+        {"params": embedding, "lr": config.embedding_learning_rate or config.learning_rate},
+        {"params": dense, "lr": config.learning_rate},
+    ]
+    groups = [g for g in groups if g["params"]]
+    optimizers = {"adam": torch.optim.Adam, "adagrad": torch.optim.Adagrad, "sgd": torch.optim.SGD}
+    return optimizers[config.optimizer](groups)
+
+
+def regularization(model: nn.Module, config: TrainConfig) -> torch.Tensor | None:
+    if not (config.embedding_regularizer or config.net_regularizer):
+        return None
+    embedding, dense = _split_parameters(model)
+    total = None
+    for params, weight in ((embedding, config.embedding_regularizer), (dense, config.net_regularizer)):
+        if weight:
+            term = weight / 2 * sum(p.pow(2).sum() for p in params)
+            total = term if total is None else total + term
+    return total
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, source: BatchSource, batch_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and labels over a whole split, in order."""
+    model.eval()
+    logits, labels = [], []
+    for batch in source.batches(batch_size, shuffle=False):
+        logits.append(model(batch.to(device)).float().cpu())
+        labels.append(batch.label)
+    return torch.cat(logits), torch.cat(labels)
+
+
+def evaluate_split(model: nn.Module, source: BatchSource, config: TrainConfig, device: torch.device) -> dict[str, float]:
+    logits, labels = predict(model, source, config.eval_batch_size, device)
+    if not torch.isfinite(logits).all():
+        raise Diverged(-1, None, "non-finite predictions in evaluation")
+    return evaluate(labels, logits)
+
+
+def _monitor_value(metrics: dict[str, float], weights: dict[str, float]) -> float:
+    return sum(weights[name] * metrics[name] for name in weights)
+
+
+class _Reporter:
+    """A live progress bar on a terminal, one summary line per epoch everywhere."""
+
+    def __init__(self, label: str, enabled: bool):
+        self.label = label
+        self.progress = None
+        if enabled and console.is_terminal:
+            self.progress = Progress(
+                TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                TextColumn("{task.fields[stats]}"), TimeRemainingColumn(), console=console, transient=True,
+            )
+            self.progress.start()
+        self.task = None
+
+    def epoch_start(self, epoch: int, steps: int) -> None:
+        if self.progress is not None:
+            self.task = self.progress.add_task(f"{self.label} epoch {epoch}", total=steps, stats="")
+
+    def step(self, loss: float, samples_per_second: float) -> None:
+        if self.task is not None:
+            self.progress.update(self.task, advance=1, stats=f"loss {loss:.4f} {samples_per_second:,.0f} samples/s")
+
+    def epoch_end(self, line: str) -> None:
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+            self.task = None
+        console.print(line, highlight=False)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def fit(
+    model: nn.Module,
+    train: BatchSource,
+    valid: BatchSource,
+    test: BatchSource | None,
+    config: TrainConfig,
+    seed: int,
+    device: torch.device | str = "cpu",
+    label: str = "",
+    progress: bool = True,
+    checkpoint_path: Path | None = None,
+) -> FitResult:
+    """Train `model` on `train`, early-stop on `valid`, restore the best epoch, evaluate on `test`."""
+    device = torch.device(device)
+    model.to(device)
+    optimizer = make_optimizer(model, config)
+    generator = torch.Generator().manual_seed(seed)
+    state = {"epoch": 0, "steps": 0, "best": -float("inf"), "best_epoch": 0, "bad_epochs": 0,
+             "best_weights": None, "history": [], "train_seconds": 0.0, "samples": 0}
+    if checkpoint_path is not None and checkpoint_path.is_file():
+        saved = torch.load(checkpoint_path, weights_only=False)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        generator.set_state(saved["generator"])
+        torch.set_rng_state(saved["torch_rng"])
+        state = saved["loop"]
+        console.print(f"{label} resuming after epoch {state['epoch']} from {checkpoint_path}", highlight=False)
+
+    reporter = _Reporter(label, progress)
+    last_loss: float | None = None
+    try:
+        while state["epoch"] < config.epochs and state["bad_epochs"] < config.early_stop_patience:
+            epoch = state["epoch"] + 1
+            model.train()
+            reporter.epoch_start(epoch, -(-train.num_rows // config.batch_size))
+            epoch_loss, epoch_samples, started = 0.0, 0, time.perf_counter()
+            for batch in train.batches(config.batch_size, shuffle=config.shuffle, generator=generator):
+                batch = batch.to(device)
+                logits = model(batch)
+                loss = nn.functional.binary_cross_entropy_with_logits(logits, batch.label)
+                reg = regularization(model, config)
+                total = loss if reg is None else loss + reg
+                optimizer.zero_grad(set_to_none=True)
+                total.backward()
+                loss_value = total.item()
+                state["steps"] += 1
+                if not np.isfinite(loss_value):
+                    raise Diverged(state["steps"], last_loss, "non-finite loss")
+                if config.max_grad_norm is not None:
+                    norm = nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                    if not torch.isfinite(norm):
+                        raise Diverged(state["steps"], loss_value, "non-finite gradient norm")
+                optimizer.step()
+                last_loss = loss_value
+                epoch_loss += loss_value * len(batch)
+                epoch_samples += len(batch)
+                reporter.step(loss_value, epoch_samples / (time.perf_counter() - started))
+            seconds = time.perf_counter() - started
+            state["train_seconds"] += seconds
+            state["samples"] += epoch_samples
+            metrics = evaluate_split(model, valid, config, device)
+            value = _monitor_value(metrics, config.monitor)
+            improved = value > state["best"] + 1e-6
+            if improved:
+                state.update(best=value, best_epoch=epoch, bad_epochs=0,
+                             best_weights=copy.deepcopy(model.state_dict()))
+            else:
+                state["bad_epochs"] += 1
+                if config.reduce_lr_on_plateau:
+                    for group in optimizer.param_groups:
+                        group["lr"] = max(group["lr"] * config.lr_decay_factor, config.min_learning_rate)
+            record = {"epoch": epoch, "train_loss": epoch_loss / max(epoch_samples, 1),
+                      "valid_auc": metrics["auc"], "valid_logloss": metrics["logloss"],
+                      "seconds": seconds, "samples_per_second": epoch_samples / seconds}
+            state["history"].append(record)
+            state["epoch"] = epoch
+            reporter.epoch_end(
+                f"{label} epoch {epoch}: loss {record['train_loss']:.4f}  valid AUC {metrics['auc']:.4f} "
+                f"logloss {metrics['logloss']:.4f}  {record['samples_per_second']:,.0f} samples/s"
+                + ("  *best*" if improved else f"  lr {optimizer.param_groups[-1]['lr']:.1e}")
+            )
+            if checkpoint_path is not None:
+                _save_checkpoint(checkpoint_path, {
+                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "loop": state,
+                })
+        model.load_state_dict(state["best_weights"])
+        valid_metrics = evaluate_split(model, valid, config, device)
+        test_metrics = evaluate_split(model, test, config, device) if test is not None else {}
+    except Diverged as exc:
+        return FitResult(status="diverged", valid={}, test={}, best_epoch=state["best_epoch"],
+                         epochs=state["epoch"], steps=state["steps"], train_seconds=state["train_seconds"],
+                         samples_per_second=state["samples"] / max(state["train_seconds"], 1e-9),
+                         history=state["history"], diverged=exc.info)
+    finally:
+        reporter.close()
+    return FitResult(
+        status="ok", valid=valid_metrics, test=test_metrics, best_epoch=state["best_epoch"],
+        epochs=state["epoch"], steps=state["steps"], train_seconds=state["train_seconds"],
+        samples_per_second=state["samples"] / max(state["train_seconds"], 1e-9), history=state["history"],
+    )
+

@@ -1,0 +1,20 @@
+"""The model registry: name -> model class. `ctrbench models` lists it."""
+
+from __future__ import annotations
+
+from ctrbench.errors import unknown_name
+from model_zoo.base import CTRModel
+from model_zoo.dlrm import DLRM
+from model_zoo.logistic_regression import LogisticRegression
+
+MODELS: dict[str, type[CTRModel]] = {cls.name: cls for cls in (DLRM, LogisticRegression)}
+
+# The eight models of the Wukong paper's Table 2, in its order; `--models all` runs these.
+TABLE2_MODELS = [name for name in ("afn_plus", "autoint_plus", "dcnv2", "dlrm", "finalmlp", "masknet", "xdeepfm", "wukong")
+                 if name in MODELS]
+
+
+def get_model_class(name: str) -> type[CTRModel]:
+    if name not in MODELS:
+        raise unknown_name("model", name, MODELS)
+    return MODELS[name]

@@ -1,0 +1,23 @@
+"""Converters from each dataset's raw release to the processed-dataset contract (ctrbench.features).
+
+`PREPROCESSORS` maps a dataset name (a file in dataset_configs/) to a function
+`(raw_dir, out_dir, options) -> FeatureMap` that reads the raw files, writes the parquet splits and
+the feature map through `ctrbench.features.DatasetWriter`, and returns the committed feature map.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ctrbench.features import FeatureMap
+
+
+@dataclass
+class PreprocessOptions:
+    skip_bad_rows: bool = False  # count and report malformed rows instead of stopping at the first
+
+
+Preprocessor = Callable[[Path, Path, PreprocessOptions], FeatureMap]
+PREPROCESSORS: dict[str, Preprocessor] = {}

@@ -1,0 +1,66 @@
+"""Shared fixtures: a tiny dataset with every feature type, and a small synthetic dataset."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from ctrbench.data import load_split
+from ctrbench.features import DatasetWriter, FeatureMap, FeatureSpec, to_parquet_frame
+from ctrbench.synthetic import write_synthetic
+
+
+def write_tiny_dataset(directory, rows: int = 64, seed: int = 0) -> FeatureMap:
+    """Every feature type: 2 numeric, 2 categorical, 1 pretrained, 2 sequences (one shared, one pretrained)."""
+    rng = np.random.default_rng(seed)
+    specs = [
+        FeatureSpec(name="price", type="numeric", transform="none"),
+        FeatureSpec(name="age", type="numeric", transform="none"),
+        FeatureSpec(name="user", type="categorical", vocab_size=7, padding_idx=0, oov_idx=1),
+        FeatureSpec(name="item", type="categorical", vocab_size=12, padding_idx=0, oov_idx=1),
+        FeatureSpec(name="video", type="pretrained_embedding", vocab_size=9, padding_idx=0, oov_idx=1,
+                    embedding_source="pretrained/video.npy", pretrained_dim=3),
+        FeatureSpec(name="clicked_items", type="sequence", vocab_size=12, padding_idx=0, oov_idx=1, max_len=4,
+                    share_embedding="item"),
+        FeatureSpec(name="watched_videos", type="sequence", vocab_size=9, padding_idx=0, oov_idx=1, max_len=3,
+                    share_embedding="video"),
+    ]
+    sequence = lambda vocab, length: [list(rng.integers(0, vocab, size=length)) for _ in range(rows)]  # noqa: E731
+    frame = pl.DataFrame({
+        "price": rng.normal(size=rows), "age": rng.normal(size=rows),
+        "user": rng.integers(1, 7, size=rows), "item": rng.integers(1, 12, size=rows),
+        "video": rng.integers(1, 9, size=rows),
+        "clicked_items": sequence(12, 4), "watched_videos": sequence(9, 3),
+        "label": (np.arange(rows) % 2).astype(np.float32),
+    })
+    fmap = FeatureMap(dataset="tiny", label="label", features=specs)
+    with DatasetWriter(directory) as writer:
+        writer.write_array("pretrained/video.npy", rng.normal(size=(9, 3)).astype(np.float32))
+        table = to_parquet_frame(frame, "label", specs)
+        for split in ("train", "valid", "test"):
+            writer.write_split(split, table)
+        return writer.commit(fmap)
+
+
+@pytest.fixture
+def tiny_fmap(tmp_path) -> FeatureMap:
+    return write_tiny_dataset(tmp_path / "tiny")
+
+
+@pytest.fixture
+def tiny_batch(tiny_fmap):
+    return load_split(tiny_fmap, "train")
+
+
+@pytest.fixture(scope="session")
+def synthetic_data_dir(tmp_path_factory):
+    """A data directory holding a 50k-row synthetic dataset (as `ctrbench` would find it)."""
+    data_dir = tmp_path_factory.mktemp("data")
+    write_synthetic(data_dir / "synthetic", rows=50_000, seed=2024)
+    return data_dir
+
+
+@pytest.fixture(scope="session")
+def synthetic_fmap(synthetic_data_dir) -> FeatureMap:
+    return FeatureMap.load(synthetic_data_dir / "synthetic")

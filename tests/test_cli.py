@@ -1,0 +1,73 @@
+import json
+import subprocess
+import sys
+
+import pytest
+
+from ctrbench.cli import main
+
+TINY_TRAIN = ["--set", "train.epochs=2", "--set", "train.batch_size=2048", "--no-progress"]
+
+
+def run_cli(*args):
+    return main([str(a) for a in args])
+
+
+def test_preprocess_train_bench_leaderboard_end_to_end(tmp_path, capsys):
+    data_dir, results, boards = tmp_path / "data", tmp_path / "results.jsonl", tmp_path / "boards"
+    assert run_cli("preprocess", "synthetic", "--out", data_dir / "synthetic") == 0
+    assert (data_dir / "synthetic" / "feature_map.json").is_file()
+
+    assert run_cli("train", "--model", "dlrm", "--dataset", "synthetic", "--data-dir", data_dir,
+                   "--results", results, *TINY_TRAIN) == 0
+    assert run_cli("bench", "--dataset", "synthetic", "--models", "dlrm,lr", "--seeds", "2", "--data-dir", data_dir,
+                   "--results", results, *TINY_TRAIN) == 0
+    records = [json.loads(line) for line in results.read_text().splitlines()]
+    # train's run (seed 2021) is the same run as bench's first dlrm seed, so bench skipped it
+    assert [(r["model"], r["seed"]) for r in records] == [("dlrm", 2021), ("dlrm", 2022), ("lr", 2021), ("lr", 2022)]
+    for record in records:
+        assert record["status"] == "ok" and 0.5 < record["test"]["auc"] <= 1
+        assert record["epochs"] == 2 and record["mflop_per_example"] >= 0
+        assert record["versions"]["torch"] and record["device"]["type"] == "cpu"
+    out = capsys.readouterr()
+    assert "already in" in out.err and "DLRM" in out.out
+
+    assert run_cli("leaderboard", "--results", results, "--out", boards) == 0
+    board = (boards / "synthetic.md").read_text()
+    assert "| DLRM | 2 |" in board and "ctrbench leaderboard --results" in board
+    assert run_cli("leaderboard", "--results", results, "--out", boards) == 0
+    assert (boards / "synthetic.md").read_text() == board
+
+
+def test_models_and_datasets_listings(synthetic_data_dir, capsys):
+    assert run_cli("models") == 0
+    assert "dlrm" in capsys.readouterr().out
+    assert run_cli("models", "--dataset", "synthetic", "--flops", "--data-dir", synthetic_data_dir) == 0
+    assert "MFLOP/example" in capsys.readouterr().out
+    assert run_cli("datasets", "--data-dir", synthetic_data_dir) == 0
+    assert "40,000 / 5,000 / 5,000" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["bench", "--dataset", "synthetic", "--models", "dlmr"], "error: unknown model 'dlmr' (did you mean 'dlrm'?); valid:"),
+    (["train", "--model", "dlrm", "--dataset", "frape"], "error: unknown dataset 'frape' (did you mean 'frappe'?); valid:"),
+    (["train", "--model", "dlrm", "--dataset", "synthetic", "--set", "train.epoch=2"],
+     "model_zoo/configs/dlrm.yaml: synthetic.train: unknown key 'epoch' (did you mean 'epochs'?)"),
+    (["leaderboard", "--results", "/nonexistent/results.jsonl"], "error: /nonexistent/results.jsonl: no results yet"),
+])
+def test_bad_input_is_one_line_error(args, message, capsys, tmp_path):
+    assert run_cli(*args) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_dataset_not_preprocessed(tmp_path, capsys):
+    assert run_cli("train", "--model", "dlrm", "--dataset", "frappe", "--data-dir", tmp_path) == 2
+    assert f"{tmp_path}/frappe: dataset 'frappe' is not preprocessed yet; run `ctrbench preprocess frappe" in capsys.readouterr().err
+
+
+def test_console_script_entry_point():
+    result = subprocess.run([sys.executable, "-m", "ctrbench", "bench", "--dataset", "nope"], capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr.startswith("error: unknown dataset 'nope'")
+    help_text = subprocess.run([sys.executable, "-m", "ctrbench", "bench", "--help"], capture_output=True, text=True).stdout
+    assert "--models" in help_text and "--seeds" in help_text

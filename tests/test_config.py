@@ -1,0 +1,47 @@
+import pytest
+
+from ctrbench.config import load_yaml
+from ctrbench.errors import CtrbenchError
+from ctrbench.runner import parse_overrides, resolve_spec
+
+
+def test_model_config_typo_suggests_closest(tmp_path):
+    (tmp_path / "dlrm.yaml").write_text("synthetic:\n  model: {embeding_dim: 8}\n")
+    with pytest.raises(CtrbenchError, match=r"dlrm.yaml: synthetic.model: unknown key 'embeding_dim' \(did you mean 'embedding_dim'\?\)"):
+        resolve_spec("dlrm", "synthetic", 1, tmp_path)
+
+
+def test_train_config_wrong_type(tmp_path):
+    (tmp_path / "dlrm.yaml").write_text("synthetic:\n  train: {batch_size: large}\n")
+    with pytest.raises(CtrbenchError, match=r"synthetic.train.batch_size: expected int, got 'large'"):
+        resolve_spec("dlrm", "synthetic", 1, tmp_path)
+
+
+def test_unknown_dataset_section(tmp_path):
+    (tmp_path / "dlrm.yaml").write_text("frape:\n  train: {batch_size: 8}\n")
+    with pytest.raises(CtrbenchError, match=r"unknown key 'frape' \(did you mean 'frappe'\?\)"):
+        resolve_spec("dlrm", "synthetic", 1, tmp_path)
+
+
+def test_invalid_yaml_names_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("a: 1\nb: [unclosed\n")
+    with pytest.raises(CtrbenchError, match=r"bad.yaml: line \d+: invalid YAML"):
+        load_yaml(path)
+
+
+def test_overrides_and_defaults():
+    spec = resolve_spec("dlrm", "synthetic", 3, overrides=parse_overrides(["train.epochs=2", "model.top_mlp_units=[8]"]))
+    assert spec.train.epochs == 2 and spec.model_params["top_mlp_units"] == (8,)
+    assert spec.train.learning_rate == 0.003  # from model_zoo/configs/dlrm.yaml
+    assert spec.train.early_stop_patience == 2  # TrainConfig default
+    with pytest.raises(CtrbenchError, match="expected model.KEY=VALUE"):
+        parse_overrides(["epochs=2"])
+
+
+def test_config_hash_changes_with_config_not_seed():
+    a = resolve_spec("dlrm", "synthetic", 1)
+    b = resolve_spec("dlrm", "synthetic", 2)
+    c = resolve_spec("dlrm", "synthetic", 1, overrides=parse_overrides(["train.epochs=5"]))
+    assert a.config_hash("h") == b.config_hash("h") != c.config_hash("h")
+    assert a.config_hash("h") != a.config_hash("other data")
