@@ -24,6 +24,9 @@ class DatasetConfig:
     display_name: str  # as the Wukong paper's tables name it (leaderboards match on it)
     description: str = ""
     generator: dict[str, Any] | None = None  # generated datasets (synthetic): generator arguments
+    # Preprocessing rules (features, min counts, max lengths, split rules), validated by the dataset's own
+    # converter in preprocess/<name>.py, which owns their schema.
+    preprocess: dict[str, Any] | None = None
 
 
 def dataset_names() -> list[str]:
