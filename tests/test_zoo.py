@@ -68,3 +68,13 @@ def test_registry_names_match_the_paper():
         paper_models = {row["model"] for row in csv.DictReader(handle)}
     assert {MODELS[n].display_name for n in TABLE2_MODELS} <= paper_models
     assert all(MODELS[n].name == n for n in MODELS)
+
+
+def test_every_config_entry_validates():
+    from ctrbench.runner import MODEL_CONFIG_DIR
+    from ctrbench.config import load_yaml
+
+    for path in sorted(MODEL_CONFIG_DIR.glob("*.yaml")):
+        assert path.stem in MODELS, f"{path}: no model named {path.stem!r}"
+        for dataset in load_yaml(path) or {}:
+            resolve_spec(path.stem, dataset, 0)  # raises on unknown keys or wrong types
