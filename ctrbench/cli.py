@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="default parent of --out")
     p.add_argument("--skip-bad-rows", action="store_true",
                    help="count and skip malformed rows instead of stopping at the first one")
+    p.add_argument("--release", help="which release to read when DIR holds several (default: the first found, "
+                                     "in the order the dataset's converter lists them)")
 
     p = commands.add_parser("train", help="train one model on one dataset and record the result",
                             description="Train one model on one dataset with its config for that dataset, "
@@ -127,7 +129,8 @@ def cmd_preprocess(args: argparse.Namespace) -> None:
             raise CtrbenchError(f"no preprocessor for {args.dataset!r} yet; available: {sorted(PREPROCESSORS)}")
         if args.raw is None:
             raise CtrbenchError(f"preprocess {args.dataset}: --raw DIR is required (the directory of raw files)")
-        fmap = PREPROCESSORS[args.dataset](args.raw, out, PreprocessOptions(skip_bad_rows=args.skip_bad_rows))
+        fmap = PREPROCESSORS[args.dataset](args.raw, out, PreprocessOptions(skip_bad_rows=args.skip_bad_rows,
+                                                                          release=args.release))
     rows = ", ".join(f"{s} {info.rows:,}" for s, info in fmap.splits.items())
     console.print(f"wrote {out} ({rows} rows; {len(fmap.features)} features)", highlight=False)
 

@@ -17,7 +17,14 @@ from ctrbench.features import FeatureMap
 @dataclass
 class PreprocessOptions:
     skip_bad_rows: bool = False  # count and report malformed rows instead of stopping at the first
+    release: str | None = None  # which release to read when the raw directory holds several
 
 
 Preprocessor = Callable[[Path, Path, PreprocessOptions], FeatureMap]
 PREPROCESSORS: dict[str, Preprocessor] = {}
+
+
+# The converters import PreprocessOptions from this module, so they are registered after it is defined.
+from preprocess.frappe import preprocess_frappe  # noqa: E402
+
+PREPROCESSORS["frappe"] = preprocess_frappe
