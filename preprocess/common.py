@@ -257,26 +257,28 @@ def read_csv(path: Path, columns: Sequence[str], policy: BadRows, separator: str
     keep = policy.check_rules(path, lines, [
         (empty_line, "empty line", None),
         (frame[overflow].is_not_null().to_numpy(), f"more than the header's {len(columns)} fields", None),
-        *[(frame[c].is_null().to_numpy(), f"missing or empty field {c!r}", None) for c in columns],
+        *[((frame[c].fill_null("") == "").to_numpy(), f"missing or empty field {c!r}", None) for c in columns],
     ])
     return frame.filter(pl.Series(keep)).select("line", *columns)
 
 
-def read_libfm(path: Path, fields: Sequence[str], labels: tuple[str, str], policy: BadRows) -> pl.DataFrame:
+def read_libfm(path: Path, fields: Sequence[str], labels: tuple[str, str], policy: BadRows,
+               index_ranges: Sequence[tuple[int, int]] | None = None) -> pl.DataFrame:
     """A libfm file with one `index:1` token per categorical field, as columns `line`, label, *fields.
 
     Each line is `LABEL index:1 index:1 ...` with exactly one token per field, in `fields` order
     (CRLF or LF; tokens separated by any whitespace). `labels` are the negative and positive label
-    texts, e.g. ("-1", "1"), mapped to 0 and 1. Each field's column holds the token's integer index.
+    texts, e.g. ("-1", "1"), mapped to 0 and 1. Each field's column holds the token's integer index,
+    which must lie in the field's (first, last) entry of `index_ranges` when those are given.
     """
     lines = read_lines(path)
     tokens = lines.select(pl.col("text").str.extract_all(r"\S+")).to_series()
-    count = tokens.list.len().to_numpy()
+    count = tokens.list.len()
     label_text = tokens.list.get(0, null_on_oob=True)
     columns: dict[str, Any] = {LABEL: (label_text == labels[1]).cast(pl.Float32)}
     rules = [
-        (count != len(fields) + 1,
-         f"expected {len(fields) + 1} tokens (label, then index:1 for {', '.join(fields)})", pl.Series(count)),
+        ((count != len(fields) + 1).to_numpy(),
+         f"expected {len(fields) + 1} tokens (label, then index:1 for {', '.join(fields)})", count),
         (~label_text.is_in(labels).fill_null(False).to_numpy(), f"label must be {labels[0]} or {labels[1]}", label_text),
     ]
     for position, name in enumerate(fields, start=1):
@@ -284,12 +286,15 @@ def read_libfm(path: Path, fields: Sequence[str], labels: tuple[str, str], polic
         parts = token.str.extract_groups(r"^(\d+):(.*)$")
         index = parts.struct.field("1").cast(pl.Int64, strict=False)
         value = parts.struct.field("2").cast(pl.Float64, strict=False)
-        present = token.is_not_null().to_numpy()
-        rules.append((present & index.is_null().to_numpy(),
-                      f"token {position} ({name}) is not index:value with a non-negative integer index",
-                      token))
-        rules.append((present & index.is_not_null().to_numpy() & (value != 1).fill_null(True).to_numpy(),
+        parsed = index.is_not_null().to_numpy()
+        rules.append((token.is_not_null().to_numpy() & ~parsed,
+                      f"token {position} ({name}) is not index:value with a non-negative integer index", token))
+        rules.append((parsed & (value != 1).fill_null(True).to_numpy(),
                       f"token {position} ({name}) must have value 1 (one-hot)", token))
+        if index_ranges is not None:
+            first, last = index_ranges[position - 1]
+            rules.append((parsed & ~index.is_between(first, last).fill_null(False).to_numpy(),
+                          f"{name} index outside its block {first}-{last}", index))
         columns[name] = index
     keep = policy.check_rules(path, lines["line"].to_numpy(), rules)
     frame = pl.DataFrame({"line": lines["line"], **columns})
@@ -326,7 +331,8 @@ def sample_negatives(positives: pl.DataFrame, sampled: str, exclude_by: Sequence
     n_values = len(universe)
     value_code = universe.search_sorted(values).to_numpy().astype(np.int64)
     key_code = positives.select(pl.struct(exclude_by).rank("dense")).to_series().to_numpy().astype(np.int64) - 1
-    used = np.unique(key_code * n_values + value_code)
+    used = np.sort(key_code * n_values + value_code)  # (key, value) pairs that occur, sorted and deduplicated
+    used = used[np.concatenate([[True], used[1:] != used[:-1]])]
     free = n_values - np.bincount(used // n_values, minlength=int(key_code.max()) + 1)
     if free.min() < per_positive:
         row = int(np.argmax(free[key_code] < per_positive))
@@ -335,21 +341,20 @@ def sample_negatives(positives: pl.DataFrame, sampled: str, exclude_by: Sequence
                             f"of the {n_values} {sampled} values never occur with it")
 
     rng = np.random.default_rng(seed)
-    keys = np.repeat(key_code, per_positive).reshape(-1, per_positive)
-    draws = rng.integers(0, n_values, size=keys.shape)
-    pending = np.ones(keys.shape, dtype=bool)
-    while pending.any():
-        pair = keys * n_values + draws
-        seen = used[np.minimum(np.searchsorted(used, pair), len(used) - 1)] == pair
-        clash = np.zeros_like(pending)
-        for j in range(per_positive):
-            for other in range(per_positive):
-                if other != j:
-                    clash[:, j] |= draws[:, j] == draws[:, other]
-        pending &= seen | clash
-        draws[pending] = rng.integers(0, n_values, size=int(pending.sum()))
+    keys = np.repeat(key_code, per_positive)  # draw d belongs to positive d // per_positive
+    draws = rng.integers(0, n_values, size=len(keys))
+    pending = np.arange(len(keys))
+    while pending.size:
+        pair = keys[pending] * n_values + draws[pending]
+        rejected = used[np.minimum(np.searchsorted(used, pair), len(used) - 1)] == pair
+        first_of_row = pending - pending % per_positive
+        for other in range(per_positive):  # equal to another draw of the same positive
+            sibling = first_of_row + other
+            rejected |= (sibling != pending) & (draws[sibling] == draws[pending])
+        pending = pending[rejected]
+        draws[pending] = rng.integers(0, n_values, size=pending.size)
     negatives = positives.select(pl.all().gather(np.repeat(np.arange(len(positives)), per_positive)))
-    return negatives.with_columns(universe.gather(draws.ravel()).alias(sampled))
+    return negatives.with_columns(universe.gather(draws).alias(sampled))
 
 
 def split_rows(rows: int, fractions: Sequence[float], seed: int) -> list[np.ndarray]:
@@ -394,33 +399,83 @@ class Vocabulary:
         return values.replace_strict(self.values, indices, default=OOV_INDEX, return_dtype=pl.Int32)
 
 
-def write_categorical_dataset(out_dir: Path, dataset: str, splits: dict[str, pl.DataFrame], fields: Sequence[str],
-                              min_count: int, source: dict[str, Any]) -> FeatureMap:
-    """Encode categorical `fields` of the train/valid/test frames and write the processed dataset.
+# --------------------------------------------------------------------------------------------------
+# Datasets whose features are all categorical: the releases' common shapes, and writing
 
-    Each frame holds the raw `fields` and a float32 0/1 `label`. Vocabularies are built on the train
-    split; the dataset is written through `DatasetWriter` (atomic). Returns the feature map.
+
+@dataclass
+class RawSplits:
+    """What a converter read: per split, a frame of raw field values plus a float32 0/1 `label`,
+    and the rows it used from each input file."""
+
+    frames: dict[str, pl.DataFrame]
+    input_rows: dict[Path, int]
+
+
+def read_csv_splits(raw_dir: Path, files: dict[str, str], fields: Sequence[str], policy: BadRows) -> RawSplits:
+    """Given splits as CSV files (BARS x1 style): header `label,<fields>`, labels 0/1."""
+    frames = {}
+    for split, name in files.items():
+        frames[split] = parse_labels(read_csv(raw_dir / name, [LABEL, *fields], policy), raw_dir / name, policy)
+    return RawSplits(frames, {raw_dir / files[split]: len(frame) for split, frame in frames.items()})
+
+
+def read_libfm_splits(raw_dir: Path, files: dict[str, str], fields: Sequence[str], policy: BadRows,
+                      index_ranges: Sequence[tuple[int, int]] | None = None) -> RawSplits:
+    """Given splits as libfm files (NFM/AFN style): labels -1/1, one `index:1` token per field."""
+    frames = {split: read_libfm(raw_dir / name, fields, ("-1", "1"), policy, index_ranges)
+              for split, name in files.items()}
+    return RawSplits(frames, {raw_dir / files[split]: len(frame) for split, frame in frames.items()})
+
+
+def split_positives(positives: pl.DataFrame, source: Path, sampled: str, exclude_by: Sequence[str],
+                    rules: CategoricalRules) -> RawSplits:
+    """Splits built from a positives-only log (read from `source`).
+
+    Adds `rules.negatives_per_positive` sampled negatives per positive (`sample_negatives`, seeded by
+    `rules.seed`), then splits all rows at random by `rules.split` (seeded by `rules.seed + 1`), as
+    NFM/AFN built Frappe and MovieLens for BARS.
+    """
+    per_positive = rules.negatives_per_positive
+    with progress(f"sampling {per_positive} negatives for each of {len(positives):,} positives"):
+        negatives = sample_negatives(positives, sampled, exclude_by, per_positive, rules.seed)
+    rows = pl.concat([positives.with_columns(pl.lit(1.0, pl.Float32).alias(LABEL)),
+                      negatives.with_columns(pl.lit(0.0, pl.Float32).alias(LABEL))])
+    parts = split_rows(len(rows), rules.split, rules.seed + 1)
+    return RawSplits({split: rows[part] for split, part in zip(SPLITS, parts)}, {source: len(positives)})
+
+
+def write_categorical_dataset(out_dir: Path, dataset: str, release: str, raw: RawSplits, rules: CategoricalRules,
+                              policy: BadRows, reference: tuple[str, dict[str, int]]) -> FeatureMap:
+    """Encode `rules.fields` of the raw splits and write the processed dataset (atomically).
+
+    Vocabularies are built on the train split (`Vocabulary`). The feature map's `source` records the
+    release, each input's checksum and rows used, the rules and the skipped bad rows. The written
+    split sizes are printed next to the `reference` release's (name, rows per split), e.g. BARS's.
     """
     for split in SPLITS:
-        if splits[split].is_empty():
+        if raw.frames[split].is_empty():
             raise CtrbenchError(f"{dataset}: the {split} split has no rows; are the raw files complete?")
+    source = {
+        "release": release,
+        "inputs": describe_inputs(list(raw.input_rows), {path.name: rows for path, rows in raw.input_rows.items()}),
+        "rules": dataclasses.asdict(rules),
+        "skipped_rows": policy.report(),
+    }
     with progress(f"{dataset}: building vocabularies on train and encoding"):
-        vocabularies = {name: Vocabulary.build(splits["train"][name], min_count) for name in fields}
+        vocabularies = {name: Vocabulary.build(raw.frames["train"][name], rules.min_count) for name in rules.fields}
         specs = [FeatureSpec(name=name, type="categorical", vocab_size=vocabularies[name].size,
-                             padding_idx=PADDING_INDEX, oov_idx=OOV_INDEX, min_count=min_count) for name in fields]
-        encoded = {split: frame.select(*[vocabularies[name].encode(frame[name]) for name in fields], LABEL)
-                   for split, frame in splits.items()}
+                             padding_idx=PADDING_INDEX, oov_idx=OOV_INDEX, min_count=rules.min_count)
+                 for name in rules.fields]
+        encoded = {split: frame.select(*[vocabularies[name].encode(frame[name]) for name in rules.fields], LABEL)
+                   for split, frame in raw.frames.items()}
     with progress(f"{dataset}: writing {out_dir}"), DatasetWriter(out_dir) as writer:
         for split in SPLITS:
             writer.write_split(split, to_parquet_frame(encoded[split], LABEL, specs))
-        return writer.commit(FeatureMap(dataset=dataset, label=LABEL, features=specs, source=source))
-
-
-def compare_rows(fmap: FeatureMap, reference: dict[str, int], reference_name: str) -> bool:
-    """Print the written split sizes next to a reference release's (e.g. BARS's); True if they are equal."""
+        fmap = writer.commit(FeatureMap(dataset=dataset, label=LABEL, features=specs, source=source))
     shown = lambda rows: " / ".join(f"{rows[split]:,}" for split in SPLITS)  # noqa: E731
+    name, rows = reference
     ours = {split: info.rows for split, info in fmap.splits.items()}
-    same = ours == reference
-    verdict = f"as in {reference_name}" if same else f"{reference_name} has {shown(reference)}"
-    console.print(f"{fmap.dataset}: train / valid / test rows {shown(ours)}, {verdict}", highlight=False)
-    return same
+    verdict = f"as in {name}" if ours == rows else f"{name} has {shown(rows)}"
+    console.print(f"{dataset}: train / valid / test rows {shown(ours)}, {verdict}", highlight=False)
+    return fmap

@@ -16,7 +16,7 @@ from ctrbench.errors import CtrbenchError
 from ctrbench.features import FeatureMap
 from preprocess import PreprocessOptions
 from preprocess.common import BadRows, CategoricalRules, load_rules
-from preprocess.frappe import FIELDS, build_from_raw_log, preprocess_frappe
+from preprocess.frappe import FIELDS, preprocess_frappe, read_release
 
 FIXTURES = Path(__file__).parent / "fixtures" / "frappe"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -77,7 +77,7 @@ def test_raw_log_positives_negatives_and_split(tmp_path):
     # The raw rows behind the written splits: every log row once as a positive, two negatives per positive
     # that keep its user and context and take an item that user never used.
     rules = load_rules("frappe", CategoricalRules)
-    splits, _ = build_from_raw_log(FIXTURES / "raw", rules, BadRows())
+    splits = read_release(FIXTURES / "raw", "raw", rules, BadRows()).frames
     assert {s: frame["label"].to_list() for s, frame in splits.items()} == \
         {s: read_split(fmap, s)["label"] for s in splits}
     rows = pl.concat(list(splits.values()))
@@ -106,7 +106,7 @@ def test_raw_log_positives_negatives_and_split(tmp_path):
     ("libfm", "frappe.test.libfm", 1, "0 3:1 960:1 5042:1 5051:1 5053:1 5057:1 5058:1 5068:1 5148:1 5381:1\r\n",
      "frappe.test.libfm:1: label must be -1 or 1, found '0'"),
     ("libfm", "frappe.validation.libfm", 2, "-1 7:1 999:1 5044:1 5046:1 5053:1 5055:1 5058:1 5060:1 5070:1 5382:1\r\n",
-     "frappe.validation.libfm:2: city index outside its libfm block 5149-5381, found 5382"),
+     "frappe.validation.libfm:2: city index outside its block 5149-5381, found 5382"),
     ("raw", "frappe.csv", 5, "1\t0\t2\tnight\n", "frappe.csv:5: missing or empty field 'weekday'"),
 ])
 def test_bad_row_stops_with_file_and_line(release, file, line, text, message, tmp_path):
