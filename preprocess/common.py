@@ -2,11 +2,12 @@
 
 A converter (preprocess/<dataset>.py) is a short script over these steps:
 
-    rules = load_rules(dataset, RulesClass)             the `preprocess:` section of its YAML, validated
-    release = detect_release(raw_dir, RELEASES, ...)    which release the raw directory holds
-    read_csv(...) / read_libfm(...)                     raw files -> polars frames, row by row validation
-    sample_negatives(...), split_rows(...)              build splits from a positives-only log
-    write_categorical_dataset(...)                      vocabularies on train, encode, write atomically
+    load_rules / load_categorical_rules     the `preprocess:` section of its YAML, validated
+    detect_release                          which release the raw directory holds (or --release)
+    read_csv / read_libfm                   raw files -> polars frames of text values, validated row by row
+      read_csv_splits / read_libfm_splits   ... for releases that ship train/valid/test files
+    split_positives                         positives-only log -> sampled negatives -> seeded split
+    write_categorical_dataset               vocabularies on train, encode, write atomically, record sources
 
 Validation is vectorized: a reader computes, for a whole column at once, a mask of the rows that break
 each rule, and `BadRows` either stops at the first bad line (`path:line: problem`) or, with
@@ -28,7 +29,7 @@ import polars as pl
 
 from ctrbench.config import build_dataclass
 from ctrbench.datasets import DATASET_CONFIG_DIR, load_dataset_config
-from ctrbench.errors import CtrbenchError, unknown_name
+from ctrbench.errors import CtrbenchError, closest, unknown_name
 from ctrbench.features import OOV_INDEX, DatasetWriter, FeatureMap, FeatureSpec, PADDING_INDEX, sha256_file, to_parquet_frame
 from ctrbench.train import console
 
@@ -92,11 +93,16 @@ class CategoricalRules:
         if len(self.split) != len(SPLITS) or min(self.split) <= 0 or abs(sum(self.split) - 1) > 1e-9:
             raise CtrbenchError(f"split must be {len(SPLITS)} positive fractions summing to 1, got {self.split}")
 
-    def check_fields(self, available: Sequence[str], release: str) -> None:
-        """Stop if a configured field is not a column of the release."""
-        for name in self.fields:
-            if name not in available:
-                raise unknown_name(f"field (the {release} release has these columns)", name, available)
+
+
+def load_categorical_rules(dataset: str, available: Sequence[str]) -> CategoricalRules:
+    """`load_rules` for an all-categorical dataset, also checking that `fields` are among `available`."""
+    rules = load_rules(dataset, CategoricalRules)
+    for name in rules.fields:
+        if name not in available:
+            raise CtrbenchError(f"{DATASET_CONFIG_DIR / dataset}.yaml: preprocess.fields: unknown field {name!r}"
+                                f"{closest(name, available)}; {dataset} has {', '.join(available)}")
+    return rules
 
 
 def detect_release(raw_dir: Path, releases: dict[str, Sequence[str]], dataset: str, prefer: str | None = None) -> str:
@@ -360,7 +366,7 @@ def sample_negatives(positives: pl.DataFrame, sampled: str, exclude_by: Sequence
 def split_rows(rows: int, fractions: Sequence[float], seed: int) -> list[np.ndarray]:
     """A seeded random partition of row indices 0..rows-1 into len(fractions) parts, each sorted.
 
-    Part k ends at round(rows * (f_0 + ... + f_k)) of a seeded permutation.
+    Part k ends at round(rows * (f_0 + ... + f_k)) (half to even) of a seeded permutation.
     """
     order = np.random.default_rng(seed).permutation(rows)
     bounds = np.round(np.cumsum([0.0, *fractions]) * rows).astype(np.int64)

@@ -29,7 +29,7 @@ from preprocess.common import (
     CategoricalRules,
     RawSplits,
     detect_release,
-    load_rules,
+    load_categorical_rules,
     progress,
     read_csv,
     read_csv_splits,
@@ -61,8 +61,7 @@ def read_release(raw_dir: Path, release: str, rules: CategoricalRules, policy: B
 
 
 def preprocess_frappe(raw_dir: Path, out_dir: Path, options: PreprocessOptions) -> FeatureMap:
-    rules = load_rules("frappe", CategoricalRules)
-    rules.check_fields(FIELDS, "frappe")
+    rules = load_categorical_rules("frappe", FIELDS)
     release = detect_release(raw_dir, RELEASES, "frappe", options.release)
     policy = BadRows(skip=options.skip_bad_rows)
     with progress(f"frappe: reading the {release} release"):

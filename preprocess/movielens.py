@@ -32,7 +32,7 @@ from preprocess.common import (
     CategoricalRules,
     RawSplits,
     detect_release,
-    load_rules,
+    load_categorical_rules,
     progress,
     read_csv,
     read_csv_splits,
@@ -64,8 +64,7 @@ def read_release(raw_dir: Path, release: str, rules: CategoricalRules, policy: B
 
 
 def preprocess_movielens(raw_dir: Path, out_dir: Path, options: PreprocessOptions) -> FeatureMap:
-    rules = load_rules("movielens", CategoricalRules)
-    rules.check_fields(FIELDS, "movielens")
+    rules = load_categorical_rules("movielens", FIELDS)
     release = detect_release(raw_dir, RELEASES, "movielens", options.release)
     policy = BadRows(skip=options.skip_bad_rows)
     with progress(f"movielens: reading the {release} release"):

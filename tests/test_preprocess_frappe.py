@@ -188,3 +188,19 @@ def test_real_raw_log_builds_three_rows_per_positive(tmp_path):
     assert {s: info.rows for s, info in fmap.splits.items()} == {"train": 202_026, "valid": 57_722, "test": 28_861}
     assert sum(pl.read_parquet(fmap.split_paths(s))["label"].sum() for s in BARS_ROWS) == 96_203
     assert fmap.source["inputs"]["frappe.csv"]["rows"] == 96_203
+
+
+def test_config_fields_select_features_and_typos_are_named(tmp_path, monkeypatch):
+    import preprocess.common
+    from ctrbench.datasets import load_dataset_config
+
+    config = load_dataset_config("frappe")
+    monkeypatch.setattr(preprocess.common, "load_dataset_config", lambda name: config)
+    config.preprocess = {**config.preprocess, "fields": ["item", "user"]}
+    fmap = preprocess_frappe(FIXTURES / "bars_x1", tmp_path / "out", PreprocessOptions())
+    assert [f.name for f in fmap.features] == ["item", "user"]
+    assert read_split(fmap, "valid") == {k: EXPECTED["valid"][k] for k in ("item", "user", "label")}
+    config.preprocess = {**config.preprocess, "fields": ["user", "itme"]}
+    with pytest.raises(CtrbenchError, match=r"dataset_configs/frappe.yaml: preprocess.fields: unknown field 'itme' "
+                                            r"\(did you mean 'item'\?\); frappe has user, item, daytime"):
+        preprocess_frappe(FIXTURES / "bars_x1", tmp_path / "out", PreprocessOptions())
