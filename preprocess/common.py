@@ -30,7 +30,15 @@ import polars as pl
 from ctrbench.config import build_dataclass
 from ctrbench.datasets import DATASET_CONFIG_DIR, load_dataset_config
 from ctrbench.errors import CtrbenchError, closest, unknown_name
-from ctrbench.features import OOV_INDEX, DatasetWriter, FeatureMap, FeatureSpec, PADDING_INDEX, sha256_file, to_parquet_frame
+from ctrbench.features import (
+    OOV_INDEX,
+    PADDING_INDEX,
+    DatasetWriter,
+    FeatureMap,
+    FeatureSpec,
+    sha256_file,
+    to_parquet_frame,
+)
 from ctrbench.train import console
 
 FIRST_VALUE_INDEX = 2  # vocabulary indices: 0 padding, 1 out-of-vocabulary, values from 2
@@ -285,7 +293,8 @@ def read_libfm(path: Path, fields: Sequence[str], labels: tuple[str, str], polic
     rules = [
         ((count != len(fields) + 1).to_numpy(),
          f"expected {len(fields) + 1} tokens (label, then index:1 for {', '.join(fields)})", count),
-        (~label_text.is_in(labels).fill_null(False).to_numpy(), f"label must be {labels[0]} or {labels[1]}", label_text),
+        (~label_text.is_in(labels).fill_null(False).to_numpy(), f"label must be {labels[0]} or {labels[1]}",
+         label_text),
     ]
     for position, name in enumerate(fields, start=1):
         token = tokens.list.get(position, null_on_oob=True)

@@ -91,7 +91,8 @@ def test_read_libfm_crlf_labels_and_token_checks(tmp_path):
     frame = read_libfm(path, ["user", "item"], ("-1", "1"), BadRows())
     assert frame.rows() == [(1, 1.0, 3, 17), (2, 0.0, 4, 9), (3, 0.0, 3, 9)]
     assert frame.columns == ["line", "label", "user", "item"]
-    for text, message in [(b"1 3:1 17:1\n1 3:1\n", "x.libfm:2: expected 3 tokens (label, then index:1 for user, item), found 2"),
+    for text, message in [(b"1 3:1 17:1\n1 3:1\n",
+                           "x.libfm:2: expected 3 tokens (label, then index:1 for user, item), found 2"),
                           (b"1 3:1 17:1\n0 3:1 17:1\n", "x.libfm:2: label must be -1 or 1, found '0'"),
                           (b"1 3:1 a:1\n", "x.libfm:1: token 2 (item) is not index:value with a non-negative "
                                            "integer index, found 'a:1'"),
@@ -151,7 +152,8 @@ def test_rules_from_section_names_the_bad_key():
     assert rules_from_section(good, CategoricalRules, "f.yaml: preprocess").split == [0.7, 0.2, 0.1]
     for change, message in [({"seed": None}, "f.yaml: preprocess.seed: expected int, got None"),
                             ({"min_cout": 1}, "f.yaml: preprocess: unknown key 'min_cout' (did you mean 'min_count'?)"),
-                            ({"split": [0.5, 0.5]}, "f.yaml: preprocess: split must be 3 positive fractions summing to 1"),
+                            ({"split": [0.5, 0.5]},
+                             "f.yaml: preprocess: split must be 3 positive fractions summing to 1"),
                             ({"min_count": 0}, "f.yaml: preprocess: min_count must be >= 1, got 0")]:
         with pytest.raises(CtrbenchError) as error:
             rules_from_section({**good, **change}, CategoricalRules, "f.yaml: preprocess")
