@@ -11,6 +11,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from ctrbench.cli import main
 from ctrbench.data import load_split
 from ctrbench.errors import CtrbenchError
 from ctrbench.features import FeatureMap
@@ -153,7 +154,7 @@ def test_missing_files_and_release_choice(tmp_path):
         preprocess_frappe(tmp_path / "nowhere", tmp_path / "out", PreprocessOptions())
 
 
-def test_cli_end_to_end(tmp_path):
+def test_cli_end_to_end(tmp_path, capsys):
     out = tmp_path / "frappe"
     result = subprocess.run([sys.executable, "-m", "ctrbench", "preprocess", "frappe", "--raw", FIXTURES / "bars_x1",
                              "--out", out], capture_output=True, text=True, cwd=REPO_ROOT)
@@ -162,9 +163,8 @@ def test_cli_end_to_end(tmp_path):
     assert f"wrote {out} (train 5, valid 2, test 2 rows; 10 features)" in result.stderr
     assert json.loads((out / "feature_map.json").read_text())["splits"]["test"]["rows"] == 2
 
-    result = subprocess.run([sys.executable, "-m", "ctrbench", "preprocess", "frappe", "--raw", tmp_path / "empty",
-                             "--out", out], capture_output=True, text=True, cwd=REPO_ROOT)
-    assert result.returncode == 2 and result.stderr == f"error: {tmp_path / 'empty'}: raw directory not found\n"
+    assert main(["preprocess", "frappe", "--raw", str(tmp_path / "empty"), "--out", str(out)]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path / 'empty'}: raw directory not found\n"
 
 
 real_files = pytest.mark.skipif(not REAL_DATA.is_dir(), reason=f"real Frappe files not found in {REAL_DATA} "
