@@ -25,8 +25,10 @@ PREPROCESSORS: dict[str, Preprocessor] = {}
 
 
 # The converters import PreprocessOptions from this module, so they are registered after it is defined.
+from preprocess.criteo import preprocess_criteo  # noqa: E402
 from preprocess.frappe import preprocess_frappe  # noqa: E402
 from preprocess.movielens import preprocess_movielens  # noqa: E402
 
+PREPROCESSORS["criteo"] = preprocess_criteo
 PREPROCESSORS["frappe"] = preprocess_frappe
 PREPROCESSORS["movielens"] = preprocess_movielens

@@ -1,0 +1,587 @@
+"""Criteo click logs -> the processed-dataset contract, streamed block by block in bounded memory.
+
+Two releases share one line format and are told apart by their files:
+
+    terabyte  day_0 .. day_23, each plain text or gzip (day_N.gz): the Criteo 1TB click logs
+    kaggle    train.txt: the Display Advertising Challenge's labelled file
+
+A line is `label`, I1..I13 (integers), C1..C26 (ids of 8 hex digits), tab-separated, no header.
+Empty fields are missing values, and a line may stop early: its absent trailing fields are missing
+too (the line is padded to 40 columns). A line breaking a rule (label other than 0/1, more than 40
+fields, an I field that is not an integer, a C field that is not 8 hex digits) stops the run with
+`file:line: problem`, or with `--skip-bad-rows` is dropped and counted in the feature map's source.
+
+Encodings (dataset_configs/criteo.yaml, `preprocess:`, one section per release):
+
+    I1..I13  float32 log(1 + max(x, 0)); missing -> 0. Negative values are clamped to 0 first, as the
+             DLRM reference preprocessing does (only a few fields ever hold them); the log tames the
+             heavy-tailed counts so no further scaling is needed.
+    C1..C26  `hash`: index 2 + (id mod table_size), where id is the 8 hex digits read as an unsigned
+             32-bit integer: one pass, no state, the same on every run and machine (TorchRec's modulo
+             convention; the MLPerf DLRM-v2 table sizes cap the largest features at 40M rows).
+             `frequency`: values seen at least `min_count` times in the train split get 2, 3, ... by
+             decreasing count (ties by id), at most `table_size` of them; other values get 1 (OOV).
+             Needs a first pass that counts values over the train split.
+             Missing -> 1 in both (index 0 is padding).
+
+Splits and files, in the order the feature map lists them:
+
+    terabyte  train/day_00.parquet .. train/day_22.parquet    days 0-22
+              valid/day_23_first_half.parquet                 day 23, lines 1 .. n // 2
+              test/day_23_second_half.parquet                 day 23, the rest (TorchRec's val/test halves)
+    kaggle    {train,valid,test}/part-00000.parquet           each line drawn by a seeded hash of its line
+                                                              number with the `split` fractions
+
+Memory: each file is read `block_bytes` of text at a time (whole lines); a block is parsed, checked,
+encoded and appended to its parquet files, in row groups of the writer's size, before the next one
+is read, so memory does not grow with the file. Only `frequency` vocabularies grow with the data
+(one entry per distinct value of the train split). Input checksums are computed on the same pass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import time
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+
+from ctrbench.config import build_dataclass, check_kwargs
+from ctrbench.datasets import DATASET_CONFIG_DIR, load_dataset_config
+from ctrbench.errors import CtrbenchError
+from ctrbench.features import (OOV_INDEX, PADDING_INDEX, DatasetWriter, FeatureMap, FeatureSpec, parquet_schema,
+                               to_parquet_frame)
+from ctrbench.train import console
+from preprocess import PreprocessOptions
+from preprocess.common import BadRows, detect_release
+
+LABEL = "label"
+INTEGER_FEATURES = tuple(f"I{i}" for i in range(1, 14))
+CATEGORICAL_FEATURES = tuple(f"C{i}" for i in range(1, 27))
+COLUMNS = (LABEL, *INTEGER_FEATURES, *CATEGORICAL_FEATURES)
+DAYS = 24  # day_0 .. day_23; the last one is held out
+RELEASES = {"terabyte": ["day_*"], "kaggle": ["train.txt"]}
+FIRST_VALUE_INDEX = 2  # 0 padding, 1 OOV / missing
+MAX_INDEX = np.iinfo(np.int32).max
+BLOCK_BYTES = 32 << 20
+NUMERIC_TRANSFORM = "log(1 + max(x, 0)); missing -> 0"
+
+# Each row's first broken rule, by position; `_check_block` reports them with these words.
+PROBLEMS = (
+    "label must be 0 or 1",
+    f"more than {len(COLUMNS)} tab-separated fields",
+    *(f"{name} is not an integer" for name in INTEGER_FEATURES),
+    *(f"{name} is not 8 hex digits" for name in CATEGORICAL_FEATURES),
+)
+
+
+# --------------------------------------------------------------------------------------------------
+# Rules (the YAML's preprocess section)
+
+
+@dataclass(kw_only=True)
+class EncodingRules:
+    """How one release's categorical ids become indices (see the module docstring)."""
+
+    encoding: Literal["hash", "frequency"]
+    table_size: int | None  # hash: buckets per feature; frequency: most values kept per feature (null: no cap)
+    table_sizes: dict[str, int] = field(default_factory=dict)  # per-feature overrides of table_size
+    min_count: int = 1  # frequency only: values seen fewer times in the train split map to OOV
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.table_sizes) - set(CATEGORICAL_FEATURES))
+        if unknown:
+            raise CtrbenchError(f"table_sizes: {unknown[0]!r} is not a categorical feature (C1 .. C26)")
+        for size in (self.table_size, *self.table_sizes.values()):
+            if size is not None and not 1 <= size <= MAX_INDEX - FIRST_VALUE_INDEX:
+                raise CtrbenchError(f"table sizes must be between 1 and {MAX_INDEX - FIRST_VALUE_INDEX}, got {size}")
+        if self.min_count < 1:
+            raise CtrbenchError(f"min_count must be >= 1, got {self.min_count}")
+        if self.encoding == "hash":
+            unsized = [name for name in CATEGORICAL_FEATURES if self.size(name) is None]
+            if unsized:
+                raise CtrbenchError(f"encoding hash needs a table size for every feature; {unsized[0]} has none "
+                                    "(set table_size)")
+            if self.min_count != 1:
+                raise CtrbenchError("min_count only applies to encoding frequency; remove it or set it to 1")
+
+    def size(self, feature: str) -> int | None:
+        return self.table_sizes.get(feature, self.table_size)
+
+
+@dataclass(kw_only=True)
+class KaggleRules(EncodingRules):
+    """The Kaggle release also needs a split rule: it is one file."""
+
+    split: list[float]  # train / valid / test fractions
+    seed: int  # seeds the per-line split draw
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if len(self.split) != 3 or min(self.split) <= 0 or abs(sum(self.split) - 1) > 1e-9:
+            raise CtrbenchError(f"split must be 3 positive fractions (train, valid, test) summing to 1, got {self.split}")
+
+
+def _build_rules(cls: type, values: Any, where: str) -> Any:
+    if not isinstance(values, dict):
+        raise CtrbenchError(f"{where}: missing section (a mapping of {', '.join(f.name for f in dataclasses.fields(cls))})")
+    required = [f.name for f in dataclasses.fields(cls)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    missing = [name for name in required if name not in values]
+    if missing:
+        raise CtrbenchError(f"{where}: missing key {missing[0]!r}; the section needs {', '.join(required)}")
+    try:
+        return build_dataclass(cls, values, where)
+    except CtrbenchError as exc:
+        message = str(exc)
+        raise CtrbenchError(message if message.startswith(where) else f"{where}: {message}") from None
+
+
+def load_rules() -> tuple[EncodingRules, KaggleRules]:
+    """The `terabyte` and `kaggle` sections of dataset_configs/criteo.yaml's `preprocess:`."""
+    where = f"{DATASET_CONFIG_DIR / 'criteo.yaml'}: preprocess"
+    section = check_kwargs(load_dataset_config("criteo").preprocess or {},
+                           {"terabyte": dict[str, Any], "kaggle": dict[str, Any]}, where)
+    return (_build_rules(EncodingRules, section.get("terabyte"), f"{where}.terabyte"),
+            _build_rules(KaggleRules, section.get("kaggle"), f"{where}.kaggle"))
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading: blocks of lines -> typed, checked rows
+
+
+class _DigestingReader:
+    """A binary file wrapper that hashes and counts the bytes read through it (the stored, compressed ones)."""
+
+    def __init__(self, handle):
+        self.handle = handle
+        self.sha256 = hashlib.sha256()
+        self.bytes_read = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.handle.read(size)
+        self.sha256.update(data)
+        self.bytes_read += len(data)
+        return data
+
+
+class LineBlocks:
+    """The lines of a raw file (plain or .gz), `block_bytes` of text at a time.
+
+    Iterating yields `(block, number of the block's first line)`, each block ending at a line end.
+    After a full iteration `lines`, `sha256` and `bytes` describe the file as stored on disk.
+    """
+
+    def __init__(self, path: Path, block_bytes: int = BLOCK_BYTES):
+        self.path = path
+        self.block_bytes = block_bytes
+        self.size = path.stat().st_size
+        self.lines = 0
+        self.sha256 = ""
+        self.bytes = 0
+        self._reader: _DigestingReader | None = None
+
+    @property
+    def bytes_read(self) -> int:
+        return self._reader.bytes_read if self._reader else 0
+
+    def __iter__(self) -> Iterator[tuple[bytes, int]]:
+        with self.path.open("rb") as handle:
+            self._reader = _DigestingReader(handle)
+            text = gzip.GzipFile(fileobj=self._reader, mode="rb") if self.path.suffix == ".gz" else self._reader
+            next_line, carry = 1, b""
+            while data := self._read(text, next_line):
+                data = carry + data
+                cut = data.rfind(b"\n") + 1
+                if cut == 0 and len(data) > 4 * self.block_bytes:
+                    raise CtrbenchError(f"{self.path}:{next_line}: no line end in {len(data):,} bytes; "
+                                        "is this a Criteo text file?")
+                block, carry = data[:cut], data[cut:]
+                if block:
+                    yield block, next_line
+                    next_line += block.count(b"\n")
+            if carry:  # a last line without a line end
+                yield carry, next_line
+                next_line += 1
+        self.lines = next_line - 1
+        self.sha256 = self._reader.sha256.hexdigest()
+        self.bytes = self._reader.bytes_read
+
+    def _read(self, stream, next_line: int) -> bytes:
+        try:
+            return stream.read(self.block_bytes)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise CtrbenchError(f"{self.path}: unreadable gzip data after line {next_line - 1} ({exc}); "
+                                "is the file truncated or corrupt?") from None
+
+
+def _field_counts(block: bytes) -> np.ndarray:
+    """Number of tab-separated fields on each line of a block."""
+    data = np.frombuffer(block, dtype=np.uint8)
+    starts = np.flatnonzero(data == ord("\n")) + 1
+    starts = np.concatenate(([0], starts[:-1] if block.endswith(b"\n") else starts))
+    return np.add.reduceat(data == ord("\t"), starts, dtype=np.int64) + 1
+
+
+_RAW_SCHEMA = {name: pl.String for name in COLUMNS}
+
+
+def _typed_block(block: bytes) -> pl.DataFrame:
+    """Parse a block of lines: typed columns (null where missing) and each row's first broken rule.
+
+    `problem` is an index into PROBLEMS, null for a good row. Labels become float32, I fields are
+    already transformed to float32, C fields are their ids as UInt32 (null where missing).
+    """
+    raw = pl.read_csv(block, has_header=False, separator="\t", quote_char=None, schema=_RAW_SCHEMA,
+                      missing_columns="insert", truncate_ragged_lines=True, encoding="utf8-lossy")
+    fields = _field_counts(block)
+    assert raw.height == len(fields), "one parsed row per line"
+    integer = {name: pl.col(name).str.to_integer(strict=False) for name in INTEGER_FEATURES}
+    hexadecimal = {name: pl.col(name).str.to_integer(base=16, dtype=pl.UInt32, strict=False)
+                   for name in CATEGORICAL_FEATURES}
+    broken = [
+        ~pl.col(LABEL).is_in(["0", "1"]).fill_null(False),
+        pl.lit(pl.Series(fields > len(COLUMNS))),
+        *(pl.col(name).is_not_null() & integer[name].is_null() for name in INTEGER_FEATURES),
+        # to_integer rejects what is not hex and "-", but takes a leading "+"
+        *(pl.col(name).is_not_null() & (hexadecimal[name].is_null() | (pl.col(name).str.len_bytes() != 8)
+                                        | pl.col(name).str.starts_with("+"))
+          for name in CATEGORICAL_FEATURES),
+    ]
+    return raw.select(
+        pl.coalesce([pl.when(rule).then(pl.lit(k, pl.Int16)) for k, rule in enumerate(broken)]).alias("problem"),
+        pl.col(LABEL).cast(pl.Float32, strict=False),
+        *(integer[name].clip(lower_bound=0).fill_null(0).cast(pl.Float64).log1p().cast(pl.Float32).alias(name)
+          for name in INTEGER_FEATURES),
+        *(hexadecimal[name].alias(name) for name in CATEGORICAL_FEATURES),
+    )
+
+
+def _check_block(typed: pl.DataFrame, path: Path, first_line: int, policy: BadRows) -> tuple[pl.DataFrame, np.ndarray]:
+    """Good rows of a block and their line numbers; bad rows stop the run or are counted (BadRows)."""
+    lines = np.arange(first_line, first_line + typed.height, dtype=np.int64)
+    problem = typed["problem"].fill_null(-1).to_numpy()
+    keep = problem < 0
+    if not keep.all():
+        # Report rules in the order they first break, so that without --skip-bad-rows the error names
+        # the earliest bad line of the block.
+        codes, first_row = np.unique(problem[~keep], return_index=True)
+        for code in codes[np.argsort(first_row)]:
+            policy.check(problem == code, path, lines, PROBLEMS[code])
+    return typed.drop("problem").filter(pl.Series(keep)), lines[keep]
+
+
+def read_rows(blocks: LineBlocks, policy: BadRows, action: str) -> Iterator[tuple[pl.DataFrame, np.ndarray]]:
+    """Typed, checked rows of a raw file and their line numbers, block by block, with a progress bar."""
+    with _FileProgress(action, blocks) as progress:
+        for block, first_line in blocks:
+            yield _check_block(_typed_block(block), blocks.path, first_line, policy)
+            progress.advance()
+
+
+class _FileProgress:
+    """A progress bar over a file's bytes on a terminal; one summary line per file everywhere."""
+
+    def __init__(self, action: str, blocks: LineBlocks):
+        self.action, self.blocks = action, blocks
+        self.bar = None
+        if console.is_terminal:
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+                                TimeRemainingColumn(), console=console, transient=True)
+
+    def __enter__(self) -> _FileProgress:
+        self.started = time.perf_counter()
+        if self.bar is not None:
+            self.bar.start()
+            self.task = self.bar.add_task(f"criteo: {self.action} {self.blocks.path.name}", total=self.blocks.size)
+        return self
+
+    def advance(self) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, completed=self.blocks.bytes_read)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+        if exc_type is None:
+            seconds = time.perf_counter() - self.started
+            console.print(f"criteo: {self.action} {self.blocks.path.name}: {self.blocks.lines:,} lines in "
+                          f"{seconds:.1f} s ({self.blocks.lines / max(seconds, 1e-9):,.0f} lines/s)", highlight=False)
+
+
+# --------------------------------------------------------------------------------------------------
+# Categorical encodings
+
+
+class HashEncoding:
+    """Index 2 + (id mod table size); missing ids -> OOV."""
+
+    def __init__(self, rules: EncodingRules):
+        self.sizes = {name: rules.size(name) for name in CATEGORICAL_FEATURES}
+
+    def vocab_size(self, feature: str) -> int:
+        return FIRST_VALUE_INDEX + self.sizes[feature]
+
+    def encode(self, feature: str, ids: pl.Series) -> pl.Series:
+        indices = ids.cast(pl.Int64) % self.sizes[feature] + FIRST_VALUE_INDEX
+        return indices.fill_null(OOV_INDEX).cast(pl.Int32)
+
+    def spec(self, feature: str) -> FeatureSpec:
+        return FeatureSpec(name=feature, type="categorical", vocab_size=self.vocab_size(feature),
+                           padding_idx=PADDING_INDEX, oov_idx=OOV_INDEX,
+                           transform=f"hash: 2 + (hex id mod {self.sizes[feature]})")
+
+
+@dataclass
+class Vocabulary:
+    """Kept ids of one feature, sorted, and the index each one gets."""
+
+    ids: np.ndarray  # uint32, ascending
+    indices: np.ndarray  # int32
+
+    def encode(self, ids: pl.Series) -> pl.Series:
+        if len(self.ids) == 0:
+            return pl.Series(np.full(len(ids), OOV_INDEX, dtype=np.int32))
+        values = ids.fill_null(0).to_numpy()
+        position = np.minimum(np.searchsorted(self.ids, values), len(self.ids) - 1)
+        found = (self.ids[position] == values) & ids.is_not_null().to_numpy()
+        return pl.Series(np.where(found, self.indices[position], OOV_INDEX).astype(np.int32))
+
+
+class FrequencyEncoding:
+    """Vocabularies counted over the train split; ids outside them and missing ids -> OOV."""
+
+    def __init__(self, rules: EncodingRules, vocabularies: dict[str, Vocabulary]):
+        self.min_count = rules.min_count
+        self.vocabularies = vocabularies
+
+    def vocab_size(self, feature: str) -> int:
+        return FIRST_VALUE_INDEX + len(self.vocabularies[feature].ids)
+
+    def encode(self, feature: str, ids: pl.Series) -> pl.Series:
+        return self.vocabularies[feature].encode(ids)
+
+    def spec(self, feature: str) -> FeatureSpec:
+        return FeatureSpec(name=feature, type="categorical", vocab_size=self.vocab_size(feature),
+                           padding_idx=PADDING_INDEX, oov_idx=OOV_INDEX, min_count=self.min_count)
+
+
+class ValueCounter:
+    """Occurrences of every (feature, id) pair in the rows it is given.
+
+    Each block's counts wait in a queue that is merged into the totals once it holds more entries
+    than the totals (or `min_merge` entries), so memory stays within a few times the totals and
+    every entry is merged a bounded number of times on average.
+    """
+
+    def __init__(self, min_merge: int = 1 << 22):
+        self.min_merge = min_merge
+        self.totals = pl.DataFrame(schema={"key": pl.UInt64, "count": pl.Int64})
+        self.queue: list[pl.DataFrame] = []
+        self.queued = 0
+
+    def add(self, rows: pl.DataFrame) -> None:
+        # One key per (feature, id): the feature's position in the high 32 bits, the id in the low 32.
+        keys = pl.concat([rows[name].drop_nulls().cast(pl.UInt64) + (j << 32)
+                          for j, name in enumerate(CATEGORICAL_FEATURES)])
+        counts = keys.alias("key").value_counts(name="count").with_columns(pl.col("count").cast(pl.Int64))
+        self.queue.append(counts)
+        self.queued += counts.height
+        if self.queued > max(self.totals.height, self.min_merge):
+            self._merge()
+
+    def _merge(self) -> None:
+        self.totals = pl.concat([self.totals, *self.queue]).group_by("key").agg(pl.col("count").sum())
+        self.queue, self.queued = [], 0
+
+    def vocabularies(self, rules: EncodingRules) -> dict[str, Vocabulary]:
+        """Per feature: ids seen >= min_count times, most frequent first (ties by id), at most its table size."""
+        self._merge()
+        kept = (self.totals.filter(pl.col("count") >= rules.min_count)
+                .select((pl.col("key") // (1 << 32)).cast(pl.Int64).alias("feature"),
+                        (pl.col("key") % (1 << 32)).cast(pl.UInt32).alias("id"), "count"))
+        by_feature = kept.partition_by("feature", as_dict=True, include_key=False)
+        vocabularies = {}
+        for j, name in enumerate(CATEGORICAL_FEATURES):
+            ranked = by_feature.get((j,), kept.clear()).sort(["count", "id"], descending=[True, False])
+            if rules.size(name) is not None:
+                ranked = ranked.head(rules.size(name))
+            ids = ranked["id"].to_numpy()
+            order = np.argsort(ids, kind="stable")
+            indices = (FIRST_VALUE_INDEX + np.arange(len(ids), dtype=np.int32))
+            vocabularies[name] = Vocabulary(ids=ids[order], indices=indices[order])
+        return vocabularies
+
+
+# --------------------------------------------------------------------------------------------------
+# Writing
+
+
+class ParquetSink:
+    """Appends tables to one parquet file in row groups of exactly `row_group_rows` (the last may be shorter)."""
+
+    def __init__(self, path: Path, schema: pa.Schema, row_group_rows: int):
+        self.writer = pq.ParquetWriter(path, schema, compression="zstd")
+        self.row_group_rows = row_group_rows
+        self.pending: list[pa.Table] = []
+        self.pending_rows = 0
+        self.rows = 0
+
+    def write(self, table: pa.Table) -> None:
+        self.pending.append(table)
+        self.pending_rows += table.num_rows
+        if self.pending_rows >= self.row_group_rows:
+            self._flush(whole_groups_only=True)
+
+    def _flush(self, whole_groups_only: bool) -> None:
+        table = pa.concat_tables(self.pending)
+        ready = table.num_rows - table.num_rows % self.row_group_rows if whole_groups_only else table.num_rows
+        if ready:
+            self.writer.write_table(table.slice(0, ready), row_group_size=self.row_group_rows)
+        rest = table.slice(ready)
+        self.pending, self.pending_rows = ([rest], rest.num_rows) if rest.num_rows else ([], 0)
+        self.rows += ready
+
+    def close(self) -> int:
+        """Write what is left and return the file's row count."""
+        if self.pending:
+            self._flush(whole_groups_only=False)
+        self.writer.close()
+        return self.rows
+
+
+@dataclass
+class FilePlan:
+    """One raw file: the split files its rows go to and which row goes where."""
+
+    path: Path
+    outputs: list[tuple[str, str]]  # (split, parquet file relative to the dataset), indexed by `assign`
+    assign: Callable[[np.ndarray], np.ndarray] | None = None  # line numbers -> index into `outputs`; None: all to 0
+
+    def train_output(self) -> int | None:
+        splits = [split for split, _ in self.outputs]
+        return splits.index("train") if "train" in splits else None
+
+
+def _convert_file(plan: FilePlan, encoding, specs: list[FeatureSpec], writer: DatasetWriter, policy: BadRows,
+                  block_bytes: int) -> dict[str, Any]:
+    """Encode one raw file into its split files; returns its checksum, size and line count."""
+    schema = parquet_schema(LABEL, specs)
+    sinks = [ParquetSink(writer.path(relative), schema, writer.row_group_rows) for _, relative in plan.outputs]
+    blocks = LineBlocks(plan.path, block_bytes)
+    for rows, lines in read_rows(blocks, policy, "converting"):
+        encoded = rows.with_columns([encoding.encode(name, rows[name]).alias(name) for name in CATEGORICAL_FEATURES])
+        table = to_parquet_frame(encoded, LABEL, specs)
+        if plan.assign is None:
+            sinks[0].write(table)
+            continue
+        target = plan.assign(lines)
+        for k, sink in enumerate(sinks):
+            sink.write(table.filter(pa.array(target == k)))
+    for (split, relative), sink in zip(plan.outputs, sinks):
+        writer.add_file(split, relative, sink.close())
+    return {"sha256": blocks.sha256, "bytes": blocks.bytes, "rows": blocks.lines}
+
+
+def _count_values(plans: list[FilePlan], rules: EncodingRules, options: PreprocessOptions,
+                  block_bytes: int) -> FrequencyEncoding:
+    """The counting pass of `frequency`: vocabularies over the rows that go to the train split."""
+    counter = ValueCounter()
+    policy = BadRows(skip=options.skip_bad_rows)  # stops early on a bad row; counts are reported by the next pass
+    for plan in plans:
+        train = plan.train_output()
+        if train is None:
+            continue
+        for rows, lines in read_rows(LineBlocks(plan.path, block_bytes), policy, "counting values in"):
+            counter.add(rows if plan.assign is None else rows.filter(pl.Series(plan.assign(lines) == train)))
+    return FrequencyEncoding(rules, counter.vocabularies(rules))
+
+
+def convert(plans: list[FilePlan], out_dir: Path, rules: EncodingRules, options: PreprocessOptions,
+            source: dict[str, Any], block_bytes: int = BLOCK_BYTES) -> FeatureMap:
+    """Encode every planned file and commit the dataset (atomically, through DatasetWriter)."""
+    encoding = HashEncoding(rules) if rules.encoding == "hash" else _count_values(plans, rules, options, block_bytes)
+    specs = [FeatureSpec(name=name, type="numeric", transform=NUMERIC_TRANSFORM) for name in INTEGER_FEATURES]
+    specs += [encoding.spec(name) for name in CATEGORICAL_FEATURES]
+    policy = BadRows(skip=options.skip_bad_rows)
+    with DatasetWriter(out_dir) as writer:
+        inputs = {plan.path.name: _convert_file(plan, encoding, specs, writer, policy, block_bytes) for plan in plans}
+        source = {**source, "inputs": inputs, "rules": dataclasses.asdict(rules), "skipped_rows": policy.report()}
+        return writer.commit(FeatureMap(dataset="criteo", label=LABEL, features=specs, source=source))
+
+
+# --------------------------------------------------------------------------------------------------
+# The two releases
+
+
+def day_files(raw_dir: Path) -> list[Path]:
+    """day_0 .. day_23 of the terabyte release, each plain or gzip."""
+    paths = []
+    for day in range(DAYS):
+        found = [p for p in (raw_dir / f"day_{day}", raw_dir / f"day_{day}.gz") if p.is_file()]
+        if not found:
+            raise CtrbenchError(f"{raw_dir / f'day_{day}'}: file not found (plain or .gz); the terabyte release "
+                                f"needs day_0 .. day_{DAYS - 1}")
+        if len(found) > 1:
+            raise CtrbenchError(f"{found[1]}: both {found[0].name} and {found[1].name} exist; keep one")
+        paths.append(found[0])
+    return paths
+
+
+def count_lines(path: Path, block_bytes: int = BLOCK_BYTES) -> int:
+    blocks = LineBlocks(path, block_bytes)
+    with _FileProgress("counting lines of", blocks) as progress:
+        for _ in blocks:
+            progress.advance()
+    return blocks.lines
+
+
+def convert_terabyte(raw_dir: Path, out_dir: Path, rules: EncodingRules, options: PreprocessOptions,
+                     block_bytes: int = BLOCK_BYTES) -> FeatureMap:
+    days = day_files(raw_dir)
+    half = count_lines(days[-1], block_bytes) // 2
+    plans = [FilePlan(path, [("train", f"train/day_{day:02d}.parquet")]) for day, path in enumerate(days[:-1])]
+    plans.append(FilePlan(days[-1], [("valid", "valid/day_23_first_half.parquet"),
+                                     ("test", "test/day_23_second_half.parquet")],
+                          lambda lines: (lines > half).astype(np.int64)))
+    split_rule = f"train: days 0-22; valid: day 23 lines 1-{half}; test: day 23 lines {half + 1}-"
+    return convert(plans, out_dir, rules, options, {"release": "terabyte", "split": split_rule}, block_bytes)
+
+
+def kaggle_split(lines: np.ndarray, fractions: list[float], seed: int) -> np.ndarray:
+    """Split index (0 train, 1 valid, 2 test) of each line number.
+
+    A line's uniform draw is splitmix64(seed + line * golden gamma) scaled to [0, 1): it depends on
+    the seed and the line number only, never on how the file was cut into blocks.
+    """
+    z = np.uint64(seed) + lines.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    z ^= z >> np.uint64(31)
+    uniform = (z >> np.uint64(11)).astype(np.float64) * 2.0**-53
+    return np.searchsorted(np.cumsum(fractions)[:-1], uniform, side="right")
+
+
+def convert_kaggle(raw_dir: Path, out_dir: Path, rules: KaggleRules, options: PreprocessOptions,
+                   block_bytes: int = BLOCK_BYTES) -> FeatureMap:
+    plan = FilePlan(raw_dir / "train.txt", [(split, f"{split}/part-00000.parquet") for split in ("train", "valid", "test")],
+                    lambda lines: kaggle_split(lines, rules.split, rules.seed))
+    split_rule = f"each line drawn by splitmix64(seed + line number) into train/valid/test {rules.split}"
+    return convert([plan], out_dir, rules, options, {"release": "kaggle", "split": split_rule}, block_bytes)
+
+
+def preprocess_criteo(raw_dir: Path, out_dir: Path, options: PreprocessOptions) -> FeatureMap:
+    terabyte, kaggle = load_rules()
+    if detect_release(raw_dir, RELEASES, "criteo") == "terabyte":
+        return convert_terabyte(raw_dir, out_dir, terabyte, options)
+    return convert_kaggle(raw_dir, out_dir, kaggle, options)

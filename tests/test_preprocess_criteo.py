@@ -1,0 +1,360 @@
+"""The Criteo converter (preprocess/criteo.py) and its line generator (preprocess/criteo_synthetic.py).
+
+Raw files are written by hand (a few lines whose encodings are computed by hand below) or generated;
+nothing here needs the real logs.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from ctrbench.cli import main
+from ctrbench.data import ParquetStream, load_split
+from ctrbench.datasets import REPO_ROOT
+from ctrbench.errors import CtrbenchError
+from ctrbench.features import FeatureMap, sha256_file
+from preprocess import PreprocessOptions
+from preprocess.criteo import (CATEGORICAL_FEATURES, COLUMNS, INTEGER_FEATURES, LABEL, EncodingRules, KaggleRules,
+                               ParquetSink, ValueCounter, convert_kaggle, convert_terabyte, kaggle_split, load_rules)
+from preprocess.criteo_synthetic import CriteoGenerator, write_release
+
+HASH = EncodingRules(encoding="hash", table_size=10, table_sizes={"C2": 7})
+STOP, SKIP = PreprocessOptions(), PreprocessOptions(skip_bad_rows=True)
+
+
+def line(label: str = "0", **fields: str) -> str:
+    """A full 40-field line: the given fields (I3="7", C1="0000000a"), every other one empty."""
+    values = {name: "" for name in COLUMNS} | {LABEL: label} | fields
+    return "\t".join(values[name] for name in COLUMNS)
+
+
+GOOD = line("0", I1="1", C1="0000000a")
+
+
+def write_terabyte(raw_dir, days: dict[int, list[str]] | None = None, compress: bool = False):
+    """day_0 .. day_23 holding the given lines; days not given hold one good line."""
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    for day in range(24):
+        text = "".join(f"{text}\n" for text in (days or {}).get(day, [GOOD])).encode()
+        path = raw_dir / (f"day_{day}.gz" if compress else f"day_{day}")
+        path.write_bytes(gzip.compress(text) if compress else text)
+    return raw_dir
+
+
+def read(fmap: FeatureMap, relative: str) -> pl.DataFrame:
+    return pl.from_arrow(pq.read_table(fmap.root / relative))
+
+
+# --------------------------------------------------------------------------------------------------
+# Encodings, by hand
+
+
+def test_hash_encoding_log_transform_missing_and_short_lines(tmp_path):
+    lines = [
+        line("1", I1="0", I2="-3", I3="7", C1="0000000a", C2="ffffffff", C4="ABCDEF12"),
+        "0\t1\t2",  # a short line: label, I1, I2, then nothing
+        line("0", I1="1000000", C1="00000015"),
+    ]
+    fmap = convert_terabyte(write_terabyte(tmp_path / "raw", {0: lines}), tmp_path / "out", HASH, STOP)
+    rows = read(fmap, "train/day_00.parquet")
+    assert rows[LABEL].to_list() == [1.0, 0.0, 0.0]
+    # log(1 + max(x, 0)): log(1 + 0) = 0; -3 is clamped to 0; log(8) = 2.0794415; missing -> 0
+    assert rows["I1"].to_list() == pytest.approx([0.0, 0.6931472, 13.815511], abs=1e-6)
+    assert rows["I2"].to_list() == pytest.approx([0.0, 1.0986123, 0.0], abs=1e-6)
+    assert rows["I3"].to_list() == pytest.approx([2.0794415, 0.0, 0.0], abs=1e-6)
+    assert rows.select(INTEGER_FEATURES[3:]).to_numpy().tolist() == [[0.0] * 10] * 3
+    # 2 + id mod size: 0xa mod 10 = 0 -> 2; 0x15 = 21 -> 3; 0xffffffff = 4294967295 mod 7 = 3 -> 5;
+    # 0xABCDEF12 = 2882400018 mod 10 = 8 -> 10 (upper-case hex is hex); missing -> 1
+    assert rows["C1"].to_list() == [2, 1, 3]
+    assert rows["C2"].to_list() == [5, 1, 1]
+    assert rows["C4"].to_list() == [10, 1, 1]
+    assert rows.select(CATEGORICAL_FEATURES[4:]).to_numpy().tolist() == [[1] * 22] * 3
+    assert rows.schema["C1"] == pl.Int32 and rows.schema["I1"] == pl.Float32 and rows.schema[LABEL] == pl.Float32
+    assert fmap.feature("C1").vocab_size == 12 and fmap.feature("C2").vocab_size == 9
+    assert fmap.feature("C2").transform == "hash: 2 + (hex id mod 7)"
+    assert fmap.feature("I1").transform == "log(1 + max(x, 0)); missing -> 0"
+    assert [f.name for f in fmap.features] == [*INTEGER_FEATURES, *CATEGORICAL_FEATURES]
+
+
+def test_terabyte_layout_day_order_halves_and_checksums(tmp_path):
+    raw = write_terabyte(tmp_path / "raw", {1: [GOOD] * 3, 23: [line(label, I1=str(i)) for i, label in
+                                                              enumerate("10101")]})
+    fmap = convert_terabyte(raw, tmp_path / "out", HASH, STOP)
+    assert fmap.splits["train"].files == [f"train/day_{day:02d}.parquet" for day in range(23)]
+    assert fmap.splits["train"].rows == 22 + 3
+    # day 23 has 5 lines: lines 1-2 (5 // 2) are valid, lines 3-5 test
+    assert fmap.splits["valid"].files == ["valid/day_23_first_half.parquet"]
+    assert fmap.splits["test"].files == ["test/day_23_second_half.parquet"]
+    assert read(fmap, "valid/day_23_first_half.parquet")[LABEL].to_list() == [1.0, 0.0]
+    assert read(fmap, "test/day_23_second_half.parquet")[LABEL].to_list() == [1.0, 0.0, 1.0]
+    inputs = fmap.source["inputs"]
+    assert list(inputs) == [f"day_{day}" for day in range(24)]
+    assert inputs["day_1"] == {"sha256": sha256_file(raw / "day_1"), "bytes": (raw / "day_1").stat().st_size, "rows": 3}
+    assert fmap.source["release"] == "terabyte" and fmap.source["skipped_rows"] == {}
+    assert "valid: day 23 lines 1-2" in fmap.source["split"]
+    reloaded = FeatureMap.load(tmp_path / "out")
+    assert len(load_split(reloaded, "train")) == 25
+    assert sum(len(batch) for batch in ParquetStream(reloaded, "train").batches(4)) == 25
+
+
+def test_gzip_input_gives_the_same_dataset(tmp_path):
+    days = {0: [line("1", I3="7", C1="0000000a"), "0\t1\t2"], 23: [GOOD, line("1", C2="ffffffff")]}
+    plain = convert_terabyte(write_terabyte(tmp_path / "plain", days), tmp_path / "a", HASH, STOP)
+    packed = convert_terabyte(write_terabyte(tmp_path / "gz", days, compress=True), tmp_path / "b", HASH, STOP)
+    for split in ("train", "valid", "test"):
+        assert load_split(plain, split).categorical.equal(load_split(packed, split).categorical)
+        assert load_split(plain, split).numeric.equal(load_split(packed, split).numeric)
+    gz = tmp_path / "gz" / "day_0.gz"
+    assert packed.source["inputs"]["day_0.gz"] == {"sha256": sha256_file(gz), "bytes": gz.stat().st_size, "rows": 2}
+
+
+def test_frequency_vocabulary_counts_train_days_only(tmp_path):
+    a, b, c, d, e = "0000000a", "000000b0", "0000000c", "0000000d", "000000a0"
+    days = {0: [line(C1=a), line(C1=a), line(C1=b), line(C1=e)],
+            1: [line(C1=a), line(C1=b), line(C1=c), line(C1=e)],
+            23: [line(C1=a), line(C1=b), line(C1=e), line(C1=c), line(C1=d), line(C1=d), line(C1=d), line()]}
+    raw = write_terabyte(tmp_path / "raw", days)
+    rules = EncodingRules(encoding="frequency", table_size=None, min_count=2)
+    fmap = convert_terabyte(raw, tmp_path / "out", rules, STOP)
+    # counts over days 0-22: a 3, b 2, e 2, c 1 (d is only in day 23). Kept (>= 2): a, then the tie b/e
+    # by id (e = 0xa0 < b = 0xb0): a -> 2, e -> 3, b -> 4; c, d and missing -> 1.
+    held_out = pl.concat([read(fmap, "valid/day_23_first_half.parquet"), read(fmap, "test/day_23_second_half.parquet")])
+    assert held_out["C1"].to_list() == [2, 4, 3, 1, 1, 1, 1, 1]
+    assert read(fmap, "train/day_00.parquet")["C1"].to_list() == [2, 2, 4, 3]
+    assert fmap.feature("C1").vocab_size == 5 and fmap.feature("C1").min_count == 2
+    assert fmap.feature("C2").vocab_size == 2  # never seen: padding and OOV only
+
+    capped = convert_terabyte(raw, tmp_path / "capped", EncodingRules(encoding="frequency", table_size=2, min_count=2),
+                              STOP)
+    assert read(capped, "train/day_00.parquet")["C1"].to_list() == [2, 2, 1, 3]
+    assert capped.feature("C1").vocab_size == 4
+
+
+def test_value_counter_merges_exactly():
+    rng = np.random.default_rng(0)
+    blocks = [pl.DataFrame({name: pl.Series(rng.integers(0, 50, size=300), dtype=pl.UInt32)
+                            for name in CATEGORICAL_FEATURES}) for _ in range(5)]
+    counter = ValueCounter(min_merge=1)  # merge after every block
+    for block in blocks:
+        counter.add(block)
+    vocabularies = counter.vocabularies(EncodingRules(encoding="frequency", table_size=None, min_count=1))
+    column = pl.concat(blocks)["C7"]
+    expected = column.value_counts().sort(["count", "C7"], descending=[True, False])["C7"].to_list()
+    vocab = vocabularies["C7"]
+    assert vocab.ids[np.argsort(vocab.indices)].tolist() == expected
+    assert vocab.encode(pl.Series([expected[0], None, 999], dtype=pl.UInt32)).to_list() == [2, 1, 1]
+
+
+# --------------------------------------------------------------------------------------------------
+# Kaggle
+
+
+def test_kaggle_split_is_seeded_per_line_and_follows_the_fractions():
+    lines = np.arange(1, 100_001)
+    split = kaggle_split(lines, [0.8, 0.1, 0.1], seed=7)
+    assert np.bincount(split).tolist() == pytest.approx([80_000, 10_000, 10_000], abs=1_000)
+    assert np.array_equal(kaggle_split(lines[5_000:6_000], [0.8, 0.1, 0.1], seed=7), split[5_000:6_000])
+    assert not np.array_equal(kaggle_split(lines, [0.8, 0.1, 0.1], seed=8), split)
+
+
+def test_kaggle_counts_values_on_train_lines_only(tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "train.txt").write_text("".join(line(C1=f"{n:08x}") + "\n" for n in range(1, 301)))
+    rules = KaggleRules(encoding="frequency", table_size=None, min_count=1, split=[0.6, 0.2, 0.2], seed=3)
+    fmap = convert_kaggle(raw, tmp_path / "out", rules, STOP, block_bytes=4096)
+    train_lines = int((kaggle_split(np.arange(1, 301), rules.split, rules.seed) == 0).sum())
+    assert fmap.splits["train"].rows == train_lines
+    assert sum(info.rows for info in fmap.splits.values()) == 300
+    assert fmap.feature("C1").vocab_size == 2 + train_lines  # every train line has its own value
+    assert sorted(read(fmap, "train/part-00000.parquet")["C1"].to_list()) == list(range(2, 2 + train_lines))
+    for split in ("valid", "test"):  # their values never occur in train
+        assert set(read(fmap, f"{split}/part-00000.parquet")["C1"].to_list()) == {1}
+    again = convert_kaggle(raw, tmp_path / "again", rules, STOP, block_bytes=1 << 20)  # the split ignores blocks
+    assert again.content_hash == fmap.content_hash
+
+
+# --------------------------------------------------------------------------------------------------
+# Bad input
+
+
+@pytest.mark.parametrize("bad, problem", [
+    (line("2"), "label must be 0 or 1"),
+    ("", "label must be 0 or 1"),
+    (line("0", I1="1") + "\t", "more than 40 tab-separated fields"),
+    (line("0", I1="1") + "\textra", "more than 40 tab-separated fields"),
+    (line("0", I3="abc"), "I3 is not an integer"),
+    (line("0", I1="1.5"), "I1 is not an integer"),
+    (line("0", C5="12345"), "C5 is not 8 hex digits"),
+    (line("0", C5="1234567g"), "C5 is not 8 hex digits"),
+    (line("0", C5="+1234567"), "C5 is not 8 hex digits"),
+    (line("0", C5="-1234567"), "C5 is not 8 hex digits"),
+    (line("0", C26="123456789"), "C26 is not 8 hex digits"),
+])
+def test_bad_line_stops_with_file_and_line(tmp_path, bad, problem):
+    raw = write_terabyte(tmp_path / "raw", {5: [GOOD, GOOD, bad, GOOD]})
+    with pytest.raises(CtrbenchError) as error:
+        convert_terabyte(raw, tmp_path / "out", HASH, STOP)
+    assert str(error.value) == f"{raw / 'day_5'}:3: {problem}; fix the file or pass --skip-bad-rows"
+    assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+def test_line_numbers_across_blocks_and_earliest_bad_line_first(tmp_path):
+    lines = [GOOD] * 9 + [line("0", C26="xyz"), line("7")] + [GOOD] * 3
+    raw = write_terabyte(tmp_path / "raw", {0: lines})
+    with pytest.raises(CtrbenchError, match=r"day_0:10: C26 is not 8 hex digits"):
+        convert_terabyte(raw, tmp_path / "out", HASH, STOP, block_bytes=100)  # a line or two per block
+    with pytest.raises(CtrbenchError, match=r"day_0:10: C26 is not 8 hex digits"):  # both in one block
+        convert_terabyte(raw, tmp_path / "out", HASH, STOP)
+
+
+def test_skip_bad_rows_counts_them(tmp_path):
+    lines = [GOOD, line("2"), line("0", C5="xyz"), GOOD, line("x"), line("0", I2="1e3"), GOOD]
+    raw = write_terabyte(tmp_path / "raw", {0: lines})
+    fmap = convert_terabyte(raw, tmp_path / "out", HASH, SKIP)
+    assert fmap.source["skipped_rows"] == {"day_0: label must be 0 or 1": 2, "day_0: C5 is not 8 hex digits": 1,
+                                           "day_0: I2 is not an integer": 1}
+    assert fmap.splits["train"].files[0] == "train/day_00.parquet"
+    assert len(read(fmap, "train/day_00.parquet")) == 3
+    assert fmap.source["inputs"]["day_0"]["rows"] == 7
+
+
+def test_missing_duplicate_and_corrupt_files(tmp_path):
+    raw = write_terabyte(tmp_path / "raw")
+    (raw / "day_23").unlink()
+    with pytest.raises(CtrbenchError, match=r"raw/day_23: file not found \(plain or .gz\); the terabyte release needs"):
+        convert_terabyte(raw, tmp_path / "out", HASH, STOP)
+    (raw / "day_23").write_text(GOOD + "\n")
+    (raw / "day_3.gz").write_bytes(gzip.compress(b"0\n"))
+    with pytest.raises(CtrbenchError, match=r"day_3.gz: both day_3 and day_3.gz exist; keep one"):
+        convert_terabyte(raw, tmp_path / "out", HASH, STOP)
+    (raw / "day_3").unlink()
+    (raw / "day_3.gz").write_bytes(gzip.compress(("".join(GOOD + "\n" for _ in range(50))).encode())[:-30])
+    with pytest.raises(CtrbenchError, match=r"day_3.gz: unreadable gzip data after line \d+ .*truncated or corrupt"):
+        convert_terabyte(raw, tmp_path / "out", HASH, STOP)
+
+
+@pytest.mark.parametrize("values, message", [
+    (dict(encoding="hash", table_size=None), "encoding hash needs a table size for every feature; C1 has none"),
+    (dict(encoding="hash", table_size=10, table_sizes={"C27": 5}), "'C27' is not a categorical feature"),
+    (dict(encoding="hash", table_size=0), "table sizes must be between 1 and"),
+    (dict(encoding="hash", table_size=10, min_count=5), "min_count only applies to encoding frequency"),
+    (dict(encoding="frequency", table_size=None, min_count=0), "min_count must be >= 1"),
+])
+def test_rules_are_validated(values, message):
+    with pytest.raises(CtrbenchError, match=message):
+        EncodingRules(**values)
+
+
+def test_the_config_holds_the_mlperf_table_sizes_and_bars_kaggle_rules():
+    terabyte, kaggle = load_rules()
+    assert [terabyte.size(name) for name in CATEGORICAL_FEATURES] == [
+        40000000, 39060, 17295, 7424, 20265, 3, 7122, 1543, 63, 40000000, 3067956, 405282, 10, 2209, 11938, 155, 4,
+        976, 14, 40000000, 40000000, 40000000, 590152, 12973, 108, 36]
+    assert (kaggle.encoding, kaggle.min_count, kaggle.split) == ("frequency", 10, [0.8, 0.1, 0.1])
+    with pytest.raises(CtrbenchError, match="split must be 3 positive fractions"):
+        KaggleRules(encoding="frequency", table_size=None, split=[0.9, 0.1], seed=0)
+
+
+# --------------------------------------------------------------------------------------------------
+# Generator, writer, CLI, memory
+
+
+def test_generator_is_seeded_and_has_the_real_quirks(tmp_path):
+    first = CriteoGenerator(seed=5).write(tmp_path / "a.gz", rows=3_000, day=2)
+    second = CriteoGenerator(seed=5).write(tmp_path / "b", rows=3_000, day=2)
+    text = gzip.decompress(first.read_bytes())
+    assert text == second.read_bytes()
+    fields = [row.split("\t") for row in text.decode().splitlines()]
+    assert len(fields) == 3_000
+    assert {len(row) for row in fields} > {40} and max(len(row) for row in fields) == 40  # short lines
+    assert any(row[2].startswith("-") for row in fields)  # negative I2
+    assert any("" in row for row in fields if len(row) == 40)  # missing values
+    assert all(len(value) == 8 for row in fields for value in row[14:] if value)
+    other_day = CriteoGenerator(seed=5).write(tmp_path / "c", rows=3_000, day=3).read_text().splitlines()
+    c6 = {row.split("\t")[19] for row in other_day} - {""}
+    assert c6 <= {row[19] for row in fields if len(row) > 19}  # C6 has 3 values: the same ids every day
+
+
+def test_parquet_sink_writes_exact_row_groups(tmp_path):
+    schema = pa.schema([pa.field("x", pa.int32())])
+    sink = ParquetSink(tmp_path / "x.parquet", schema, row_group_rows=4)
+    for start, stop in ((0, 3), (3, 8), (8, 14)):
+        sink.write(pa.table({"x": pa.array(range(start, stop), pa.int32())}))
+    assert sink.close() == 14
+    parquet = pq.ParquetFile(tmp_path / "x.parquet")
+    assert [parquet.metadata.row_group(i).num_rows for i in range(parquet.num_row_groups)] == [4, 4, 4, 2]
+    assert parquet.read().column("x").to_pylist() == list(range(14))
+
+
+def test_cli_preprocess_and_train_on_a_generated_kaggle_release(tmp_path, capsys):
+    write_release(tmp_path / "raw", "kaggle", rows=20_000, seed=1)
+    data = tmp_path / "data"
+    assert main(["preprocess", "criteo", "--raw", str(tmp_path / "raw"), "--out", str(data / "criteo")]) == 0
+    assert "criteo: found the kaggle release" in capsys.readouterr().err
+    fmap = FeatureMap.load(data / "criteo")
+    assert sum(info.rows for info in fmap.splits.values()) == 20_000 and fmap.source["skipped_rows"] == {}
+    results = tmp_path / "results.jsonl"
+    assert main(["train", "--model", "lr", "--dataset", "criteo", "--data-dir", str(data), "--results", str(results),
+                 "--set", "train.epochs=2", "--set", "train.batch_size=1024", "--set", "train.learning_rate=0.1",
+                 "--no-progress"]) == 0
+    record = json.loads(results.read_text())
+    assert record["status"] == "ok" and record["test"]["auc"] > 0.6  # the generator plants a learnable signal
+
+
+def test_cli_terabyte_release_and_one_line_errors(tmp_path, capsys):
+    raw = tmp_path / "raw"
+    write_release(raw, "terabyte", rows=50, seed=2, compress=True)
+    assert main(["preprocess", "criteo", "--raw", str(raw), "--out", str(tmp_path / "out")]) == 0
+    fmap = FeatureMap.load(tmp_path / "out")
+    assert (fmap.splits["train"].rows, fmap.splits["valid"].rows, fmap.splits["test"].rows) == (23 * 50, 25, 25)
+    assert fmap.feature("C1").vocab_size == 40_000_002 and fmap.feature("C6").vocab_size == 5
+
+    (raw / "day_4.gz").write_bytes(gzip.compress(f"{GOOD}\n{line('3')}\n".encode()))
+    capsys.readouterr()
+    assert main(["preprocess", "criteo", "--raw", str(raw), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == f"error: {raw / 'day_4.gz'}:2: label must be 0 or 1; fix the file or pass --skip-bad-rows"
+    assert main(["preprocess", "criteo", "--raw", str(tmp_path), "--out", str(tmp_path / "x")]) == 2
+    assert "no known criteo release here" in capsys.readouterr().err
+
+
+MEMORY_PROBE = textwrap.dedent("""
+    import resource, sys
+    from pathlib import Path
+    from preprocess import PreprocessOptions
+    from preprocess.criteo import EncodingRules, FilePlan, convert
+
+    def convert_file(name):
+        plan = FilePlan(Path(sys.argv[1]) / name, [("train", "train/day.parquet")])
+        convert([plan], Path(sys.argv[1]) / f"out_{name}", EncodingRules(encoding="hash", table_size=1000),
+                PreprocessOptions(), {}, block_bytes=1 << 20)
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+
+    print(convert_file("small"), convert_file("large"))
+""")
+
+
+def test_streaming_memory_does_not_grow_with_the_file(tmp_path):
+    """Peak memory after a 150k-line file, then after a 600k-line one, in one fresh process."""
+    lines = CriteoGenerator(seed=3).lines(50_000, np.random.default_rng(0))
+    text = ("\n".join(lines.to_list()) + "\n").encode()
+    (tmp_path / "small").write_bytes(text * 3)
+    (tmp_path / "large").write_bytes(text * 12)
+    extra_text_mib = len(text) * 9 / 2**20
+    done = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(tmp_path)], cwd=REPO_ROOT, capture_output=True,
+                          text=True, check=True)
+    small_kib, large_kib = map(int, done.stdout.split())
+    growth_mib = (large_kib - small_kib) / 1024
+    assert extra_text_mib > 90  # the large file holds this much more text...
+    assert growth_mib < 20, f"peak memory grew by {growth_mib:.0f} MiB"  # ...but memory barely moves
