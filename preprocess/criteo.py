@@ -228,9 +228,11 @@ class LineBlocks:
 def _field_counts(block: bytes) -> np.ndarray:
     """Number of tab-separated fields on each line of a block."""
     data = np.frombuffer(block, dtype=np.uint8)
-    starts = np.flatnonzero(data == ord("\n")) + 1
-    starts = np.concatenate(([0], starts[:-1] if block.endswith(b"\n") else starts))
-    return np.add.reduceat(data == ord("\t"), starts, dtype=np.int64) + 1
+    line_ends = np.flatnonzero(data == ord("\n"))
+    if not block.endswith(b"\n"):
+        line_ends = np.append(line_ends, len(data))
+    tabs_before_end = np.searchsorted(np.flatnonzero(data == ord("\t")), line_ends)
+    return np.diff(tabs_before_end, prepend=0) + 1
 
 
 _RAW_SCHEMA = {name: pl.String for name in COLUMNS}

@@ -6,6 +6,7 @@ nothing here needs the real logs.
 
 from __future__ import annotations
 
+import csv
 import gzip
 import json
 import subprocess
@@ -23,6 +24,7 @@ from ctrbench.data import ParquetStream, load_split
 from ctrbench.datasets import REPO_ROOT
 from ctrbench.errors import CtrbenchError
 from ctrbench.features import FeatureMap, sha256_file
+from ctrbench.leaderboard import PAPER_DIR
 from preprocess import PreprocessOptions
 from preprocess.criteo import (CATEGORICAL_FEATURES, COLUMNS, INTEGER_FEATURES, LABEL, EncodingRules, KaggleRules,
                                ParquetSink, ValueCounter, convert_kaggle, convert_terabyte, kaggle_split, load_rules)
@@ -258,9 +260,16 @@ def test_rules_are_validated(values, message):
 
 def test_the_config_holds_the_mlperf_table_sizes_and_bars_kaggle_rules():
     terabyte, kaggle = load_rules()
-    assert [terabyte.size(name) for name in CATEGORICAL_FEATURES] == [
-        40000000, 39060, 17295, 7424, 20265, 3, 7122, 1543, 63, 40000000, 3067956, 405282, 10, 2209, 11938, 155, 4,
-        976, 14, 40000000, 40000000, 40000000, 590152, 12973, 108, 36]
+    sizes = [terabyte.size(name) for name in CATEGORICAL_FEATURES]
+    assert sizes == [40000000, 39060, 17295, 7424, 20265, 3, 7122, 1543, 63, 40000000, 3067956, 405282, 10, 2209,
+                     11938, 155, 4, 976, 14, 40000000, 40000000, 40000000, 590152, 12973, 108, 36]
+    # With embedding dim 128 these tables (plus padding and OOV rows) are all but 0.003% of the paper's
+    # DLRM parameter count on Criteo TB (Table 3); the rest is DLRM's MLPs.
+    embedding_params = 128 * sum(size + 2 for size in sizes)
+    with (PAPER_DIR / "table3.csv").open() as handle:
+        paper = {(row["model"], row["dataset"]): int(row["params"]) for row in csv.DictReader(handle)}
+    assert embedding_params == 26_135_633_920
+    assert 0 < paper["DLRM", "Criteo TB"] - embedding_params < 10**6
     assert (kaggle.encoding, kaggle.min_count, kaggle.split) == ("frequency", 10, [0.8, 0.1, 0.1])
     with pytest.raises(CtrbenchError, match="split must be 3 positive fractions"):
         KaggleRules(encoding="frequency", table_size=None, split=[0.9, 0.1], seed=0)
