@@ -378,6 +378,9 @@ class FrequencyEncoding:
                            padding_idx=PADDING_INDEX, oov_idx=OOV_INDEX, min_count=self.min_count)
 
 
+CategoricalEncoding = HashEncoding | FrequencyEncoding  # both: vocab_size(feature), encode(feature, ids), spec(feature)
+
+
 class ValueCounter:
     """Occurrences of every (feature, id) pair in the rows it is given.
 
@@ -475,8 +478,8 @@ class FilePlan:
         return splits.index("train") if "train" in splits else None
 
 
-def _convert_file(plan: FilePlan, encoding, specs: list[FeatureSpec], writer: DatasetWriter, policy: BadRows,
-                  block_bytes: int) -> dict[str, Any]:
+def _convert_file(plan: FilePlan, encoding: CategoricalEncoding, specs: list[FeatureSpec], writer: DatasetWriter,
+                  policy: BadRows, block_bytes: int) -> dict[str, Any]:
     """Encode one raw file into its split files; returns its checksum, size and line count."""
     schema = parquet_schema(LABEL, specs)
     sinks = [ParquetSink(writer.path(relative), schema, writer.row_group_rows) for _, relative in plan.outputs]
@@ -512,7 +515,8 @@ def _count_values(plans: list[FilePlan], rules: EncodingRules, options: Preproce
 def convert(plans: list[FilePlan], out_dir: Path, rules: EncodingRules, options: PreprocessOptions,
             source: dict[str, Any], block_bytes: int = BLOCK_BYTES) -> FeatureMap:
     """Encode every planned file and commit the dataset (atomically, through DatasetWriter)."""
-    encoding = HashEncoding(rules) if rules.encoding == "hash" else _count_values(plans, rules, options, block_bytes)
+    encoding: CategoricalEncoding = (HashEncoding(rules) if rules.encoding == "hash"
+                                     else _count_values(plans, rules, options, block_bytes))
     specs = [FeatureSpec(name=name, type="numeric", transform=NUMERIC_TRANSFORM) for name in INTEGER_FEATURES]
     specs += [encoding.spec(name) for name in CATEGORICAL_FEATURES]
     policy = BadRows(skip=options.skip_bad_rows)
