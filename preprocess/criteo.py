@@ -56,32 +56,31 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
-from ctrbench.config import build_dataclass, check_kwargs
+from ctrbench.config import check_kwargs
 from ctrbench.datasets import DATASET_CONFIG_DIR, load_dataset_config
 from ctrbench.errors import CtrbenchError
 from ctrbench.features import (OOV_INDEX, PADDING_INDEX, DatasetWriter, FeatureMap, FeatureSpec, parquet_schema,
                                to_parquet_frame)
 from ctrbench.train import console
 from preprocess import PreprocessOptions
-from preprocess.common import BadRows, detect_release
+from preprocess.common import FIRST_VALUE_INDEX, LABEL, BadRows, detect_release, rules_from_section
 
-LABEL = "label"
 INTEGER_FEATURES = tuple(f"I{i}" for i in range(1, 14))
 CATEGORICAL_FEATURES = tuple(f"C{i}" for i in range(1, 27))
 COLUMNS = (LABEL, *INTEGER_FEATURES, *CATEGORICAL_FEATURES)
 DAYS = 24  # day_0 .. day_23; the last one is held out
 RELEASES = {"terabyte": ["day_*"], "kaggle": ["train.txt"]}
-FIRST_VALUE_INDEX = 2  # 0 padding, 1 OOV / missing
 MAX_INDEX = np.iinfo(np.int32).max
 BLOCK_BYTES = 32 << 20
 NUMERIC_TRANSFORM = "log(1 + max(x, 0)); missing -> 0"
 
-# Each row's first broken rule, by position; `_check_block` reports them with these words.
-PROBLEMS = (
-    "label must be 0 or 1",
-    f"more than {len(COLUMNS)} tab-separated fields",
-    *(f"{name} is not an integer" for name in INTEGER_FEATURES),
-    *(f"{name} is not 8 hex digits" for name in CATEGORICAL_FEATURES),
+# The rules a line must follow, in this order: (problem, raw column quoted in the error; None: the
+# line's number of fields).
+RULES = (
+    ("label must be 0 or 1", LABEL),
+    (f"more than {len(COLUMNS)} tab-separated fields", None),
+    *((f"{name} is not an integer", name) for name in INTEGER_FEATURES),
+    *((f"{name} is not 8 hex digits", name) for name in CATEGORICAL_FEATURES),
 )
 
 
@@ -132,28 +131,13 @@ class KaggleRules(EncodingRules):
             raise CtrbenchError(f"split must be 3 positive fractions (train, valid, test) summing to 1, got {self.split}")
 
 
-def _build_rules(cls: type, values: Any, where: str) -> Any:
-    if not isinstance(values, dict):
-        raise CtrbenchError(f"{where}: missing section (a mapping of {', '.join(f.name for f in dataclasses.fields(cls))})")
-    required = [f.name for f in dataclasses.fields(cls)
-                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
-    missing = [name for name in required if name not in values]
-    if missing:
-        raise CtrbenchError(f"{where}: missing key {missing[0]!r}; the section needs {', '.join(required)}")
-    try:
-        return build_dataclass(cls, values, where)
-    except CtrbenchError as exc:
-        message = str(exc)
-        raise CtrbenchError(message if message.startswith(where) else f"{where}: {message}") from None
-
-
 def load_rules() -> tuple[EncodingRules, KaggleRules]:
     """The `terabyte` and `kaggle` sections of dataset_configs/criteo.yaml's `preprocess:`."""
     where = f"{DATASET_CONFIG_DIR / 'criteo.yaml'}: preprocess"
     section = check_kwargs(load_dataset_config("criteo").preprocess or {},
                            {"terabyte": dict[str, Any], "kaggle": dict[str, Any]}, where)
-    return (_build_rules(EncodingRules, section.get("terabyte"), f"{where}.terabyte"),
-            _build_rules(KaggleRules, section.get("kaggle"), f"{where}.kaggle"))
+    return (rules_from_section(section.get("terabyte"), EncodingRules, f"{where}.terabyte"),
+            rules_from_section(section.get("kaggle"), KaggleRules, f"{where}.kaggle"))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -238,11 +222,11 @@ def _field_counts(block: bytes) -> np.ndarray:
 _RAW_SCHEMA = {name: pl.String for name in COLUMNS}
 
 
-def _typed_block(block: bytes) -> pl.DataFrame:
-    """Parse a block of lines: typed columns (null where missing) and each row's first broken rule.
+def _parse_block(block: bytes, path: Path, first_line: int, policy: BadRows) -> tuple[pl.DataFrame, np.ndarray]:
+    """The good rows of a block of lines, typed, and their line numbers.
 
-    `problem` is an index into PROBLEMS, null for a good row. Labels become float32, I fields are
-    already transformed to float32, C fields are their ids as UInt32 (null where missing).
+    Labels become float32, I fields float32 already transformed, C fields their ids as UInt32 (null
+    where missing). A row breaking one of RULES stops the run or is dropped and counted (BadRows).
     """
     raw = pl.read_csv(block, has_header=False, separator="\t", quote_char=None, schema=_RAW_SCHEMA,
                       missing_columns="insert", truncate_ragged_lines=True, encoding="utf8-lossy")
@@ -260,34 +244,28 @@ def _typed_block(block: bytes) -> pl.DataFrame:
                                         | pl.col(name).str.starts_with("+"))
           for name in CATEGORICAL_FEATURES),
     ]
-    return raw.select(
-        pl.coalesce([pl.when(rule).then(pl.lit(k, pl.Int16)) for k, rule in enumerate(broken)]).alias("problem"),
+    typed = raw.select(
+        pl.coalesce([pl.when(rule).then(pl.lit(k, pl.Int16)) for k, rule in enumerate(broken)]).alias("broken"),
         pl.col(LABEL).cast(pl.Float32, strict=False),
         *(integer[name].clip(lower_bound=0).fill_null(0).cast(pl.Float64).log1p().cast(pl.Float32).alias(name)
           for name in INTEGER_FEATURES),
         *(hexadecimal[name].alias(name) for name in CATEGORICAL_FEATURES),
     )
-
-
-def _check_block(typed: pl.DataFrame, path: Path, first_line: int, policy: BadRows) -> tuple[pl.DataFrame, np.ndarray]:
-    """Good rows of a block and their line numbers; bad rows stop the run or are counted (BadRows)."""
-    lines = np.arange(first_line, first_line + typed.height, dtype=np.int64)
-    problem = typed["problem"].fill_null(-1).to_numpy()
-    keep = problem < 0
+    lines = np.arange(first_line, first_line + raw.height, dtype=np.int64)
+    first_broken = typed["broken"].fill_null(-1).to_numpy()  # each row's first broken rule, -1 for none
+    keep = first_broken < 0
     if not keep.all():
-        # Report rules in the order they first break, so that without --skip-bad-rows the error names
-        # the earliest bad line of the block.
-        codes, first_row = np.unique(problem[~keep], return_index=True)
-        for code in codes[np.argsort(first_row)]:
-            policy.check(problem == code, path, lines, PROBLEMS[code])
-    return typed.drop("problem").filter(pl.Series(keep)), lines[keep]
+        checks = [(first_broken == k, RULES[k][0], pl.Series(fields) if RULES[k][1] is None
+                   else raw[RULES[k][1]].fill_null("")) for k in np.unique(first_broken[~keep])]
+        keep = policy.check_rules(path, lines, checks)
+    return typed.drop("broken").filter(pl.Series(keep)), lines[keep]
 
 
 def read_rows(blocks: LineBlocks, policy: BadRows, action: str) -> Iterator[tuple[pl.DataFrame, np.ndarray]]:
     """Typed, checked rows of a raw file and their line numbers, block by block, with a progress bar."""
     with _FileProgress(action, blocks) as progress:
         for block, first_line in blocks:
-            yield _check_block(_typed_block(block), blocks.path, first_line, policy)
+            yield _parse_block(block, blocks.path, first_line, policy)
             progress.advance()
 
 
@@ -345,8 +323,12 @@ class HashEncoding:
 
 
 @dataclass
-class Vocabulary:
-    """Kept ids of one feature, sorted, and the index each one gets."""
+class IdVocabulary:
+    """Kept ids of one feature, sorted, and the index each one gets.
+
+    Unlike preprocess.common.Vocabulary (a hash map rebuilt on every encode), a lookup here is a
+    binary search in a sorted array, which scales to tens of millions of ids and thousands of blocks.
+    """
 
     ids: np.ndarray  # uint32, ascending
     indices: np.ndarray  # int32
@@ -363,7 +345,7 @@ class Vocabulary:
 class FrequencyEncoding:
     """Vocabularies counted over the train split; ids outside them and missing ids -> OOV."""
 
-    def __init__(self, rules: EncodingRules, vocabularies: dict[str, Vocabulary]):
+    def __init__(self, rules: EncodingRules, vocabularies: dict[str, IdVocabulary]):
         self.min_count = rules.min_count
         self.vocabularies = vocabularies
 
@@ -409,7 +391,7 @@ class ValueCounter:
         self.totals = pl.concat([self.totals, *self.queue]).group_by("key").agg(pl.col("count").sum())
         self.queue, self.queued = [], 0
 
-    def vocabularies(self, rules: EncodingRules) -> dict[str, Vocabulary]:
+    def vocabularies(self, rules: EncodingRules) -> dict[str, IdVocabulary]:
         """Per feature: ids seen >= min_count times, most frequent first (ties by id), at most its table size."""
         self._merge()
         kept = (self.totals.filter(pl.col("count") >= rules.min_count)
@@ -424,7 +406,7 @@ class ValueCounter:
             ids = ranked["id"].to_numpy()
             order = np.argsort(ids, kind="stable")
             indices = (FIRST_VALUE_INDEX + np.arange(len(ids), dtype=np.int32))
-            vocabularies[name] = Vocabulary(ids=ids[order], indices=indices[order])
+            vocabularies[name] = IdVocabulary(ids=ids[order], indices=indices[order])
         return vocabularies
 
 
@@ -588,6 +570,6 @@ def convert_kaggle(raw_dir: Path, out_dir: Path, rules: KaggleRules, options: Pr
 
 def preprocess_criteo(raw_dir: Path, out_dir: Path, options: PreprocessOptions) -> FeatureMap:
     terabyte, kaggle = load_rules()
-    if detect_release(raw_dir, RELEASES, "criteo") == "terabyte":
+    if detect_release(raw_dir, RELEASES, "criteo", options.release) == "terabyte":
         return convert_terabyte(raw_dir, out_dir, terabyte, options)
     return convert_kaggle(raw_dir, out_dir, kaggle, options)
