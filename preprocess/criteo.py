@@ -127,8 +127,11 @@ class KaggleRules(EncodingRules):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.seed < 0:
+            raise CtrbenchError(f"seed must be >= 0, got {self.seed}")
         if len(self.split) != 3 or min(self.split) <= 0 or abs(sum(self.split) - 1) > 1e-9:
-            raise CtrbenchError(f"split must be 3 positive fractions (train, valid, test) summing to 1, got {self.split}")
+            raise CtrbenchError(f"split must be 3 positive fractions (train, valid, test) summing to 1, "
+                                f"got {self.split}")
 
 
 def load_rules() -> tuple[EncodingRules, KaggleRules]:
@@ -527,6 +530,7 @@ def day_files(raw_dir: Path) -> list[Path]:
 
 
 def count_lines(path: Path, block_bytes: int = BLOCK_BYTES) -> int:
+    """Lines in a raw file, in one streaming pass (day 23 is read once for this, to cut it in halves)."""
     blocks = LineBlocks(path, block_bytes)
     with _FileProgress("counting lines of", blocks) as progress:
         for _ in blocks:
@@ -562,8 +566,8 @@ def kaggle_split(lines: np.ndarray, fractions: list[float], seed: int) -> np.nda
 
 def convert_kaggle(raw_dir: Path, out_dir: Path, rules: KaggleRules, options: PreprocessOptions,
                    block_bytes: int = BLOCK_BYTES) -> FeatureMap:
-    plan = FilePlan(raw_dir / "train.txt", [(split, f"{split}/part-00000.parquet") for split in ("train", "valid", "test")],
-                    lambda lines: kaggle_split(lines, rules.split, rules.seed))
+    outputs = [(split, f"{split}/part-00000.parquet") for split in ("train", "valid", "test")]
+    plan = FilePlan(raw_dir / "train.txt", outputs, lambda lines: kaggle_split(lines, rules.split, rules.seed))
     split_rule = f"each line drawn by splitmix64(seed + line number) into train/valid/test {rules.split}"
     return convert([plan], out_dir, rules, options, {"release": "kaggle", "split": split_rule}, block_bytes)
 

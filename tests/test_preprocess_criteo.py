@@ -7,6 +7,7 @@ nothing here needs the real logs.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import gzip
 import json
 import subprocess
@@ -21,7 +22,7 @@ import pytest
 
 from ctrbench.cli import main
 from ctrbench.data import ParquetStream, load_split
-from ctrbench.datasets import REPO_ROOT
+from ctrbench.datasets import REPO_ROOT, load_dataset_config
 from ctrbench.errors import CtrbenchError
 from ctrbench.features import FeatureMap, sha256_file
 from ctrbench.leaderboard import PAPER_DIR
@@ -258,6 +259,21 @@ def test_rules_are_validated(values, message):
         EncodingRules(**values)
 
 
+@pytest.mark.parametrize("section, message", [
+    ({"terabyte": {"encoding": "hash", "table_size": 10}}, r"criteo.yaml: preprocess.kaggle: missing key 'encoding'"),
+    ({"terabyte": {"encoding": "hash", "table_size": 10, "min_cont": 2}, "kaggle": {}},
+     r"criteo.yaml: preprocess.terabyte: unknown key 'min_cont' \(did you mean 'min_count'\?\)"),
+    ({"terabyte": {"encoding": "hash", "table_size": None}, "kaggle": {}},
+     r"criteo.yaml: preprocess.terabyte: encoding hash needs a table size for every feature"),
+    ({"terabite": {}}, r"criteo.yaml: preprocess: unknown key 'terabite' \(did you mean 'terabyte'\?\)"),
+])
+def test_config_errors_name_the_section_and_key(monkeypatch, section, message):
+    config = dataclasses.replace(load_dataset_config("criteo"), preprocess=section)
+    monkeypatch.setattr("preprocess.criteo.load_dataset_config", lambda name: config)
+    with pytest.raises(CtrbenchError, match=message):
+        load_rules()
+
+
 def test_the_config_holds_the_mlperf_table_sizes_and_bars_kaggle_rules():
     terabyte, kaggle = load_rules()
     sizes = [terabyte.size(name) for name in CATEGORICAL_FEATURES]
@@ -273,6 +289,8 @@ def test_the_config_holds_the_mlperf_table_sizes_and_bars_kaggle_rules():
     assert (kaggle.encoding, kaggle.min_count, kaggle.split) == ("frequency", 10, [0.8, 0.1, 0.1])
     with pytest.raises(CtrbenchError, match="split must be 3 positive fractions"):
         KaggleRules(encoding="frequency", table_size=None, split=[0.9, 0.1], seed=0)
+    with pytest.raises(CtrbenchError, match="seed must be >= 0"):
+        KaggleRules(encoding="frequency", table_size=None, split=[0.8, 0.1, 0.1], seed=-1)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -333,7 +351,8 @@ def test_cli_terabyte_release_and_one_line_errors(tmp_path, capsys):
     capsys.readouterr()
     assert main(["preprocess", "criteo", "--raw", str(raw), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1] == f"error: {raw / 'day_4.gz'}:2: label must be 0 or 1, found '3'; fix the file or pass --skip-bad-rows"
+    assert err[-1] == (f"error: {raw / 'day_4.gz'}:2: label must be 0 or 1, found '3'; "
+                       "fix the file or pass --skip-bad-rows")
     assert main(["preprocess", "criteo", "--raw", str(tmp_path), "--out", str(tmp_path / "x")]) == 2
     assert "no known criteo release here" in capsys.readouterr().err
 
