@@ -48,7 +48,7 @@ def write_terabyte(raw_dir, days: dict[int, list[str]] | None = None, compress: 
     """day_0 .. day_23 holding the given lines; days not given hold one good line."""
     raw_dir.mkdir(parents=True, exist_ok=True)
     for day in range(24):
-        text = "".join(f"{text}\n" for text in (days or {}).get(day, [GOOD])).encode()
+        text = "".join(f"{row}\n" for row in (days or {}).get(day, [GOOD])).encode()
         path = raw_dir / (f"day_{day}.gz" if compress else f"day_{day}")
         path.write_bytes(gzip.compress(text) if compress else text)
     return raw_dir
