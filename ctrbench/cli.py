@@ -223,7 +223,7 @@ def cmd_models(args: argparse.Namespace) -> None:
 def cmd_datasets(args: argparse.Namespace) -> None:
     table = Table(title=f"Datasets (processed data under {args.data_dir})")
     for column in ("name", "paper name", "processed rows (train/valid/test)", "description"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column != "description")  # row counts stay on one line
     for name in dataset_names():
         config = load_dataset_config(name)
         directory = processed_dir(name, args.data_dir)
