@@ -223,7 +223,7 @@ def cmd_tune(args: argparse.Namespace) -> None:
     entry = best_entry_yaml(tuned, args.command_line)
     out = args.out or args.results.parent / "tuned" / f"{args.model}_{args.dataset}.yaml"
     atomic_write_text(out, entry)
-    stdout.print(entry, highlight=False, markup=False)
+    stdout.print(entry, highlight=False, markup=False, emoji=False)
     console.print(f"wrote {out}", highlight=False)
 
 
