@@ -152,6 +152,12 @@ def _ours_metric(row: Row, metric: str) -> str:
     return _mean_std(values) if values else "LossX"
 
 
+def _device(device: dict[str, Any]) -> str:
+    """A GPU's name; a CPU's name and thread count, which CPU throughput depends on."""
+    threads = device.get("threads")
+    return f"{device['name']}, {threads} threads" if device["type"] == "cpu" and threads else device["name"]
+
+
 def _seeds(row: Row) -> str:
     if row.ours is None:
         return DASH
@@ -200,7 +206,7 @@ def _size_columns(board: DatasetBoard) -> dict[str, list[str]]:
         columns["MFLOP/example (paper)"].append(_mflop(row.paper_mflop))
         columns["Train samples/s (ours)"].append(
             f"{mean_std([r['samples_per_second'] for r in runs])[0]:,.0f}" if runs else DASH)
-        columns["Device (ours)"].append(", ".join(sorted({r["device"]["name"] for r in runs})) or DASH)
+        columns["Device (ours)"].append(", ".join(sorted({_device(r["device"]) for r in runs})) or DASH)
     return columns
 
 
