@@ -172,7 +172,9 @@ def _ours_metric(row: Row, metric: str) -> str:
 def _device(device: dict[str, Any]) -> str:
     """A GPU's name; a CPU's name and thread count, which CPU throughput depends on."""
     threads = device.get("threads")
-    return f"{device['name']}, {threads} threads" if device["type"] == "cpu" and threads else device["name"]
+    if device["type"] != "cpu" or not threads:
+        return device["name"]
+    return f"{device['name']}, {threads} thread{'s' if threads > 1 else ''}"
 
 
 def _seeds(row: Row) -> str:
