@@ -3,7 +3,8 @@
     ctrbench preprocess DATASET --raw DIR --out DIR     raw files -> parquet splits + feature map
     ctrbench train --model M --dataset D               one run, recorded in the results store
     ctrbench bench --dataset D [--models all|m1,m2]    models x seeds, resumable
-    ctrbench leaderboard                               markdown from the results store
+    ctrbench tune --model M --dataset D --space S      grid search, best config by validation AUC
+    ctrbench leaderboard                               markdown tables + plots from the results store
     ctrbench models [--dataset D --flops]              the model zoo (and Table 3-style sizes)
     ctrbench datasets                                  the dataset configs and what is processed
 
@@ -24,7 +25,7 @@ from rich.table import Table
 
 from ctrbench.datasets import DEFAULT_DATA_DIR, dataset_names, load_dataset_config, load_feature_map, processed_dir
 from ctrbench.errors import CtrbenchError, unknown_name
-from ctrbench.features import FEATURE_MAP_FILE, FeatureMap
+from ctrbench.features import FEATURE_MAP_FILE, FeatureMap, atomic_write_text
 from ctrbench.results import DEFAULT_RESULTS, ResultsStore
 from ctrbench.train import console
 
@@ -41,6 +42,12 @@ def _models_arg(value: str) -> list[str]:
         if name not in MODELS:
             raise unknown_name("model", name, MODELS)
     return names
+
+
+def _positive_int(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value!r}")
+    return int(value)
 
 
 def _dataset_arg(value: str) -> str:
@@ -91,14 +98,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("bench", help="train chosen models x seeds on a dataset (resumable)",
                             description="Train every chosen model for every seed on one dataset. Finished runs "
-                                        "are appended to the results store; runs already there are skipped, so an "
+                                        "are appended to the results store; runs already there are skipped and a "
+                                        "run killed mid-way restarts from its last finished epoch, so an "
                                         "interrupted benchmark resumes where it stopped.")
     p.add_argument("--models", default="all", help="'all' (the paper's eight) or a comma-separated list")
-    p.add_argument("--seeds", type=int, default=1, help="number of seeds per model (2021, 2022, ...)")
+    p.add_argument("--seeds", type=_positive_int, default=1, help="number of seeds per model (2021, 2022, ...)")
     _add_run_options(p)
 
-    p = commands.add_parser("leaderboard", help="write markdown leaderboards from the results store",
-                            description="Regenerate the markdown leaderboards (ours next to the paper's Table 2).")
+    p = commands.add_parser("tune", help="grid search over a YAML space; keeps the best config by validation AUC",
+                            description="Run every point of a grid search space (BARS tuner convention: under "
+                                        "tuner_space: model: / train:, a list is a grid axis, anything else is "
+                                        "fixed; a list-valued hyperparameter is a list of lists) for every seed. "
+                                        "Each run goes to the results store, so tuning resumes like bench. Prints "
+                                        "the points ranked by mean validation AUC and writes the best as a "
+                                        "ready-to-paste entry for model_zoo/configs/MODEL.yaml.")
+    p.add_argument("--model", required=True, help="model name (see `ctrbench models`)")
+    p.add_argument("--space", required=True, type=Path, help="YAML search space file")
+    p.add_argument("--seeds", type=_positive_int, default=1, help="seeds per grid point (2021, 2022, ...)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="where to write the best config entry (default: RESULTS_DIR/tuned/MODEL_DATASET.yaml)")
+    _add_run_options(p)
+
+    p = commands.add_parser("leaderboard", help="write markdown leaderboards and plots from the results store",
+                            description="Regenerate Table 2 (test AUC / LogLoss), Table 3 (params / MFLOP), a "
+                                        "page and a test-AUC-vs-MFLOP plot per dataset, ours next to the paper's.")
     p.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="results store (JSON Lines)")
     p.add_argument("--out", type=Path, default=Path("leaderboards"), help="output directory")
 
@@ -155,15 +178,13 @@ def _print_results(records: list[dict]) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from ctrbench.runner import DatasetSplits, execute, parse_overrides, pick_device, resolve_spec, QUICK_EPOCHS
+    from ctrbench.runner import DatasetSplits, execute, parse_overrides, pick_device, resolve_spec, with_quick
 
-    overrides = parse_overrides(args.overrides)
-    if args.quick:
-        overrides["train"] = {"epochs": QUICK_EPOCHS, **overrides["train"]}
+    overrides = with_quick(parse_overrides(args.overrides), args.quick)
     spec = resolve_spec(args.model, args.dataset, args.seed, args.config_dir, overrides)
     data = DatasetSplits.open(args.dataset, args.data_dir)
     record = execute(spec, data, pick_device(args.device), label=args.model, progress=not args.no_progress,
-                     checkpoint_path=args.checkpoint)
+                     checkpoint_path=args.checkpoint, command=args.command_line)
     ResultsStore(args.results).append(record)
     _print_results([record])
 
@@ -173,10 +194,37 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
     records = bench(args.dataset, args.models, seeds=args.seeds, data_dir=args.data_dir, results_path=args.results,
                     config_dir=args.config_dir, quick=args.quick, device=args.device,
-                    overrides=parse_overrides(args.overrides), progress=not args.no_progress)
+                    overrides=parse_overrides(args.overrides), progress=not args.no_progress,
+                    command=args.command_line)
     _print_results(records)
     console.print(f"results stored in {args.results}; `ctrbench leaderboard --results {args.results}` "
                   "writes the markdown tables", highlight=False)
+
+
+def cmd_tune(args: argparse.Namespace) -> None:
+    from ctrbench.runner import parse_overrides
+    from ctrbench.tuner import SECTIONS, best_entry_yaml, tune
+
+    tuned = tune(args.model, args.dataset, args.space, seeds=args.seeds, data_dir=args.data_dir,
+                 results_path=args.results, config_dir=args.config_dir, quick=args.quick, device=args.device,
+                 overrides=parse_overrides(args.overrides), progress=not args.no_progress, command=args.command_line)
+    varied = [(section, key) for section in SECTIONS for key, values in tuned.axes[section].items() if len(values) > 1]
+    table = Table(title=f"{args.model} on {args.dataset}: {len(tuned.ranked)} grid points, best validation AUC first")
+    for column in ("config", *(key for _, key in varied), "seeds", "valid AUC", "test AUC"):
+        table.add_column(column)
+    for result in tuned.ranked:
+        valid, test = result.metric("valid", "auc"), result.metric("test", "auc")
+        table.add_row(
+            result.config_hash, *(str(result.config[section][key]) for section, key in varied),
+            f"{len(result.ok)}" + (f" + {result.diverged} diverged" if result.diverged else ""),
+            f"{statistics.fmean(valid):.4f}" if valid else "LossX", f"{statistics.fmean(test):.4f}" if test else "LossX",
+        )
+    stdout.print(table)
+    entry = best_entry_yaml(tuned, args.command_line)
+    out = args.out or args.results.parent / "tuned" / f"{args.model}_{args.dataset}.yaml"
+    atomic_write_text(out, entry)
+    stdout.print(entry, highlight=False, markup=False, emoji=False)
+    console.print(f"wrote {out}", highlight=False)
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> None:
@@ -185,8 +233,7 @@ def cmd_leaderboard(args: argparse.Namespace) -> None:
     records = ResultsStore(args.results).records()
     if not records:
         raise CtrbenchError(f"{args.results}: no results yet; run `ctrbench bench --dataset D` first")
-    command = f"ctrbench leaderboard --results {shlex.quote(str(args.results))}"
-    for path in write_leaderboards(records, args.out, command):
+    for path in write_leaderboards(records, args.out, args.command_line):
         console.print(f"wrote {path}", highlight=False)
 
 
@@ -223,7 +270,7 @@ def cmd_models(args: argparse.Namespace) -> None:
 def cmd_datasets(args: argparse.Namespace) -> None:
     table = Table(title=f"Datasets (processed data under {args.data_dir})")
     for column in ("name", "paper name", "processed rows (train/valid/test)", "description"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column != "description")  # row counts stay on one line
     for name in dataset_names():
         config = load_dataset_config(name)
         directory = processed_dir(name, args.data_dir)
@@ -236,14 +283,16 @@ def cmd_datasets(args: argparse.Namespace) -> None:
 
 
 COMMANDS = {
-    "preprocess": cmd_preprocess, "train": cmd_train, "bench": cmd_bench, "leaderboard": cmd_leaderboard,
+    "preprocess": cmd_preprocess, "train": cmd_train, "bench": cmd_bench, "tune": cmd_tune, "leaderboard": cmd_leaderboard,
     "models": cmd_models, "datasets": cmd_datasets,
 }
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.command_line = shlex.join(["ctrbench", *argv])  # recorded with each run and in each leaderboard
     try:
         if getattr(args, "dataset", None) and args.command != "models":
             _dataset_arg(args.dataset)

@@ -1,112 +1,349 @@
-"""Markdown leaderboards generated from the results store, next to the paper's Table 2.
+"""Leaderboards generated from the results store, next to the Wukong paper's published numbers.
 
-For every (dataset, model) the config with the best mean validation AUC is shown (model selection on
-validation, never on test), as mean +- std of test AUC and LogLoss over its seeds. Output is a pure
-function of the results store, so regenerating gives byte-identical files.
+`write_leaderboards` writes into the output directory:
+
+* `table2.md`: test AUC and LogLoss of every model on every dataset, ours next to the paper's Table 2
+  with the difference; datasets we have no runs on show the paper's numbers only, marked as such;
+* `table3.md`: parameters and MFLOP per example, ours next to the paper's Table 3, with our training
+  throughput and the device it was measured on;
+* for each dataset with runs, `<dataset>.md` (both tables for that dataset, plus validation AUC, best
+  epoch, configs tried and the chosen config's hash) and `<dataset>_auc_vs_mflop.png` (test AUC
+  against MFLOP per example, ours with the seeds' std as error bars, and the paper's).
+
+Only runs on the current build of each dataset count: the processed data (content hash) of its most
+recently finished run; runs on another build are left out, and the tables say how many.
+
+"Ours" is always the config `results.select_best` chooses for the (dataset, model): the best mean
+validation AUC, never test. Metrics are mean ± sample std over that config's seeds; LossX marks a
+config whose every seed diverged. The best value per dataset is in bold, ours and the paper's
+separately. Each file names the leaderboard command and the distinct commands that made its runs.
+Every file is a pure function of the store and that command (no timestamps; PNGs are written without
+metadata), so regenerating gives byte-identical files.
 """
 
 from __future__ import annotations
 
 import csv
-import statistics
-from collections import defaultdict
+import io
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from matplotlib.figure import Figure
+
 from ctrbench.datasets import REPO_ROOT, dataset_names, load_dataset_config
 from ctrbench.features import atomic_write_text
+from ctrbench.results import ConfigResult, mean_std, select_best
 
 PAPER_DIR = REPO_ROOT / "leaderboards" / "paper"
+DASH = "–"
+
+
+@dataclass(frozen=True)
+class PaperNumbers:
+    """The paper's Tables 2 and 3, keyed by its (dataset, model) display names, in its order."""
+
+    datasets: list[str]
+    models: list[str]
+    table2: dict[tuple[str, str], tuple[float, float]]  # test AUC, LogLoss
+    table3: dict[tuple[str, str], tuple[int, float]]  # params, MFLOP per example
+
+    @classmethod
+    def load(cls, directory: Path = PAPER_DIR) -> PaperNumbers:
+        with (directory / "table2.csv").open() as handle:
+            rows2 = list(csv.DictReader(handle))
+        with (directory / "table3.csv").open() as handle:
+            rows3 = list(csv.DictReader(handle))
+        return cls(
+            datasets=list(dict.fromkeys(r["dataset"] for r in rows2)),
+            models=list(dict.fromkeys(r["model"] for r in rows2)),
+            table2={(r["dataset"], r["model"]): (float(r["auc"]), float(r["logloss"])) for r in rows2},
+            table3={(r["dataset"], r["model"]): (int(r["params"]), float(r["mflop_per_example"])) for r in rows3},
+        )
 
 
 @dataclass
-class Summary:
-    dataset: str
-    model: str
-    display_name: str
-    config_hash: str
-    seeds: list[int]
-    diverged: int
-    valid_auc: float
-    test_auc: list[float]
-    test_logloss: list[float]
-    mflop_per_example: float
-    params: int
+class Row:
+    """One model on one dataset: our chosen config (if any) and the paper's numbers (if any)."""
+
+    model: str  # display name
+    ours: ConfigResult | None
+    configs_tried: int
+    paper_auc: float | None
+    paper_logloss: float | None
+    paper_params: int | None
+    paper_mflop: float | None
+
+    def mean(self, metric: str) -> float | None:
+        values = self.ours.metric("test", metric) if self.ours else []
+        return mean_std(values)[0] if values else None
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+@dataclass
+class DatasetBoard:
+    display: str  # as the paper names it
+    name: str | None  # our dataset name, None for a dataset we have no runs on
+    rows: list[Row]
+    other_builds: int = 0  # runs left out because they used another build of the dataset
+
+    @property
+    def commands(self) -> list[str]:
+        return sorted({c for row in self.rows if row.ours for c in row.ours.commands})
 
 
-def summarize(records: list[dict[str, Any]]) -> dict[tuple[str, str], Summary]:
-    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
-    for record in records:
-        groups[(record["dataset"], record["model"], record["config_hash"])].append(record)
-    best: dict[tuple[str, str], Summary] = {}
-    for (dataset, model, config_hash), runs in sorted(groups.items()):
-        ok = sorted((r for r in runs if r["status"] == "ok"), key=lambda r: r["seed"])
-        summary = Summary(
-            dataset=dataset, model=model, display_name=runs[0].get("display_name", model), config_hash=config_hash,
-            seeds=[r["seed"] for r in ok], diverged=len(runs) - len(ok),
-            valid_auc=statistics.fmean(r["valid"]["auc"] for r in ok) if ok else float("-inf"),
-            test_auc=[r["test"]["auc"] for r in ok], test_logloss=[r["test"]["logloss"] for r in ok],
-            mflop_per_example=runs[0]["mflop_per_example"],
-            params=runs[0]["dense_params"] + runs[0]["embedding_params"],
-        )
-        current = best.get((dataset, model))
-        if current is None or summary.valid_auc > current.valid_auc:
-            best[(dataset, model)] = summary
-    return best
+def current_build(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], Counter[str]]:
+    """The runs on the build of each dataset that its most recently finished run used, and per dataset
+    how many runs on other builds were left out: runs on data with another content hash (other
+    preprocessing rules or raw release) are not comparable with them."""
+    newest: dict[str, str | None] = {}
+    for record in sorted(records, key=lambda r: r.get("finished_at") or ""):
+        newest[record["dataset"]] = record.get("data_hash")
+    kept = [r for r in records if r.get("data_hash") == newest[r["dataset"]]]
+    return kept, Counter(r["dataset"] for r in records if r.get("data_hash") != newest[r["dataset"]])
 
 
-def paper_table2() -> dict[tuple[str, str], tuple[float, float]]:
-    """(paper dataset name, paper model name) -> (AUC, LogLoss)."""
-    with (PAPER_DIR / "table2.csv").open() as handle:
-        return {(r["dataset"], r["model"]): (float(r["auc"]), float(r["logloss"])) for r in csv.DictReader(handle)}
+def build_boards(records: list[dict[str, Any]], paper: PaperNumbers) -> list[DatasetBoard]:
+    """One board per dataset: the paper's datasets in its order, then ours that it lacks, by name.
+
+    Rows are the paper's models in its order, then our other models by name.
+    """
+    display_of = {name: load_dataset_config(name).display_name for name in dataset_names()}
+    ours: dict[str, dict[str, tuple[ConfigResult, int]]] = defaultdict(dict)
+    names: dict[str, str] = {}
+    records, other_builds = current_build(records)
+    for (dataset, _), (result, tried) in select_best(records).items():
+        display = display_of.get(dataset, dataset)
+        ours[display][result.display_name] = (result, tried)
+        names[display] = dataset
+    boards = []
+    for display in paper.datasets + sorted(set(ours) - set(paper.datasets)):
+        models = [m for m in paper.models if (display, m) in paper.table2 or m in ours[display]]
+        models += sorted(set(ours[display]) - set(models))
+        rows = []
+        for model in models:
+            result, tried = ours[display].get(model, (None, 0))
+            auc, logloss = paper.table2.get((display, model), (None, None))
+            params, mflop = paper.table3.get((display, model), (None, None))
+            rows.append(Row(model, result, tried, auc, logloss, params, mflop))
+        name = names.get(display)
+        boards.append(DatasetBoard(display, name, rows, other_builds[name] if name else 0))
+    return boards
 
 
-def _fmt(values: list[float]) -> str:
-    if not values:
-        return "-"
-    mean, std = _mean_std(values)
+# ---- formatting -------------------------------------------------------------------------------------
+
+def _number(value: float | None) -> str:
+    return DASH if value is None else f"{value:.4f}"
+
+
+def _mflop(value: float | None) -> str:
+    """Two decimals as in the paper's Table 3; two significant digits for a count that would round to 0.00."""
+    if value is None:
+        return DASH
+    return f"{value:.2g}" if 0 < value < 0.005 else f"{value:.2f}"
+
+
+def _delta(ours: float | None, paper: float | None) -> str:
+    return DASH if ours is None or paper is None else f"{ours - paper:+.4f}"
+
+
+def _mean_std(values: list[float]) -> str:
+    mean, std = mean_std(values)
     return f"{mean:.4f} ± {std:.4f}" if len(values) > 1 else f"{mean:.4f}"
 
 
-def dataset_table(dataset: str, summaries: list[Summary], command: str) -> str:
-    display = load_dataset_config(dataset).display_name if dataset in dataset_names() else dataset
-    paper = paper_table2()
-    best_auc = max((statistics.fmean(s.test_auc) for s in summaries if s.test_auc), default=None)
+def _bold_best(cells: list[str], values: list[float | None], pick: Callable[[Iterable[float]], float]) -> list[str]:
+    """Bold the cells whose value, as shown (4 decimals), is the best of the column."""
+    shown = [None if v is None else round(v, 4) for v in values]
+    present = [v for v in shown if v is not None]
+    best = pick(present) if present else None
+    return [f"**{cell}**" if value is not None and value == best else cell for cell, value in zip(cells, shown)]
+
+
+def _ours_metric(row: Row, metric: str) -> str:
+    if row.ours is None:
+        return "not run"
+    values = row.ours.metric("test", metric)
+    return _mean_std(values) if values else "LossX"
+
+
+def _device(device: dict[str, Any]) -> str:
+    """A GPU's name; a CPU's name and thread count, which CPU throughput depends on."""
+    threads = device.get("threads")
+    if device["type"] != "cpu" or not threads:
+        return device["name"]
+    return f"{device['name']}, {threads} thread{'s' if threads > 1 else ''}"
+
+
+def _seeds(row: Row) -> str:
+    if row.ours is None:
+        return DASH
+    ok = len(row.ours.ok)
+    return f"{ok} + {row.ours.diverged} LossX" if row.ours.diverged else str(ok)
+
+
+def _markdown(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def _provenance(command: str, boards: list[DatasetBoard]) -> list[str]:
+    lines = [f"Generated by `{command}` from the runs made by:", ""]
+    lines += [f"- `{c}`" for c in sorted({c for board in boards for c in board.commands})] + [""]
+    for board in boards:
+        if board.other_builds:
+            runs = f"{board.other_builds} run{'s' if board.other_builds > 1 else ''}"
+            lines += [f"Left out: {runs} on {board.display} made on another build of its data "
+                      "(a different content hash) than its latest run.", ""]
+    return lines
+
+
+def _metric_columns(board: DatasetBoard) -> dict[str, list[str]]:
+    """The Table 2 columns of one dataset, best values in bold."""
+    rows = board.rows
+    columns = {
+        "Seeds": [_seeds(r) for r in rows],
+        "AUC (ours)": _bold_best([_ours_metric(r, "auc") for r in rows], [r.mean("auc") for r in rows], max),
+        "AUC (paper)": _bold_best([_number(r.paper_auc) for r in rows], [r.paper_auc for r in rows], max),
+        "Δ AUC": [_delta(r.mean("auc"), r.paper_auc) for r in rows],
+        "LogLoss (ours)": _bold_best([_ours_metric(r, "logloss") for r in rows], [r.mean("logloss") for r in rows], min),
+        "LogLoss (paper)": _bold_best([_number(r.paper_logloss) for r in rows], [r.paper_logloss for r in rows], min),
+        "Δ LogLoss": [_delta(r.mean("logloss"), r.paper_logloss) for r in rows],
+    }
+    if board.name is None:  # the paper's numbers only
+        columns = {k: v if "paper" in k else [DASH] * len(rows) for k, v in columns.items()}
+    return columns
+
+
+def _size_columns(board: DatasetBoard) -> dict[str, list[str]]:
+    """The Table 3 columns of one dataset: size and compute, ours next to the paper's, and throughput."""
+    columns: dict[str, list[str]] = defaultdict(list)
+    for row in board.rows:
+        result = row.ours
+        runs = result.runs if result else []
+        columns["Params (ours)"].append(f"{result.params:,}" if result else DASH)
+        columns["Params (paper)"].append(DASH if row.paper_params is None else f"{row.paper_params:,}")
+        columns["Embedding / dense params (ours)"].append(
+            f"{result.first['embedding_params']:,} / {result.first['dense_params']:,}" if result else DASH)
+        columns["MFLOP/example (ours)"].append(_mflop(result.first["mflop_per_example"] if result else None))
+        columns["MFLOP/example (paper)"].append(_mflop(row.paper_mflop))
+        columns["Train samples/s (ours)"].append(
+            f"{mean_std([r['samples_per_second'] for r in runs])[0]:,.0f}" if runs else DASH)
+        columns["Device (ours)"].append(", ".join(sorted({_device(r["device"]) for r in runs})) or DASH)
+    return columns
+
+
+def _grouped_table(boards: list[DatasetBoard], columns_of: Callable[[DatasetBoard], dict[str, list[str]]]) -> list[str]:
+    """One table over all datasets: the dataset named on its first row, paper-only datasets marked."""
+    header, rows = ["Dataset", "Model", *columns_of(boards[0])], []
+    for board in boards:
+        columns = columns_of(board)
+        dataset = f"[{board.display}]({board.name}.md)" if board.name else f"{board.display} (paper only)"
+        for i, row in enumerate(board.rows):
+            rows.append([dataset if i == 0 else "", row.model, *(cells[i] for cells in columns.values())])
+    return _markdown(header, rows)
+
+
+def _dataset_table(board: DatasetBoard, columns: dict[str, list[str]]) -> list[str]:
+    return _markdown(["Model", *columns], [[row.model, *(cells[i] for cells in columns.values())]
+                                           for i, row in enumerate(board.rows)])
+
+
+SELECTION_NOTE = ("Ours: the config with the best mean validation AUC for each (dataset, model), never chosen on test; "
+                  "mean ± sample std over its seeds. LossX: every seed of that config diverged (non-finite loss). "
+                  "Δ = ours − paper. Best per dataset in bold, ours and the paper's separately.")
+
+
+def table2_markdown(boards: list[DatasetBoard], command: str) -> str:
     lines = [
-        f"## {display}", "",
-        f"Produced by: `{command}`", "",
-        "| Model | Seeds | Test AUC | Test LogLoss | Paper AUC | Paper LogLoss | Δ AUC | Params | MFLOP/example |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "# Table 2: test AUC and LogLoss, ours next to the paper's", "",
+        SELECTION_NOTE + " Paper: Zhang et al., ICML 2024, Table 2 (`leaderboards/paper/table2.csv`).", "",
+        *_provenance(command, boards),
+        *_grouped_table(boards, _metric_columns),
     ]
-    for s in sorted(summaries, key=lambda s: s.display_name):
-        auc = _fmt(s.test_auc)
-        if s.test_auc and statistics.fmean(s.test_auc) == best_auc:
-            auc = f"**{auc}**"
-        if s.diverged:
-            auc += f" ({s.diverged} diverged: LossX)"
-        paper_auc, paper_logloss = paper.get((display, s.display_name), (None, None))
-        delta = f"{statistics.fmean(s.test_auc) - paper_auc:+.4f}" if paper_auc is not None and s.test_auc else "-"
-        lines.append(
-            f"| {s.display_name} | {len(s.seeds)} | {auc} | {_fmt(s.test_logloss)} | "
-            f"{'-' if paper_auc is None else f'{paper_auc:.4f}'} | "
-            f"{'-' if paper_logloss is None else f'{paper_logloss:.4f}'} | {delta} | {s.params:,} | {s.mflop_per_example:.2f} |"
-        )
     return "\n".join(lines) + "\n"
 
 
+def table3_markdown(boards: list[DatasetBoard], command: str) -> str:
+    lines = [
+        "# Table 3: model size and compute, ours next to the paper's", "",
+        "Parameters are trainable parameters (embedding tables + dense layers); MFLOP/example counts the "
+        "forward pass's matrix products (2 FLOPs per multiply-add, `ctrbench/flops.py`). Ours: the config "
+        "chosen on validation AUC as in Table 2; train samples/s is the mean over its seeds on the device "
+        "shown. Paper: Table 3 (`leaderboards/paper/table3.csv`).", "",
+        *_provenance(command, boards),
+        *_grouped_table(boards, _size_columns),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def dataset_markdown(board: DatasetBoard, command: str) -> str:
+    chosen = [r.ours if r.ours and r.ours.ok else None for r in board.rows]
+    columns = _metric_columns(board)
+    metrics = {
+        "Seeds": columns.pop("Seeds"),
+        "Valid AUC (ours)": [_mean_std(c.metric("valid", "auc")) if c else DASH for c in chosen],
+        **columns,
+        "Best epoch": [f"{mean_std([run['best_epoch'] for run in c.ok])[0]:.1f}" if c else DASH for c in chosen],
+        "Configs tried": [str(r.configs_tried) if r.ours else DASH for r in board.rows],
+        "Config": [f"`{r.ours.config_hash}`" if r.ours else DASH for r in board.rows],
+    }
+    lines = [
+        f"# {board.display}", "",
+        SELECTION_NOTE + " Config: the hash of the chosen config (`config_hash` in the results store).", "",
+        *_provenance(command, [board]),
+        *_dataset_table(board, metrics), "",
+        "## Size and compute", "",
+        *_dataset_table(board, _size_columns(board)), "",
+        f"![Test AUC vs MFLOP per example on {board.display}]({board.name}_auc_vs_mflop.png)",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def auc_vs_mflop_png(board: DatasetBoard) -> bytes:
+    """Test AUC against MFLOP per example: ours (mean, std error bars) and the paper's, labelled by model."""
+    figure = Figure(figsize=(7, 4.5), dpi=100)
+    axes = figure.add_subplot()
+    ours = [(r.model, r.ours.first["mflop_per_example"], *mean_std(r.ours.metric("test", "auc")))
+            for r in board.rows if r.ours and r.ours.ok]
+    paper = [(r.model, r.paper_mflop, r.paper_auc, 0.0) for r in board.rows
+             if r.paper_mflop is not None and r.paper_auc is not None]
+    for points, style in ((paper, dict(fmt="s", color="tab:gray", mfc="none", label="paper (Tables 2 and 3)")),
+                          (ours, dict(fmt="o", color="tab:blue", capsize=3, label="ours (mean ± std over seeds)"))):
+        if not points:
+            continue
+        models, mflop, auc, std = zip(*points)
+        axes.errorbar(mflop, auc, yerr=std if any(std) else None, **style)
+        for model, x, y in zip(models, mflop, auc):
+            axes.annotate(model, (x, y), xytext=(4, 4), textcoords="offset points", fontsize=8, color=style["color"])
+    axes.set_xscale("symlog", linthresh=0.01)  # spans 0 (LR, xDeepFM) to hundreds of MFLOP
+    axes.set_xlabel("MFLOP per example (symmetric log scale)")
+    axes.set_ylabel("test AUC")
+    axes.set_title(f"{board.display}: test AUC vs compute")
+    axes.grid(alpha=0.3)
+    axes.margins(0.12)  # room for the labels of the outermost points
+    axes.legend(fontsize=8, loc="lower right")
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", metadata={"Software": None})
+    return buffer.getvalue()
+
+
 def write_leaderboards(records: list[dict[str, Any]], out_dir: str | Path, command: str) -> list[Path]:
-    """One markdown file per dataset with results; returns the paths written."""
-    by_dataset: dict[str, list[Summary]] = defaultdict(list)
-    for (dataset, _), summary in sorted(summarize(records).items()):
-        by_dataset[dataset].append(summary)
+    """Write the tables and plots described above; return the paths written."""
+    out_dir = Path(out_dir)
+    boards = build_boards(records, PaperNumbers.load())
     written = []
-    for dataset, summaries in sorted(by_dataset.items()):
-        path = Path(out_dir) / f"{dataset}.md"
-        atomic_write_text(path, f"# Leaderboard: {dataset}\n\n" + dataset_table(dataset, summaries, command))
-        written.append(path)
+    for name, text in (("table2.md", table2_markdown(boards, command)), ("table3.md", table3_markdown(boards, command))):
+        atomic_write_text(out_dir / name, text)
+        written.append(out_dir / name)
+    for board in boards:
+        if board.name is None:
+            continue
+        atomic_write_text(out_dir / f"{board.name}.md", dataset_markdown(board, command))
+        plot = out_dir / f"{board.name}_auc_vs_mflop.png"
+        plot.write_bytes(auc_vs_mflop_png(board))
+        written += [out_dir / f"{board.name}.md", plot]
     return written

@@ -1,14 +1,23 @@
-"""The results store: one JSON object per finished run in a JSON Lines file.
+"""The results store (one JSON object per finished run in a JSON Lines file) and model selection.
 
 Appends take an exclusive file lock, rewrite the file to a temporary name and rename it over the
 old one, so concurrent benchmark processes never interleave or tear records and a crash leaves the
-previous complete file. A run is identified by (model, dataset, config hash, seed); `bench` skips
-runs whose key is already stored, which makes an interrupted benchmark resume where it stopped.
+previous complete file. A run is identified by (model, dataset, config hash, seed); `bench` and
+`tune` skip runs whose key is already stored, which makes an interrupted benchmark resume where it
+stopped.
+
+Model selection happens here, once, for the leaderboard and the tuner alike: the runs of one
+(dataset, model, config) over its seeds form a `ConfigResult`, and for each (dataset, model) the
+chosen config is the one with the best mean validation AUC (never test). A config that diverged on
+any seed ranks below every config that did not.
 """
 
 from __future__ import annotations
 
 import json
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,3 +72,80 @@ class ResultsStore:
             if existing and not existing.endswith("\n"):
                 existing += "\n"
             atomic_write_text(self.path, existing + line + "\n")
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+@dataclass
+class ConfigResult:
+    """All stored runs of one config of one model on one dataset, one per seed, sorted by seed."""
+
+    dataset: str
+    model: str
+    config_hash: str
+    runs: list[dict[str, Any]]
+
+    @property
+    def first(self) -> dict[str, Any]:
+        return self.runs[0]
+
+    @property
+    def display_name(self) -> str:
+        return self.first.get("display_name", self.model)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.first["config"]
+
+    @property
+    def ok(self) -> list[dict[str, Any]]:
+        return [r for r in self.runs if r["status"] == "ok"]
+
+    @property
+    def diverged(self) -> int:
+        return len(self.runs) - len(self.ok)
+
+    def metric(self, split: str, name: str) -> list[float]:
+        """One value per finished (not diverged) seed, e.g. metric("test", "auc")."""
+        return [r[split][name] for r in self.ok]
+
+    @property
+    def valid_auc(self) -> float:
+        """Mean validation AUC over the finished seeds; -inf when every seed diverged."""
+        values = self.metric("valid", "auc")
+        return statistics.fmean(values) if values else float("-inf")
+
+    def rank(self) -> tuple[bool, float]:
+        return self.diverged == 0, self.valid_auc
+
+    @property
+    def params(self) -> int:
+        return self.first["dense_params"] + self.first["embedding_params"]
+
+    @property
+    def commands(self) -> list[str]:
+        """The distinct command lines that produced these runs (older records may lack one)."""
+        return sorted({r.get("command") or "(command not recorded)" for r in self.runs})
+
+
+def group_configs(records: list[dict[str, Any]]) -> list[ConfigResult]:
+    """Records grouped by (dataset, model, config hash), sorted; a key stored twice counts once (the first)."""
+    groups: dict[tuple[str, str, str], dict[int, dict[str, Any]]] = defaultdict(dict)
+    for record in records:
+        groups[(record["dataset"], record["model"], record["config_hash"])].setdefault(record["seed"], record)
+    return [ConfigResult(dataset, model, config_hash, [runs[seed] for seed in sorted(runs)])
+            for (dataset, model, config_hash), runs in sorted(groups.items())]
+
+
+def select_best(records: list[dict[str, Any]]) -> dict[tuple[str, str], tuple[ConfigResult, int]]:
+    """(dataset, model) -> (the config with the best mean validation AUC, how many configs were tried).
+
+    Ties go to the config whose hash sorts first, so the choice never depends on record order.
+    """
+    candidates: dict[tuple[str, str], list[ConfigResult]] = defaultdict(list)
+    for result in group_configs(records):
+        candidates[(result.dataset, result.model)].append(result)
+    return {key: (max(results, key=ConfigResult.rank), len(results)) for key, results in sorted(candidates.items())}

@@ -2,8 +2,9 @@
 
 A run is (model, dataset, config, seed). Its config is the model's constructor defaults overridden by
 `model_zoo/configs/<model>.yaml` -> `<dataset>:` -> {model: ..., train: ...}, then by command-line
-`--set section.key=value` overrides. `bench` runs a list of models x seeds on one dataset, appending
-each finished run to the results store and skipping runs already stored.
+`--set section.key=value` overrides. `run_plan` trains a list of runs on one dataset, appending each
+finished run to the results store and skipping runs already stored; `bench` plans models x seeds,
+`ctrbench.tuner.tune` plans grid points x seeds.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
+import statistics
 import subprocess
 import time
+from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,7 @@ import polars
 import pyarrow
 import torch
 import yaml
+from filelock import FileLock, Timeout
 
 import ctrbench
 from ctrbench.config import build_dataclass, check_kwargs, load_yaml, signature_hints
@@ -29,7 +33,7 @@ from ctrbench.datasets import REPO_ROOT, dataset_names, load_dataset_config, loa
 from ctrbench.errors import CtrbenchError
 from ctrbench.features import FeatureMap
 from ctrbench.flops import model_stats
-from ctrbench.results import ResultsStore, run_key
+from ctrbench.results import DEFAULT_RESULTS, ResultsStore, run_key
 from ctrbench.train import TrainConfig, console, fit, seed_everything
 from model_zoo import get_model_class
 
@@ -86,17 +90,34 @@ def resolve_spec(model: str, dataset: str, seed: int, config_dir: Path | None = 
     return RunSpec(model, dataset, model_params, train, seed)
 
 
-def environment(device: torch.device) -> dict[str, Any]:
+def _git(*args: str) -> str | None:
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
-                                timeout=10).stdout.strip() or None
+        result = subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
-        commit = None
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+        return None
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def _cpu_name() -> str:
+    """The CPU's model name (/proc/cpuinfo on Linux), else what `platform` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    commit = _git("rev-parse", "HEAD") or None
+    changes = _git("status", "--porcelain", "--untracked-files=no")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
     return {
         "versions": {"ctrbench": ctrbench.__version__, "torch": torch.__version__, "python": platform.python_version(),
                      "polars": polars.__version__, "pyarrow": pyarrow.__version__},
         "git_commit": commit,
+        "git_dirty": None if changes is None else bool(changes),  # uncommitted changes to tracked files
         "device": {"type": device.type, "name": name, "threads": torch.get_num_threads()},
     }
 
@@ -125,8 +146,8 @@ class DatasetSplits:
 
 
 def execute(spec: RunSpec, data: DatasetSplits, device: torch.device, label: str = "", progress: bool = True,
-            checkpoint_path: Path | None = None) -> dict[str, Any]:
-    """Train one run and return its results record."""
+            checkpoint_path: Path | None = None, command: str | None = None) -> dict[str, Any]:
+    """Train one run and return its results record; `command` is the command line that asked for it."""
     seed_everything(spec.seed)
     model = get_model_class(spec.model)(data.fmap, **spec.model_params)
     stats = model_stats(model, next(data.valid.batches(256)))
@@ -155,9 +176,89 @@ def execute(spec: RunSpec, data: DatasetSplits, device: torch.device, label: str
         "embedding_params": stats.embedding_params,
         "mflop_per_example": round(stats.mflop_per_example, 6),
         "history": result.history,
+        "command": command,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **environment(device),
     }
+
+
+class Eta:
+    """Time left in a plan of runs: each model's mean run time so far, or for a model not timed yet
+    the mean over every timed run (models differ in cost by orders of magnitude, so per model first)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, list[float]] = defaultdict(list)
+
+    def add(self, model: str, seconds: float) -> None:
+        self.seconds[model].append(seconds)
+
+    def remaining(self, models: list[str]) -> float | None:
+        timed = [s for runs in self.seconds.values() for s in runs]
+        if not timed:
+            return None
+        overall = statistics.fmean(timed)
+        return sum(statistics.fmean(self.seconds[m]) if self.seconds.get(m) else overall for m in models)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f}s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}"
+
+
+def run_plan(plan: list[RunSpec], data: DatasetSplits, store: ResultsStore, device: torch.device,
+             command: str | None = None, progress: bool = True) -> list[dict[str, Any]]:
+    """Train every run of `plan` not yet in `store`, appending each as it finishes; return the plan's
+    stored records.
+
+    Each run saves its training state under `<store dir>/checkpoints/` after every epoch, so a
+    benchmark killed mid-run resumes from that run's last finished epoch; the checkpoint is deleted
+    once the run is recorded. A process claims a run with a lock beside its checkpoint, so several
+    processes given the same plan share the work instead of repeating it. A diverged run is recorded
+    as such and the plan continues.
+    """
+    hashes = [spec.config_hash(data.fmap.content_hash) for spec in plan]
+    keys = [(spec.model, spec.dataset, config_hash, spec.seed) for spec, config_hash in zip(plan, hashes)]
+    stored = store.keys()
+    todo = [i for i, key in enumerate(keys) if key not in stored]
+    console.print(f"{len(plan)} runs planned on {data.fmap.dataset}: {len(plan) - len(todo)} already in {store.path}, "
+                  f"{len(todo)} to train", highlight=False)
+    eta = Eta()
+    for position, index in enumerate(todo, start=1):
+        spec, config_hash = plan[index], hashes[index]
+        label = f"[{position}/{len(todo)}] {spec.model} seed {spec.seed}"
+        checkpoint = store.path.parent / "checkpoints" / f"{spec.dataset}_{spec.model}_{config_hash}_{spec.seed}.pt"
+        claim_path = checkpoint.with_name(checkpoint.name + ".lock")
+        checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            claim = FileLock(claim_path).acquire(timeout=0)
+        except Timeout:
+            console.print(f"{label}: another process is training this run; skipped", highlight=False)
+            continue
+        with claim:
+            if keys[index] in store.keys():  # another process finished it since we looked
+                continue
+            left = eta.remaining([plan[i].model for i in todo[position - 1:]])
+            console.print(f"{label}: config {config_hash}"
+                          + ("" if left is None else f"; about {_duration(left)} left in this benchmark"), highlight=False)
+            started = time.time()
+            record = execute(spec, data, device, label, progress, checkpoint_path=checkpoint, command=command)
+            store.append(record)
+            checkpoint.unlink(missing_ok=True)
+        claim_path.unlink(missing_ok=True)  # safe: a process that still opens it finds the run stored
+        eta.add(spec.model, time.time() - started)
+        if record["status"] == "ok":
+            console.print(f"{label} -> test AUC {record['test']['auc']:.4f}  logloss {record['test']['logloss']:.4f}  "
+                          f"({record['epochs']} epochs, {_duration(time.time() - started)})", highlight=False)
+        else:
+            console.print(f"{label} -> diverged (LossX): {record['diverged']}; continuing", highlight=False)
+    records = {run_key(r): r for r in store.records()}
+    missing = [key for key in keys if key not in records]
+    if missing:
+        console.print(f"{len(missing)} of the planned runs are still being trained by another process; "
+                      "rerun to include them", highlight=False)
+    return [records[key] for key in keys if key in records]
 
 
 def bench(
@@ -171,39 +272,18 @@ def bench(
     device: str = "auto",
     overrides: dict[str, dict[str, Any]] | None = None,
     progress: bool = True,
+    command: str | None = None,
 ) -> list[dict[str, Any]]:
     """Train every (model, seed) not yet in the results store; return this benchmark's records."""
-    for model in models:
-        get_model_class(model)
+    overrides = with_quick(overrides, quick)
+    plan = [resolve_spec(m, dataset, BASE_SEED + i, config_dir, overrides) for m in models for i in range(seeds)]
+    store = ResultsStore(results_path or DEFAULT_RESULTS)
+    return run_plan(plan, DatasetSplits.open(dataset, data_dir), store, pick_device(device), command, progress)
+
+
+def with_quick(overrides: dict[str, dict[str, Any]] | None, quick: bool) -> dict[str, dict[str, Any]]:
+    """Overrides with `--quick`'s epoch cap added (an explicit train.epochs wins)."""
     overrides = {"model": {}, "train": {}, **(overrides or {})}
     if quick:
         overrides["train"] = {"epochs": QUICK_EPOCHS, **overrides["train"]}
-    torch_device = pick_device(device)
-    data = DatasetSplits.open(dataset, data_dir)
-    store = ResultsStore(results_path) if results_path else ResultsStore()
-    done = {run_key(r): r for r in store.records()}
-    plan = [resolve_spec(m, dataset, BASE_SEED + i, config_dir, overrides) for m in models for i in range(seeds)]
-    records, run_seconds = [], []
-    for number, spec in enumerate(plan, start=1):
-        key = (spec.model, dataset, spec.config_hash(data.fmap.content_hash), spec.seed)
-        if key in done:
-            console.print(f"[{number}/{len(plan)}] {spec.model} seed {spec.seed}: already in {store.path}, skipped",
-                          highlight=False)
-            records.append(done[key])
-            continue
-        eta = ""
-        if run_seconds:
-            remaining = (len(plan) - number + 1) * sum(run_seconds) / len(run_seconds)
-            eta = f", about {remaining / 60:.1f} min left"
-        console.print(f"[{number}/{len(plan)}] {spec.model} on {dataset}, seed {spec.seed}{eta}", highlight=False)
-        started = time.time()
-        record = execute(spec, data, torch_device, label=f"  {spec.model}", progress=progress)
-        run_seconds.append(time.time() - started)
-        store.append(record)
-        records.append(record)
-        if record["status"] == "ok":
-            console.print(f"  -> test AUC {record['test']['auc']:.4f}  logloss {record['test']['logloss']:.4f}  "
-                          f"({record['epochs']} epochs, {run_seconds[-1]:.0f}s)", highlight=False)
-        else:
-            console.print(f"  -> diverged ({record['diverged']}); continuing with the next run", highlight=False)
-    return records
+    return overrides

@@ -35,8 +35,12 @@ def test_preprocess_train_bench_leaderboard_end_to_end(tmp_path, capsys):
     assert run_cli("leaderboard", "--results", results, "--out", boards) == 0
     board = (boards / "synthetic.md").read_text()
     assert "| DLRM | 2 |" in board and "ctrbench leaderboard --results" in board
+    assert "- `ctrbench bench --dataset synthetic --models dlrm,lr --seeds 2" in board
+    assert "| [Synthetic](synthetic.md) | DLRM | 2 |" in (boards / "table2.md").read_text()
+    plot = (boards / "synthetic_auc_vs_mflop.png").read_bytes()
     assert run_cli("leaderboard", "--results", results, "--out", boards) == 0
     assert (boards / "synthetic.md").read_text() == board
+    assert (boards / "synthetic_auc_vs_mflop.png").read_bytes() == plot
 
 
 def test_models_and_datasets_listings(synthetic_data_dir, capsys):

@@ -1,0 +1,148 @@
+"""Hyperparameter grid search in the BARS tuner convention.
+
+A search space is a YAML file such as
+
+    tuner_space:
+      model:
+        embedding_dim: [8, 16]
+        top_mlp_units: [[256, 128], [400, 400, 400]]
+      train:
+        learning_rate: [1.0e-3, 3.0e-3]
+        batch_size: 1024
+
+Under `model` (the model's constructor arguments) and `train` (`TrainConfig` fields) a list is a grid
+axis whose values are all tried and anything else is fixed; as in BARS, a hyperparameter whose value
+is itself a list is written as a list of lists. Every grid point is the model's config for the dataset
+(`model_zoo/configs/<model>.yaml`) overridden by the point's values, then by `--set`; each (point, seed)
+is an ordinary run in the results store, so an interrupted search resumes like `bench`. The best point
+is the one with the best mean validation AUC over its seeds (`results.select_best`, as the leaderboard
+chooses), and `best_entry_yaml` writes it as a ready-to-paste entry for the model's config file.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ctrbench.config import check_kwargs, load_yaml, signature_hints
+from ctrbench.errors import CtrbenchError
+from ctrbench.results import DEFAULT_RESULTS, ConfigResult, ResultsStore, group_configs, mean_std
+from ctrbench.runner import BASE_SEED, DatasetSplits, pick_device, resolve_spec, run_plan, with_quick
+from ctrbench.train import TrainConfig
+from model_zoo import get_model_class
+
+SECTIONS = ("model", "train")
+
+Axes = dict[str, dict[str, list[Any]]]  # section -> hyperparameter -> the values to try
+
+
+def load_space(path: Path, model: str) -> Axes:
+    """Read and check a search space: every key must be a hyperparameter of `model` or of training."""
+    data = load_yaml(path)
+    if not isinstance(data, dict) or set(data) != {"tuner_space"}:
+        raise CtrbenchError(f"{path}: expected a single top-level key 'tuner_space' holding model: and/or train: mappings")
+    space = check_kwargs(data["tuner_space"], {s: dict[str, Any] for s in SECTIONS}, f"{path}: tuner_space")
+    hints = {"model": signature_hints(get_model_class(model)), "train": signature_hints(TrainConfig)}
+    axes: Axes = {section: {} for section in SECTIONS}
+    for section, values in space.items():
+        where = f"{path}: tuner_space.{section}"
+        for key, value in values.items():
+            options = value if isinstance(value, list) else [value]
+            if not options:
+                raise CtrbenchError(f"{where}.{key}: an empty list leaves nothing to try; give at least one value")
+            for option in options:
+                check_kwargs({key: option}, hints[section], where)
+            axes[section][key] = options
+    if not any(axes.values()):
+        raise CtrbenchError(f"{path}: tuner_space has no hyperparameters; add model: or train: keys with lists of values")
+    return axes
+
+
+def grid_points(axes: Axes) -> list[dict[str, dict[str, Any]]]:
+    """Every combination of the axes' values, as config overrides {"model": {...}, "train": {...}}."""
+    names = [(section, key) for section in SECTIONS for key in axes[section]]
+    points = []
+    for values in itertools.product(*(axes[section][key] for section, key in names)):
+        point: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}
+        for (section, key), value in zip(names, values):
+            point[section][key] = value
+        points.append(point)
+    return points
+
+
+@dataclass
+class TuneResult:
+    axes: Axes
+    ranked: list[ConfigResult]  # every grid point's runs, best mean validation AUC first
+
+    @property
+    def best(self) -> ConfigResult:
+        return self.ranked[0]
+
+
+def tune(
+    model: str,
+    dataset: str,
+    space_path: Path,
+    seeds: int = 1,
+    data_dir: str | Path | None = None,
+    results_path: str | Path | None = None,
+    config_dir: Path | None = None,
+    quick: bool = False,
+    device: str = "auto",
+    overrides: dict[str, dict[str, Any]] | None = None,
+    progress: bool = True,
+    command: str | None = None,
+) -> TuneResult:
+    """Run every grid point x seed not yet stored and rank the points by mean validation AUC."""
+    axes = load_space(space_path, model)
+    overrides = {"model": {}, "train": {}, **(overrides or {})}
+    clashes = [f"{section}.{key}" for section in SECTIONS for key in axes[section] if key in overrides[section]]
+    if clashes:
+        raise CtrbenchError(f"--set {', '.join(clashes)}: also set in {space_path}; give each hyperparameter in one place")
+    plan = [
+        resolve_spec(model, dataset, BASE_SEED + i, config_dir,
+                     with_quick({s: {**point[s], **overrides[s]} for s in SECTIONS}, quick))
+        for point in grid_points(axes) for i in range(seeds)
+    ]
+    store = ResultsStore(results_path or DEFAULT_RESULTS)
+    records = run_plan(plan, DatasetSplits.open(dataset, data_dir), store, pick_device(device), command, progress)
+    ranked = sorted(group_configs(records), key=ConfigResult.rank, reverse=True)
+    if not ranked[0].ok:
+        raise CtrbenchError(f"every grid point diverged on every seed (records in {store.path}); "
+                            "lower the learning rates in the space")
+    return TuneResult(axes, ranked)
+
+
+def best_entry(result: ConfigResult) -> dict[str, Any]:
+    """The chosen config as a `model_zoo/configs/<model>.yaml` entry: its model values and the
+    training values that differ from TrainConfig's defaults (defaults stay in one place)."""
+    defaults = json.loads(json.dumps(asdict(TrainConfig())))
+    train = {key: value for key, value in result.config["train"].items() if value != defaults[key]}
+    entry = {section: values for section, values in (("model", result.config["model"]), ("train", train)) if values}
+    return {result.dataset: entry}
+
+
+def _summary(values: list[float]) -> str:
+    mean, std = mean_std(values)
+    return f"{mean:.4f} ± {std:.4f}" if len(values) > 1 else f"{mean:.4f}"
+
+
+def best_entry_yaml(tuned: TuneResult, command: str | None) -> str:
+    best = tuned.best
+    seeds = len(best.runs)
+    header = [
+        f"# {best.model} on {best.dataset}: the best of {len(tuned.ranked)} grid points by mean validation AUC "
+        f"over {seeds} seed{'s' if seeds > 1 else ''} (config {best.config_hash})",
+        f"# valid AUC {_summary(best.metric('valid', 'auc'))}, test AUC {_summary(best.metric('test', 'auc'))}, "
+        f"test LogLoss {_summary(best.metric('test', 'logloss'))}",
+        f"# tuned by: {command or '(command not recorded)'}",
+        f"# paste into model_zoo/configs/{best.model}.yaml in place of its {best.dataset}: entry",
+    ]
+    body = yaml.safe_dump(best_entry(best), default_flow_style=None, sort_keys=True)
+    return "\n".join(header) + "\n" + body
