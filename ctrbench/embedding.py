@@ -47,6 +47,7 @@ class FeatureEmbedding(nn.Module):
         self.embedding_dim = embedding_dim
         self.sequence_pooling = sequence_pooling
         self.numeric_mode = numeric_mode
+        self.init_std = init_std
         categorical = feature_map.of_type("categorical")
         pretrained = feature_map.of_type("pretrained_embedding")
         numeric = feature_map.of_type("numeric")
@@ -115,12 +116,17 @@ class FeatureEmbedding(nn.Module):
             pooled = pooled / mask.sum(dim=1).clamp(min=1.0)
         return pooled
 
-    def forward(self, batch: Batch) -> torch.Tensor:
-        fields = []
+    def embed_numeric(self, numeric: torch.Tensor) -> torch.Tensor | None:
+        """The numeric fields [B, numeric_fields, d] of X0, or None for a dataset without numeric features."""
         if self.numeric_weight is not None:
-            fields.append(batch.numeric.unsqueeze(-1) * self.numeric_weight)
-        elif self.numeric_mlp is not None:
-            fields.append(self.numeric_mlp(batch.numeric).view(len(batch), self.numeric_fields, self.embedding_dim))
+            return numeric.unsqueeze(-1) * self.numeric_weight
+        if self.numeric_mlp is not None:
+            return self.numeric_mlp(numeric).view(numeric.shape[0], self.numeric_fields, self.embedding_dim)
+        return None
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        numeric = self.embed_numeric(batch.numeric)
+        fields = [] if numeric is None else [numeric]
         if batch.categorical.shape[1]:
             fields.append(self.table(batch.categorical + self.categorical_offsets))
         for j, name in enumerate(self.pretrained_names):

@@ -1,0 +1,96 @@
+"""The distributed track's run config: one plain YAML file, validated on load.
+
+    model: dlrm                          # a zoo model (`ctrbench models`)
+    model_params: {embedding_dim: 128}   # its constructor arguments, checked against its signature
+    data_dir: data/criteo                # a processed dataset (`ctrbench preprocess criteo ...`)
+    batch_size: 131072                   # global: every step trains on batch_size / world_size rows per rank
+
+Every other key has its default below (the paper's Criteo TB setup, Appendix A). `--set KEY=VALUE`
+on the command line overrides a key (`--set model_params.embedding_dim=64` reaches into model_params).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from ctrbench.config import build_dataclass, check_kwargs, load_yaml, signature_hints
+from ctrbench.errors import CtrbenchError
+from model_zoo import get_model_class
+
+Precision = Literal["fp32", "fp16", "bf16"]
+ShardingType = Literal["data_parallel", "table_wise", "row_wise", "column_wise", "table_row_wise",
+                       "table_column_wise"]
+
+
+@dataclass
+class DistributedConfig:
+    """One pass over the train split, then evaluation on the eval split."""
+
+    model: str
+    data_dir: str
+    model_params: dict[str, Any] = field(default_factory=dict)
+    train_split: str = "train"  # Criteo TB: days 0-22, read in order
+    eval_split: str = "test"  # Criteo TB: day 23
+    batch_size: int = 131_072  # global, over all ranks
+    eval_batch_size: int = 131_072  # global
+    max_steps: int | None = None  # cap on the pass (smoke runs); the warm-up scales with it
+    embedding_learning_rate: float = 0.1  # fused row-wise AdaGrad
+    dense_learning_rate: float = 0.001  # Adam
+    warmup_fraction: float = 0.1  # linear warm-up of both learning rates over this share of the steps
+    sharding: dict[str, ShardingType] = field(default_factory=dict)  # table -> forced type; others: planner
+    column_shard_dim: int | None = None  # width of column-wise shards; None: torchrec's default (128)
+    embedding_precision: Precision = "fp32"  # storage of the embedding tables
+    comm_precision: Precision = "fp32"  # embedding all-to-alls, forward and backward
+    checkpoint_dir: str | None = None  # resume from here when it holds a checkpoint
+    checkpoint_every: int = 0  # steps between checkpoints; 0: only at the end of the pass / session
+    log_every: int = 100  # steps between loss lines (and entries of the result's loss history)
+    output_dir: str | None = None  # result.json goes here
+    seed: int = 2021
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: one GPU per process when CUDA is available
+    prefetch_batches: int = 4  # batches decoded ahead on a background thread
+
+    def __post_init__(self) -> None:
+        for key in ("batch_size", "eval_batch_size", "log_every", "prefetch_batches"):
+            if getattr(self, key) < 1:
+                raise CtrbenchError(f"{key} must be >= 1, got {getattr(self, key)}")
+        for key in ("embedding_learning_rate", "dense_learning_rate"):
+            if getattr(self, key) <= 0:
+                raise CtrbenchError(f"{key} must be > 0, got {getattr(self, key)}")
+        if not 0 <= self.warmup_fraction <= 1:
+            raise CtrbenchError(f"warmup_fraction must be in [0, 1], got {self.warmup_fraction}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise CtrbenchError(f"max_steps must be >= 1 or null, got {self.max_steps}")
+        if self.column_shard_dim is not None and (self.column_shard_dim < 4 or self.column_shard_dim % 4):
+            raise CtrbenchError(f"column_shard_dim must be a multiple of 4 (>= 4) or null, got {self.column_shard_dim}")
+        if self.checkpoint_every < 0:
+            raise CtrbenchError(f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
+
+
+def apply_overrides(values: dict[str, Any], assignments: list[str]) -> dict[str, Any]:
+    """`["max_steps=100", "model_params.embedding_dim=32"]` applied to a config mapping (a copy)."""
+    values = {**values, "model_params": dict(values.get("model_params") or {})}
+    for item in assignments:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise CtrbenchError(f"--set {item!r}: expected KEY=VALUE, e.g. --set max_steps=100")
+        section, dot, name = key.partition(".")
+        if dot and section != "model_params":
+            raise CtrbenchError(f"--set {item!r}: only model_params.NAME reaches into a section")
+        target = values["model_params"] if dot else values
+        target[name if dot else key] = yaml.safe_load(text)
+    return values
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> DistributedConfig:
+    """Read, override and validate a config; the model's parameters are checked against its constructor."""
+    values = load_yaml(path)
+    if not isinstance(values, dict):
+        raise CtrbenchError(f"{path}: expected a mapping of config keys (model, data_dir, batch_size, ...)")
+    config = build_dataclass(DistributedConfig, apply_overrides(values, overrides or []), str(path))
+    config.model_params = check_kwargs(config.model_params, signature_hints(get_model_class(config.model)),
+                                       f"{path}: model_params")
+    return config

@@ -1,0 +1,203 @@
+"""Each rank's share of a split, as batches of dense values plus a KeyedJaggedTensor.
+
+A split (e.g. Criteo TB's one parquet file per day) is a sequence of parquet row groups, in file order.
+Rank r of W reads row groups r, r + W, r + 2W, ... in order, so the ranks advance through the data
+together: one global step covers W neighbouring row groups, and a pass over days 0-22 stays in time
+order (no shuffling: the paper trains one pass over the days in order). A rank never opens the other
+ranks' row groups.
+
+Every rank must take part in every step (the embedding all-to-alls are collective), so:
+- training runs `min over ranks of (rows // local batch)` full batches on every rank, dropping the
+  tail of at most one batch per rank;
+- evaluation pads every rank's share to the longest share with copies of its own first rows; the
+  padded rows' predictions are dropped before the metrics (`RankShare.rows` says how many are real).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import pyarrow.parquet as pq
+import torch
+from torchrec import KeyedJaggedTensor
+from torchrec.streamable import Pipelineable
+
+from ctrbench.data import Batch, batch_from_arrow
+from ctrbench.errors import CtrbenchError
+from ctrbench.features import PADDING_INDEX, FeatureMap
+
+
+def sparse_feature_names(fmap: FeatureMap) -> list[str]:
+    """Keys of the KeyedJaggedTensor, in order: categorical features, then sequences."""
+    return [f.name for f in fmap.of_type("categorical")] + [f.name for f in fmap.of_type("sequence")]
+
+
+@dataclass
+class SparseBatch(Pipelineable):
+    """A batch as the sharded model consumes it (and TrainPipelineSparseDist moves it)."""
+
+    numeric: torch.Tensor  # float32 [B, n_numeric]
+    sparse: KeyedJaggedTensor  # one id per row for categorical keys, the non-padding items for sequences
+    label: torch.Tensor  # float32 [B]
+
+    @classmethod
+    def from_batch(cls, batch: Batch, fmap: FeatureMap) -> SparseBatch:
+        """Categorical columns become bags of one id; sequences lose their padding (index 0)."""
+        rows = len(batch)
+        values = [batch.categorical.t().reshape(-1)]
+        lengths = [torch.ones(batch.categorical.numel(), dtype=torch.int32)]
+        for spec in fmap.of_type("sequence"):
+            items = batch.sequences[spec.name]
+            present = items != PADDING_INDEX
+            values.append(items[present])
+            lengths.append(present.sum(dim=1, dtype=torch.int32))
+        sparse = KeyedJaggedTensor(keys=sparse_feature_names(fmap), values=torch.cat(values),
+                                   lengths=torch.cat(lengths), stride=rows)
+        return cls(numeric=batch.numeric, sparse=sparse, label=batch.label)
+
+    def __len__(self) -> int:
+        return self.label.shape[0]
+
+    def to(self, device: torch.device, non_blocking: bool = False) -> SparseBatch:
+        return SparseBatch(numeric=self.numeric.to(device, non_blocking=non_blocking),
+                           sparse=self.sparse.to(device, non_blocking=non_blocking),
+                           label=self.label.to(device, non_blocking=non_blocking))
+
+    def record_stream(self, stream: torch.Stream) -> None:
+        self.numeric.record_stream(stream)
+        self.sparse.record_stream(stream)
+        self.label.record_stream(stream)
+
+    def pin_memory(self) -> SparseBatch:
+        return SparseBatch(numeric=self.numeric.pin_memory(), sparse=self.sparse.pin_memory(),
+                           label=self.label.pin_memory())
+
+
+@dataclass(frozen=True)
+class RowGroup:
+    path: Path
+    index: int
+    rows: int
+
+
+def row_groups(paths: list[Path]) -> list[RowGroup]:
+    """Every row group of these parquet files, in order (reads only the footers)."""
+    groups = []
+    for path in paths:
+        if not path.is_file():
+            raise CtrbenchError(f"{path}: split file listed in the feature map is missing")
+        metadata = pq.ParquetFile(path).metadata
+        groups.extend(RowGroup(path, i, metadata.row_group(i).num_rows) for i in range(metadata.num_row_groups))
+    return groups
+
+
+class RankShare:
+    """The row groups of one split that one rank reads: every `world_size`-th, starting at `rank`."""
+
+    def __init__(self, fmap: FeatureMap, split: str, rank: int, world_size: int):
+        self.fmap = fmap
+        self.where = f"split {split!r} of {fmap.root}"
+        self.groups = row_groups(fmap.split_paths(split))[rank::world_size]
+        self.rows = sum(group.rows for group in self.groups)
+        self.columns = [f.name for f in fmap.features] + [fmap.label]
+
+    def _read(self, group: RowGroup) -> Batch:
+        table = pq.ParquetFile(group.path).read_row_group(group.index, columns=self.columns)
+        return batch_from_arrow(table, self.fmap, f"{group.path} row group {group.index}")
+
+    def _chunks(self, skip_rows: int) -> Iterator[Batch]:
+        for group in self.groups:
+            if skip_rows >= group.rows:
+                skip_rows -= group.rows
+                continue
+            chunk = self._read(group)
+            yield chunk.slice(skip_rows, len(chunk)) if skip_rows else chunk
+            skip_rows = 0
+
+    def train_batches(self, batch_size: int, skip_batches: int, num_batches: int) -> Iterator[Batch]:
+        """Full batches `skip_batches` .. `skip_batches + num_batches - 1` of this share, in order."""
+        if (skip_batches + num_batches) * batch_size > self.rows:
+            raise CtrbenchError(f"{self.where}: this rank holds {self.rows} rows, fewer than "
+                                f"{skip_batches + num_batches} batches of {batch_size}")
+        batches = _rebatch(self._chunks(skip_batches * batch_size), batch_size)
+        for _ in range(num_batches):
+            yield next(batches)
+
+    def eval_batches(self, batch_size: int, padded_rows: int) -> Iterator[Batch]:
+        """All rows of this share, then copies of its first rows up to `padded_rows`, in batches."""
+        if not self.rows:
+            raise CtrbenchError(f"{self.where}: this rank got no rows; the split has fewer row groups than "
+                                "there are ranks (write it with smaller row groups or use fewer ranks)")
+        padding = padded_rows - self.rows
+
+        def chunks() -> Iterator[Batch]:
+            yield from self._chunks(0)
+            if padding:
+                first = self._read(self.groups[0])
+                yield first.take(torch.arange(padding) % len(first))
+
+        return _rebatch(chunks(), batch_size)
+
+
+def _rebatch(chunks: Iterable[Batch], batch_size: int) -> Iterator[Batch]:
+    """Cut a stream of row chunks into batches of `batch_size` rows (the last one may be shorter)."""
+    carry: Batch | None = None
+    for chunk in chunks:
+        if carry is not None:
+            chunk = Batch.concat([carry, chunk])
+        full = len(chunk) - len(chunk) % batch_size
+        for start in range(0, full, batch_size):
+            yield chunk.slice(start, start + batch_size)
+        carry = chunk.slice(full, len(chunk)) if full < len(chunk) else None
+    if carry is not None:
+        yield carry
+
+
+T = TypeVar("T")
+_DONE = object()
+
+
+def prefetch(items: Iterable[T], transform: Callable[[T], object], depth: int) -> Iterator:
+    """`transform(item)` for each item, computed `depth` items ahead on a background thread.
+
+    Parquet decoding, validation and KeyedJaggedTensor building release the GIL for most of their
+    time, so the next batches are ready while the model trains on the current one. An exception in
+    the thread is raised in the consumer; abandoning the iterator stops the thread.
+    """
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(value: object) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(value, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(transform(item)):
+                    return
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            put(exc)
+            return
+        put(_DONE)
+
+    thread = threading.Thread(target=produce, name="ctrbench-prefetch", daemon=True)
+    thread.start()
+    try:
+        while (value := ready.get()) is not _DONE:
+            if isinstance(value, BaseException):
+                raise value
+            yield value
+    finally:
+        stop.set()
+        thread.join()

@@ -1,0 +1,137 @@
+"""Sharding plan, DistributedModelParallel and the two optimizers.
+
+The EmbeddingShardingPlanner picks a sharding type per table (data-parallel, table-wise, row-wise,
+column-wise, table-row-wise, table-column-wise) from the tables' sizes, the batch size and the
+topology; a table named in `sharding` is restricted to the type given there. torchrec's sharder
+offers row-wise, table-row-wise and grid sharding only on CUDA, so on CPU the planner chooses among
+data_parallel, table_wise, column_wise and table_column_wise.
+
+Embeddings train with row-wise AdaGrad, dense parameters with Adam; both learning rates warm up
+linearly. Sharded tables get the fused AdaGrad of their embedding kernel (the update runs inside the
+backward, no gradient is materialised); data-parallel tables are replicas that DDP all-reduces, and
+torchrec leaves their in-backward optimizer behind, so `make_optimizer` gives them a (non-fused)
+row-wise AdaGrad with the same settings instead of letting Adam pick them up.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
+from torchrec.distributed.fbgemm_qcomm_codec import CommType, QCommsConfig, get_qcomm_codecs_registry
+from torchrec.distributed.model_parallel import DistributedModelParallel
+from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
+from torchrec.distributed.types import ShardingEnv, ShardingPlan
+from torchrec.optim import RowWiseAdagrad, apply_optimizer_in_backward
+from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizer, KeyedOptimizerWrapper
+from torchrec.optim.optimizers import in_backward_optimizer_filter
+
+from ctrbench.distributed.model import ShardedCTRModel
+from ctrbench.errors import CtrbenchError, closest
+
+ADAGRAD_EPS = 1e-8  # row-wise AdaGrad's denominator epsilon (fbgemm's default), fused and non-fused alike
+
+
+def make_sharder(comm_precision: str) -> EmbeddingBagCollectionSharder:
+    """The EBC sharder; `comm_precision` other than fp32 quantizes the embedding all-to-alls."""
+    registry = None
+    if comm_precision != "fp32":
+        precision = CommType(comm_precision)
+        registry = get_qcomm_codecs_registry(QCommsConfig(forward_precision=precision, backward_precision=precision))
+    return EmbeddingBagCollectionSharder(qcomm_codecs_registry=registry)
+
+
+def sharding_constraints(sharded: ShardedCTRModel, sharding: dict[str, str], column_shard_dim: int | None,
+                         device_type: str, sharder: EmbeddingBagCollectionSharder) -> dict[str, ParameterConstraints]:
+    """Planner constraints: the sharding type `sharding` forces on a table, and the width of column-wise
+    shards (torchrec's default is 128 columns, so narrower tables get a single column shard)."""
+    tables = {config.name for configs in sharded.table_configs.values() for config in configs}
+    offered = sharder.sharding_types(device_type)
+    for table, sharding_type in sharding.items():
+        if table not in tables:
+            raise CtrbenchError(f"sharding.{table}: no such table{closest(table, tables)}; tables: {', '.join(sorted(tables))}")
+        if sharding_type not in offered:
+            raise CtrbenchError(f"sharding.{table}: torchrec does not offer {sharding_type} on {device_type}; "
+                                f"choose one of {', '.join(offered)}")
+    return {
+        table: ParameterConstraints(sharding_types=[sharding[table]] if table in sharding else None,
+                                    min_partition=column_shard_dim)
+        for table in sorted(tables) if table in sharding or column_shard_dim is not None
+    }
+
+
+def plan_sharding(sharded: ShardedCTRModel, sharder: EmbeddingBagCollectionSharder, sharding: dict[str, str],
+                  column_shard_dim: int | None, device: torch.device, local_batch_size: int,
+                  group: dist.ProcessGroup) -> ShardingPlan:
+    """Run the planner on rank 0 and broadcast its plan."""
+    world_size = dist.get_world_size(group)
+    topology = Topology(
+        world_size=world_size, compute_device=device.type,
+        local_world_size=torch.cuda.device_count() if device.type == "cuda" else world_size,
+        hbm_cap=torch.cuda.get_device_properties(device).total_memory if device.type == "cuda" else None,
+    )
+    planner = EmbeddingShardingPlanner(
+        topology=topology, batch_size=local_batch_size, debug=False,
+        constraints=sharding_constraints(sharded, sharding, column_shard_dim, device.type, sharder),
+    )
+    return planner.collective_plan(sharded, [sharder], group)
+
+
+def shard(sharded: ShardedCTRModel, sharder: EmbeddingBagCollectionSharder, plan: ShardingPlan,
+          device: torch.device, embedding_learning_rate: float, group: dist.ProcessGroup) -> DistributedModelParallel:
+    """Shard the EBCs by `plan` with fused row-wise AdaGrad, replicate the rest with DDP."""
+    for tables in sharded.tables.values():
+        apply_optimizer_in_backward(RowWiseAdagrad, tables.parameters(),
+                                    {"lr": embedding_learning_rate, "eps": ADAGRAD_EPS})
+    return DistributedModelParallel(sharded, env=ShardingEnv.from_process_group(group), device=device,
+                                    plan=plan, sharders=[sharder])
+
+
+def table_layout(plan: ShardingPlan) -> dict[str, dict[str, dict]]:
+    """EBC name -> table -> the sharding type the plan chose and its shards (offsets, sizes, rank);
+    a data-parallel table has no shards, every rank holds all of it."""
+    layout: dict[str, dict[str, dict]] = {}
+    for module_path, module_plan in plan.plan.items():
+        tables = layout.setdefault(module_path.removeprefix("tables."), {})
+        for table, parameter in module_plan.items():
+            shards = parameter.sharding_spec.shards if parameter.sharding_spec is not None else []
+            tables[table] = {"type": parameter.sharding_type,
+                             "shards": [{"offsets": s.shard_offsets, "sizes": s.shard_sizes, "rank": s.placement.rank()}
+                                        for s in shards]}
+    return layout
+
+
+def make_optimizer(model: nn.Module, dense_learning_rate: float, embedding_learning_rate: float) -> CombinedOptimizer:
+    """The sharded tables' fused optimizer (attached by `shard`), row-wise AdaGrad for data-parallel
+    tables and Adam for everything else."""
+    remaining = dict(in_backward_optimizer_filter(model.named_parameters()))
+    replicated = {name: p for name, p in remaining.items() if name.startswith("tables.")}
+    dense = {name: p for name, p in remaining.items() if name not in replicated}
+    optimizers: list[KeyedOptimizer] = [
+        model.fused_optimizer,
+        KeyedOptimizerWrapper(dense, lambda params: torch.optim.Adam(params, lr=dense_learning_rate)),
+    ]
+    if replicated:
+        optimizers.append(KeyedOptimizerWrapper(
+            replicated, lambda params: RowWiseAdagrad(params, lr=embedding_learning_rate, eps=ADAGRAD_EPS)))
+    return CombinedOptimizer(optimizers)
+
+
+class LinearWarmup:
+    """Learning rate of step t (0-based) = base * min(1, (t + 1) / warmup_steps), for every parameter group.
+
+    The fused embedding optimizer reads the new rate at the next `zero_grad`, which the train pipeline
+    calls before each step's forward, so `apply(t)` before step t sets both optimizers' rates for it.
+    """
+
+    def __init__(self, optimizer: KeyedOptimizer, warmup_steps: int):
+        self.optimizer = optimizer
+        self.warmup_steps = max(warmup_steps, 1)
+        self.base = [group["lr"] for group in optimizer.param_groups]
+
+    def apply(self, step: int) -> None:
+        factor = min(1.0, (step + 1) / self.warmup_steps)
+        for group, base in zip(self.optimizer.param_groups, self.base):
+            group["lr"] = base * factor
+

@@ -1,0 +1,246 @@
+"""The distributed track's entry point: one pass over the train split, then an exact AUC on the eval split.
+
+    torchrun --nproc_per_node=8 -m ctrbench.distributed.train --config distributed_configs/criteo_dlrm.yaml
+    python -m ctrbench.distributed.train --config ... (one process, no torchrun needed)
+
+Each process drives one GPU (NCCL) or, without CUDA, one CPU process (gloo). Steps run through
+torchrec's TrainPipelineSparseDist, which overlaps the next batch's host-to-device copy and embedding
+input all-to-all with the current batch's forward and backward. Evaluation gathers every rank's
+predictions on rank 0 and computes AUC and LogLoss with `ctrbench.metrics` (exact, as on one node).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
+from torchrec.types import DataType
+
+from ctrbench.distributed.checkpoint import Checkpoints
+from ctrbench.distributed.config import DistributedConfig, load_config
+from ctrbench.distributed.data import RankShare, SparseBatch, prefetch
+from ctrbench.distributed.model import build_sharded_model, initialize_tables
+from ctrbench.distributed.sharding import (LinearWarmup, make_optimizer, make_sharder, plan_sharding, shard,
+                                           table_layout)
+from ctrbench.errors import CtrbenchError
+from ctrbench.features import FeatureMap, atomic_write_text
+from ctrbench.metrics import evaluate
+from ctrbench.train import console
+
+DATA_TYPES = {"fp32": DataType.FP32, "fp16": DataType.FP16, "bf16": DataType.BF16}
+
+
+def pick_device(name: str) -> torch.device:
+    """This process's device: GPU LOCAL_RANK when CUDA is used, else the CPU."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise CtrbenchError("device: cuda was asked for but CUDA is not available; use device: cpu or auto")
+    if name == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def _batches(share: RankShare, batches, fmap: FeatureMap, device: torch.device, depth: int):
+    def convert(batch) -> SparseBatch:
+        sparse = SparseBatch.from_batch(batch, fmap)
+        return sparse.pin_memory() if device.type == "cuda" else sparse
+
+    return prefetch(batches, convert, depth)
+
+
+def _checked_split(fmap: FeatureMap, split: str, key: str) -> str:
+    if split not in fmap.splits:
+        raise CtrbenchError(f"{key}: dataset {fmap.dataset!r} has no split {split!r}; it has {sorted(fmap.splits)}")
+    return split
+
+
+def _rows_per_rank(fmap: FeatureMap, split: str, world_size: int) -> list[int]:
+    return [RankShare(fmap, split, rank, world_size).rows for rank in range(world_size)]
+
+
+@torch.no_grad()
+def _predict(pipeline: TrainPipelineSparseDist, batches) -> tuple[torch.Tensor, torch.Tensor]:
+    logits, labels = [], []
+    while True:
+        try:
+            _, batch_logits, batch_labels = pipeline.progress(batches)
+        except StopIteration:
+            break
+        logits.append(batch_logits.float())
+        labels.append(batch_labels)
+    return torch.cat(logits), torch.cat(labels)
+
+
+def _gather_on_rank0(values: torch.Tensor, rows: list[int], group: dist.ProcessGroup) -> torch.Tensor | None:
+    """Every rank's `values` (padded to the same length) concatenated on rank 0, padding dropped."""
+    rank = dist.get_rank(group)
+    gathered = [torch.empty_like(values) for _ in rows] if rank == 0 else None
+    dist.gather(values, gathered, group_dst=0, group=group)
+    if rank != 0:
+        return None
+    return torch.cat([part[:count] for part, count in zip(gathered, rows)]).cpu()
+
+
+def run(config: DistributedConfig, group: dist.ProcessGroup | None = None,
+        stop_after: int | None = None) -> dict[str, Any] | None:
+    """Train and evaluate in an initialised process group; the result on rank 0, None elsewhere.
+
+    `stop_after` ends this session after that many steps with a checkpoint (for job time limits);
+    launching the same config again resumes there.
+    """
+    group = group or dist.group.WORLD
+    rank, world_size = dist.get_rank(group), dist.get_world_size(group)
+    device = pick_device(config.device)
+    for key in ("batch_size", "eval_batch_size"):
+        if getattr(config, key) % world_size:
+            raise CtrbenchError(f"{key}={getattr(config, key)} is not divisible by the {world_size} processes")
+    if stop_after is not None and config.checkpoint_dir is None:
+        raise CtrbenchError("--stop-after needs checkpoint_dir in the config, to resume from")
+    local_batch = config.batch_size // world_size
+    fmap = FeatureMap.load(config.data_dir)
+    train_split = _checked_split(fmap, config.train_split, "train_split")
+    eval_split = _checked_split(fmap, config.eval_split, "eval_split")
+
+    sharded = build_sharded_model(config.model, config.model_params, fmap, config.seed,
+                                  DATA_TYPES[config.embedding_precision])
+    sharder = make_sharder(config.comm_precision)
+    plan = plan_sharding(sharded, sharder, config.sharding, config.column_shard_dim, device, local_batch, group)
+    model = shard(sharded, sharder, plan, device, config.embedding_learning_rate, group)
+    initialize_tables(model, sharded, config.seed)
+    optimizer = make_optimizer(model, config.dense_learning_rate, config.embedding_learning_rate)
+    torch.manual_seed(config.seed + rank)  # dropout masks differ across ranks
+
+    steps = min(_rows_per_rank(fmap, train_split, world_size)) // local_batch
+    steps = min(steps, config.max_steps or steps)
+    if steps == 0:
+        raise CtrbenchError(f"split {train_split!r} holds fewer than {config.batch_size} rows per step; "
+                            "lower batch_size")
+    warmup = LinearWarmup(optimizer, round(config.warmup_fraction * steps))
+    checkpoints = None
+    start = 0
+    if config.checkpoint_dir is not None:
+        description = {"model": config.model, "model_params": config.model_params, "data": fmap.content_hash,
+                       "world_size": world_size, "batch_size": config.batch_size, "steps": steps,
+                       "seed": config.seed}
+        checkpoints = Checkpoints(config.checkpoint_dir, description, group)
+        start = checkpoints.restore(model, optimizer)
+        if start and rank == 0:
+            console.print(f"resuming at step {start} from {config.checkpoint_dir}", highlight=False)
+    end = steps if stop_after is None else min(steps, start + stop_after)
+    layout = table_layout(plan)
+    if rank == 0:
+        console.print(f"{config.model}: {world_size} x {device.type}, {steps} steps of {config.batch_size} rows, "
+                      "sharding " + ", ".join(f"{t}: {v['type']}" for tables in layout.values() for t, v in tables.items()),
+                      highlight=False)
+
+    share = RankShare(fmap, train_split, rank, world_size)
+    batches = _batches(share, share.train_batches(local_batch, start, end - start), fmap, device,
+                       config.prefetch_batches)
+    pipeline = TrainPipelineSparseDist(model, optimizer, device)
+    model.train()
+    history, window, window_steps = [], torch.zeros((), device=device), 0
+    started = time.perf_counter()
+    for step in range(start, end):
+        warmup.apply(step)
+        loss, _, _ = pipeline.progress(batches)
+        window += loss
+        window_steps += 1
+        if (step + 1) % config.log_every == 0 or step + 1 == end:
+            dist.all_reduce(window, group=group)
+            mean = window.item() / (window_steps * world_size)
+            history.append({"step": step + 1, "loss": mean})
+            if rank == 0:
+                elapsed = time.perf_counter() - started
+                console.print(f"step {step + 1}/{steps}  loss {mean:.5f}  "
+                              f"{(step + 1 - start) * config.batch_size / elapsed:,.0f} samples/s", highlight=False)
+            window.zero_()
+            window_steps = 0
+        if checkpoints is not None and config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
+            checkpoints.save(step + 1, model, optimizer)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    train_seconds = time.perf_counter() - started
+    if checkpoints is not None and not (config.checkpoint_every and end % config.checkpoint_every == 0):
+        checkpoints.save(end, model, optimizer)
+    if end < steps:
+        if rank == 0:
+            console.print(f"stopped after step {end} of {steps}; checkpoint in {config.checkpoint_dir}",
+                          highlight=False)
+        return {"status": "stopped", "step": end} if rank == 0 else None
+
+    eval_rows = _rows_per_rank(fmap, eval_split, world_size)
+    eval_share = RankShare(fmap, eval_split, rank, world_size)
+    eval_batches = _batches(eval_share, eval_share.eval_batches(config.eval_batch_size // world_size, max(eval_rows)),
+                            fmap, device, config.prefetch_batches)
+    pipeline.detach()
+    model.eval()
+    logits, labels = _predict(TrainPipelineSparseDist(model, optimizer, device), eval_batches)
+    logits = _gather_on_rank0(logits, eval_rows, group)
+    labels = _gather_on_rank0(labels, eval_rows, group)
+    if rank != 0:
+        return None
+    result = {
+        "status": "ok", "model": config.model, "dataset": fmap.dataset, "data_hash": fmap.content_hash,
+        "config": dataclasses.asdict(config), "world_size": world_size, "device": device.type,
+        "sharding": layout, "steps": steps, "resumed_at": start, "train_rows": steps * config.batch_size,
+        "train_seconds": round(train_seconds, 3),
+        "samples_per_second": round((end - start) * config.batch_size / train_seconds, 1),
+        "eval": {"split": eval_split, "rows": len(labels), **evaluate(labels, logits)},
+        "history": history,
+    }
+    console.print(f"{config.model}: {eval_split} AUC {result['eval']['auc']:.5f}  "
+                  f"logloss {result['eval']['logloss']:.5f} over {len(labels):,} rows", highlight=False)
+    if config.output_dir is not None:
+        atomic_write_text(Path(config.output_dir) / "result.json", json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ctrbench.distributed.train",
+                                     description="Train a zoo model with sharded embeddings (launch with torchrun).")
+    parser.add_argument("--config", required=True, type=Path, help="run config (YAML), e.g. distributed_configs/criteo_dlrm.yaml")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set max_steps=100 --set model_params.embedding_dim=64")
+    parser.add_argument("--stop-after", type=int, default=None, metavar="STEPS",
+                        help="checkpoint and exit after this many steps (job time limits); rerun to resume")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config, args.overrides)
+        device = pick_device(config.device)
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if "RANK" in os.environ:  # launched by torchrun
+            dist.init_process_group(backend)
+        else:
+            dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
+        try:
+            run(config, stop_after=args.stop_after)
+        finally:
+            dist.destroy_process_group()
+    except CtrbenchError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
