@@ -33,8 +33,8 @@ class DistributedConfig:
     model: str
     data_dir: str
     model_params: dict[str, Any] = field(default_factory=dict)
-    train_split: str = "train"  # Criteo TB: days 0-22, read in order
-    eval_split: str = "test"  # Criteo TB: day 23
+    train_splits: list[str] = field(default_factory=lambda: ["train"])  # Criteo TB: days 0-22, in order
+    eval_splits: list[str] = field(default_factory=lambda: ["test"])  # Criteo TB: day 23 = valid + test
     batch_size: int = 131_072  # global, over all ranks
     eval_batch_size: int = 131_072  # global
     max_steps: int | None = None  # cap on the pass (smoke runs); the warm-up scales with it
@@ -54,6 +54,9 @@ class DistributedConfig:
     prefetch_batches: int = 4  # batches decoded ahead on a background thread
 
     def __post_init__(self) -> None:
+        for key in ("train_splits", "eval_splits"):
+            if not getattr(self, key):
+                raise CtrbenchError(f"{key} must name at least one split")
         for key in ("batch_size", "eval_batch_size", "log_every", "prefetch_batches"):
             if getattr(self, key) < 1:
                 raise CtrbenchError(f"{key} must be >= 1, got {getattr(self, key)}")

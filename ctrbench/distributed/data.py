@@ -1,6 +1,7 @@
 """Each rank's share of a split, as batches of dense values plus a KeyedJaggedTensor.
 
-A split (e.g. Criteo TB's one parquet file per day) is a sequence of parquet row groups, in file order.
+A split (e.g. Criteo TB's one parquet file per day) is a sequence of parquet row groups, in file order
+(several splits: one after the other).
 Rank r of W reads row groups r, r + W, r + 2W, ... in order, so the ranks advance through the data
 together: one global step covers W neighbouring row groups, and a pass over days 0-22 stays in time
 order (no shuffling: the paper trains one pass over the days in order). A rank never opens the other
@@ -97,12 +98,12 @@ def row_groups(paths: list[Path]) -> list[RowGroup]:
 
 
 class RankShare:
-    """The row groups of one split that one rank reads: every `world_size`-th, starting at `rank`."""
+    """The row groups of some splits (concatenated) that one rank reads: every `world_size`-th, from `rank`."""
 
-    def __init__(self, fmap: FeatureMap, split: str, rank: int, world_size: int):
+    def __init__(self, fmap: FeatureMap, splits: list[str], rank: int, world_size: int):
         self.fmap = fmap
-        self.where = f"split {split!r} of {fmap.root}"
-        self.groups = row_groups(fmap.split_paths(split))[rank::world_size]
+        self.where = f"splits {splits} of {fmap.root}"
+        self.groups = row_groups([path for split in splits for path in fmap.split_paths(split)])[rank::world_size]
         self.rows = sum(group.rows for group in self.groups)
         self.columns = [f.name for f in fmap.features] + [fmap.label]
 

@@ -106,12 +106,8 @@ def _table_configs(source: FeatureEmbedding, fmap: FeatureMap, data_type: DataTy
     sparse_fields = source.field_names[source.numeric_fields:]
     features_of: dict[str, list[str]] = {}  # table (owner feature) -> features looked up in it
     for name in sparse_fields:
-        spec = fmap.feature(name)
-        owner = fmap.feature(spec.share_embedding or name)
-        if owner.type == "pretrained_embedding":
-            raise CtrbenchError(f"feature {name!r}: pretrained_embedding tables are not supported by the "
-                                "distributed track; train this dataset with `ctrbench train` on one node")
-        features_of.setdefault(owner.name, []).append(name)
+        owner = fmap.feature(name).share_embedding or name
+        features_of.setdefault(owner, []).append(name)
     pooling = PoolingType.MEAN if source.sequence_pooling == "mean" else PoolingType.SUM
     tables = [
         EmbeddingBagConfig(name=owner, num_embeddings=fmap.feature(owner).vocab_size,
@@ -125,6 +121,10 @@ def _table_configs(source: FeatureEmbedding, fmap: FeatureMap, data_type: DataTy
 def build_sharded_model(model_name: str, model_params: dict[str, Any], fmap: FeatureMap, seed: int,
                         data_type: DataType = DataType.FP32) -> ShardedCTRModel:
     """The zoo model `model_name` with its tables moved into meta-device EBCs (not yet sharded)."""
+    pretrained = [f.name for f in fmap.of_type("pretrained_embedding")]
+    if pretrained:
+        raise CtrbenchError(f"features {pretrained}: pretrained_embedding tables are not supported by the "
+                            "distributed track; train this dataset with `ctrbench train` on one node")
     torch.manual_seed(seed)
     model = get_model_class(model_name)(_with_tiny_vocabularies(fmap), **model_params)
     sources = [(path, module) for path, module in model.named_modules() if isinstance(module, FeatureEmbedding)]

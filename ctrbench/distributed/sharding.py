@@ -27,6 +27,7 @@ from torchrec.optim import RowWiseAdagrad, apply_optimizer_in_backward
 from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizer, KeyedOptimizerWrapper
 from torchrec.optim.optimizers import in_backward_optimizer_filter
 
+from ctrbench.distributed.config import DistributedConfig
 from ctrbench.distributed.model import ShardedCTRModel
 from ctrbench.errors import CtrbenchError, closest
 
@@ -42,40 +43,61 @@ def make_sharder(comm_precision: str) -> EmbeddingBagCollectionSharder:
     return EmbeddingBagCollectionSharder(qcomm_codecs_registry=registry)
 
 
-def sharding_constraints(sharded: ShardedCTRModel, sharding: dict[str, str], column_shard_dim: int | None,
-                         device_type: str, sharder: EmbeddingBagCollectionSharder) -> dict[str, ParameterConstraints]:
-    """Planner constraints: the sharding type `sharding` forces on a table, and the width of column-wise
-    shards (torchrec's default is 128 columns, so narrower tables get a single column shard)."""
-    tables = {config.name for configs in sharded.table_configs.values() for config in configs}
+def available_sharding_types(sharder: EmbeddingBagCollectionSharder, device_type: str,
+                             embedding_precision: str) -> list[str]:
+    """The sharding types the planner may use: those torchrec offers on the device, without
+    data_parallel for half-precision tables (their replicas would train with a half-precision AdaGrad
+    state, whose epsilon rounds to zero and turns rows without gradient into NaN)."""
     offered = sharder.sharding_types(device_type)
+    return offered if embedding_precision == "fp32" else [t for t in offered if t != "data_parallel"]
+
+
+def sharding_constraints(sharded: ShardedCTRModel, sharding: dict[str, str], column_shard_dim: int | None,
+                         available: list[str]) -> dict[str, ParameterConstraints]:
+    """Planner constraints per table: the type `sharding` forces on it (else any available type), and the
+    width of column-wise shards (torchrec's default is 128 columns, so narrower tables get one shard).
+
+    fbgemm's fused kernels need a multiple of 4 columns per shard, so a narrower table (logistic
+    regression's 1-column weights) can only be data-parallel, which uses the dense kernel.
+    """
+    dims: dict[str, set[int]] = {}
+    for configs in sharded.table_configs.values():
+        for config in configs:
+            dims.setdefault(config.name, set()).add(config.embedding_dim)
+    tables = sorted(dims)
     for table, sharding_type in sharding.items():
-        if table not in tables:
-            raise CtrbenchError(f"sharding.{table}: no such table{closest(table, tables)}; tables: {', '.join(sorted(tables))}")
-        if sharding_type not in offered:
-            raise CtrbenchError(f"sharding.{table}: torchrec does not offer {sharding_type} on {device_type}; "
-                                f"choose one of {', '.join(offered)}")
-    return {
-        table: ParameterConstraints(sharding_types=[sharding[table]] if table in sharding else None,
-                                    min_partition=column_shard_dim)
-        for table in sorted(tables) if table in sharding or column_shard_dim is not None
-    }
+        if table not in dims:
+            raise CtrbenchError(f"sharding.{table}: no such table{closest(table, tables)}; tables: {', '.join(tables)}")
+        if sharding_type not in available:
+            raise CtrbenchError(f"sharding.{table}: {sharding_type} is not available here (CUDA-only in torchrec, or "
+                                f"data_parallel with half-precision tables); choose one of {', '.join(available)}")
+    constraints = {}
+    for table in tables:
+        allowed = [sharding[table]] if table in sharding else list(available)
+        if any(dim % 4 for dim in dims[table]):
+            if "data_parallel" not in allowed:
+                raise CtrbenchError(f"table {table!r}: its width {sorted(dims[table])} is not a multiple of 4, so only "
+                                    f"data_parallel can hold it (not {', '.join(allowed)}); with half-precision "
+                                    "tables use a width that is a multiple of 4")
+            allowed = ["data_parallel"]
+        constraints[table] = ParameterConstraints(sharding_types=allowed, min_partition=column_shard_dim)
+    return constraints
 
 
-def plan_sharding(sharded: ShardedCTRModel, sharder: EmbeddingBagCollectionSharder, sharding: dict[str, str],
-                  column_shard_dim: int | None, device: torch.device, local_batch_size: int,
-                  group: dist.ProcessGroup) -> ShardingPlan:
-    """Run the planner on rank 0 and broadcast its plan."""
-    world_size = dist.get_world_size(group)
-    topology = Topology(
-        world_size=world_size, compute_device=device.type,
-        local_world_size=torch.cuda.device_count() if device.type == "cuda" else world_size,
-        hbm_cap=torch.cuda.get_device_properties(device).total_memory if device.type == "cuda" else None,
-    )
-    planner = EmbeddingShardingPlanner(
-        topology=topology, batch_size=local_batch_size, debug=False,
-        constraints=sharding_constraints(sharded, sharding, column_shard_dim, device.type, sharder),
-    )
-    return planner.collective_plan(sharded, [sharder], group)
+def make_planner(sharded: ShardedCTRModel, sharder: EmbeddingBagCollectionSharder, config: DistributedConfig,
+                 device: torch.device, world_size: int, local_world_size: int | None = None,
+                 gpu_memory_bytes: int | None = None) -> EmbeddingShardingPlanner:
+    """The planner for `world_size` processes, `local_world_size` per host (default: the GPUs of this host,
+    or all processes on CPU); on CUDA each GPU holds `gpu_memory_bytes` (default: `device`'s memory)."""
+    if device.type == "cuda":
+        local_world_size = local_world_size or torch.cuda.device_count()
+        gpu_memory_bytes = gpu_memory_bytes or torch.cuda.get_device_properties(device).total_memory
+    topology = Topology(world_size=world_size, compute_device=device.type,
+                        local_world_size=local_world_size or world_size, hbm_cap=gpu_memory_bytes)
+    available = available_sharding_types(sharder, device.type, config.embedding_precision)
+    constraints = sharding_constraints(sharded, config.sharding, config.column_shard_dim, available)
+    return EmbeddingShardingPlanner(topology=topology, batch_size=config.batch_size // world_size,
+                                    constraints=constraints, debug=False)
 
 
 def shard(sharded: ShardedCTRModel, sharder: EmbeddingBagCollectionSharder, plan: ShardingPlan,

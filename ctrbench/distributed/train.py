@@ -18,6 +18,7 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +29,10 @@ from torchrec.types import DataType
 
 from ctrbench.distributed.checkpoint import Checkpoints
 from ctrbench.distributed.config import DistributedConfig, load_config
+from ctrbench.data import Batch
 from ctrbench.distributed.data import RankShare, SparseBatch, prefetch
 from ctrbench.distributed.model import build_sharded_model, initialize_tables
-from ctrbench.distributed.sharding import (LinearWarmup, make_optimizer, make_sharder, plan_sharding, shard,
+from ctrbench.distributed.sharding import (LinearWarmup, make_optimizer, make_planner, make_sharder, shard,
                                            table_layout)
 from ctrbench.errors import CtrbenchError
 from ctrbench.features import FeatureMap, atomic_write_text
@@ -49,26 +51,31 @@ def pick_device(name: str) -> torch.device:
     return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
 
 
-def _batches(share: RankShare, batches, fmap: FeatureMap, device: torch.device, depth: int):
-    def convert(batch) -> SparseBatch:
+def _check(config: DistributedConfig, world_size: int, device: torch.device, stop_after: int | None) -> None:
+    for key in ("batch_size", "eval_batch_size"):
+        if getattr(config, key) % world_size:
+            raise CtrbenchError(f"{key}={getattr(config, key)} is not divisible by the {world_size} processes")
+    if config.embedding_precision == "bf16" and device.type != "cuda":
+        raise CtrbenchError("embedding_precision: bf16 tables need CUDA (fbgemm's CPU embedding kernels "
+                            "implement fp32 and fp16); use fp16 or fp32 on CPU")
+    if stop_after is not None and config.checkpoint_dir is None:
+        raise CtrbenchError("--stop-after needs checkpoint_dir in the config, to resume from")
+
+
+def _sparse_batches(batches: Iterator[Batch], fmap: FeatureMap, device: torch.device, depth: int) -> Iterator[SparseBatch]:
+    def convert(batch: Batch) -> SparseBatch:
         sparse = SparseBatch.from_batch(batch, fmap)
-        return sparse.pin_memory() if device.type == "cuda" else sparse
+        return sparse.pin_memory() if device.type == "cuda" else sparse  # pinned: asynchronous copies to the GPU
 
     return prefetch(batches, convert, depth)
 
 
-def _checked_split(fmap: FeatureMap, split: str, key: str) -> str:
-    if split not in fmap.splits:
-        raise CtrbenchError(f"{key}: dataset {fmap.dataset!r} has no split {split!r}; it has {sorted(fmap.splits)}")
-    return split
-
-
-def _rows_per_rank(fmap: FeatureMap, split: str, world_size: int) -> list[int]:
-    return [RankShare(fmap, split, rank, world_size).rows for rank in range(world_size)]
+def _rows_per_rank(fmap: FeatureMap, splits: list[str], world_size: int) -> list[int]:
+    return [RankShare(fmap, splits, rank, world_size).rows for rank in range(world_size)]
 
 
 @torch.no_grad()
-def _predict(pipeline: TrainPipelineSparseDist, batches) -> tuple[torch.Tensor, torch.Tensor]:
+def _predict(pipeline: TrainPipelineSparseDist, batches: Iterator[SparseBatch]) -> tuple[torch.Tensor, torch.Tensor]:
     logits, labels = [], []
     while True:
         try:
@@ -100,33 +107,26 @@ def run(config: DistributedConfig, group: dist.ProcessGroup | None = None,
     group = group or dist.group.WORLD
     rank, world_size = dist.get_rank(group), dist.get_world_size(group)
     device = pick_device(config.device)
-    for key in ("batch_size", "eval_batch_size"):
-        if getattr(config, key) % world_size:
-            raise CtrbenchError(f"{key}={getattr(config, key)} is not divisible by the {world_size} processes")
-    if stop_after is not None and config.checkpoint_dir is None:
-        raise CtrbenchError("--stop-after needs checkpoint_dir in the config, to resume from")
+    _check(config, world_size, device, stop_after)
     local_batch = config.batch_size // world_size
     fmap = FeatureMap.load(config.data_dir)
-    train_split = _checked_split(fmap, config.train_split, "train_split")
-    eval_split = _checked_split(fmap, config.eval_split, "eval_split")
 
     sharded = build_sharded_model(config.model, config.model_params, fmap, config.seed,
                                   DATA_TYPES[config.embedding_precision])
     sharder = make_sharder(config.comm_precision)
-    plan = plan_sharding(sharded, sharder, config.sharding, config.column_shard_dim, device, local_batch, group)
+    plan = make_planner(sharded, sharder, config, device, world_size).collective_plan(sharded, [sharder], group)
     model = shard(sharded, sharder, plan, device, config.embedding_learning_rate, group)
     initialize_tables(model, sharded, config.seed)
     optimizer = make_optimizer(model, config.dense_learning_rate, config.embedding_learning_rate)
     torch.manual_seed(config.seed + rank)  # dropout masks differ across ranks
 
-    steps = min(_rows_per_rank(fmap, train_split, world_size)) // local_batch
+    steps = min(_rows_per_rank(fmap, config.train_splits, world_size)) // local_batch
     steps = min(steps, config.max_steps or steps)
     if steps == 0:
-        raise CtrbenchError(f"split {train_split!r} holds fewer than {config.batch_size} rows per step; "
+        raise CtrbenchError(f"splits {config.train_splits} hold fewer than batch_size={config.batch_size} rows; "
                             "lower batch_size")
     warmup = LinearWarmup(optimizer, round(config.warmup_fraction * steps))
-    checkpoints = None
-    start = 0
+    checkpoints, start = None, 0
     if config.checkpoint_dir is not None:
         description = {"model": config.model, "model_params": config.model_params, "data": fmap.content_hash,
                        "world_size": world_size, "batch_size": config.batch_size, "steps": steps,
@@ -138,13 +138,14 @@ def run(config: DistributedConfig, group: dist.ProcessGroup | None = None,
     end = steps if stop_after is None else min(steps, start + stop_after)
     layout = table_layout(plan)
     if rank == 0:
-        console.print(f"{config.model}: {world_size} x {device.type}, {steps} steps of {config.batch_size} rows, "
-                      "sharding " + ", ".join(f"{t}: {v['type']}" for tables in layout.values() for t, v in tables.items()),
-                      highlight=False)
+        types = ", ".join(f"{t}: {v['type']}" for tables in layout.values() for t, v in tables.items())
+        console.print(f"{config.model}: {world_size} x {device.type}, {steps} steps of {config.batch_size} rows; "
+                      f"sharding {types}", highlight=False)
 
-    share = RankShare(fmap, train_split, rank, world_size)
-    batches = _batches(share, share.train_batches(local_batch, start, end - start), fmap, device,
-                       config.prefetch_batches)
+    # one pass over the train splits
+    share = RankShare(fmap, config.train_splits, rank, world_size)
+    batches = _sparse_batches(share.train_batches(local_batch, start, end - start), fmap, device,
+                              config.prefetch_batches)
     pipeline = TrainPipelineSparseDist(model, optimizer, device)
     model.train()
     history, window, window_steps = [], torch.zeros((), device=device), 0
@@ -156,12 +157,11 @@ def run(config: DistributedConfig, group: dist.ProcessGroup | None = None,
         window_steps += 1
         if (step + 1) % config.log_every == 0 or step + 1 == end:
             dist.all_reduce(window, group=group)
-            mean = window.item() / (window_steps * world_size)
-            history.append({"step": step + 1, "loss": mean})
+            history.append({"step": step + 1, "loss": window.item() / (window_steps * world_size)})
             if rank == 0:
-                elapsed = time.perf_counter() - started
-                console.print(f"step {step + 1}/{steps}  loss {mean:.5f}  "
-                              f"{(step + 1 - start) * config.batch_size / elapsed:,.0f} samples/s", highlight=False)
+                speed = (step + 1 - start) * config.batch_size / (time.perf_counter() - started)
+                console.print(f"step {step + 1}/{steps}  loss {history[-1]['loss']:.5f}  {speed:,.0f} samples/s",
+                              highlight=False)
             window.zero_()
             window_steps = 0
         if checkpoints is not None and config.checkpoint_every and (step + 1) % config.checkpoint_every == 0:
@@ -169,7 +169,7 @@ def run(config: DistributedConfig, group: dist.ProcessGroup | None = None,
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     train_seconds = time.perf_counter() - started
-    if checkpoints is not None and not (config.checkpoint_every and end % config.checkpoint_every == 0):
+    if checkpoints is not None and end > start and not (config.checkpoint_every and end % config.checkpoint_every == 0):
         checkpoints.save(end, model, optimizer)
     if end < steps:
         if rank == 0:
@@ -177,10 +177,11 @@ def run(config: DistributedConfig, group: dist.ProcessGroup | None = None,
                           highlight=False)
         return {"status": "stopped", "step": end} if rank == 0 else None
 
-    eval_rows = _rows_per_rank(fmap, eval_split, world_size)
-    eval_share = RankShare(fmap, eval_split, rank, world_size)
-    eval_batches = _batches(eval_share, eval_share.eval_batches(config.eval_batch_size // world_size, max(eval_rows)),
-                            fmap, device, config.prefetch_batches)
+    # evaluation: every rank predicts its share (padded to the longest), rank 0 computes the metrics
+    eval_rows = _rows_per_rank(fmap, config.eval_splits, world_size)
+    eval_share = RankShare(fmap, config.eval_splits, rank, world_size)
+    eval_batches = _sparse_batches(eval_share.eval_batches(config.eval_batch_size // world_size, max(eval_rows)),
+                                   fmap, device, config.prefetch_batches)
     pipeline.detach()
     model.eval()
     logits, labels = _predict(TrainPipelineSparseDist(model, optimizer, device), eval_batches)
@@ -193,12 +194,12 @@ def run(config: DistributedConfig, group: dist.ProcessGroup | None = None,
         "config": dataclasses.asdict(config), "world_size": world_size, "device": device.type,
         "sharding": layout, "steps": steps, "resumed_at": start, "train_rows": steps * config.batch_size,
         "train_seconds": round(train_seconds, 3),
-        "samples_per_second": round((end - start) * config.batch_size / train_seconds, 1),
-        "eval": {"split": eval_split, "rows": len(labels), **evaluate(labels, logits)},
+        "samples_per_second": round((end - start) * config.batch_size / train_seconds, 1) if end > start else None,
+        "eval": {"splits": config.eval_splits, "rows": len(labels), **evaluate(labels, logits)},
         "history": history,
     }
-    console.print(f"{config.model}: {eval_split} AUC {result['eval']['auc']:.5f}  "
-                  f"logloss {result['eval']['logloss']:.5f} over {len(labels):,} rows", highlight=False)
+    console.print(f"{config.model}: AUC {result['eval']['auc']:.5f}  logloss {result['eval']['logloss']:.5f} "
+                  f"on {'+'.join(config.eval_splits)} ({len(labels):,} rows)", highlight=False)
     if config.output_dir is not None:
         atomic_write_text(Path(config.output_dir) / "result.json", json.dumps(result, indent=2) + "\n")
     return result

@@ -1,0 +1,303 @@
+"""The distributed track: exact pieces in-process, then real gloo runs with 1 and 2 processes.
+
+The multi-process runs use a dataset whose row groups hold exactly `batch_size / 2` rows, so a step of
+the 2-process run (rank 0 reads row group 2i, rank 1 row group 2i + 1) trains on the same global batch
+as step i of the 1-process run, and both start from the same weights (table values depend only on
+(seed, table, row), never on the layout).
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+import yaml
+from torch import nn
+from torchrec import EmbeddingBagCollection
+from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
+from torchrec.optim.keyed import KeyedOptimizerWrapper
+
+from ctrbench.data import Batch, load_split
+from ctrbench.distributed.config import load_config
+from ctrbench.distributed.data import RankShare, SparseBatch
+from ctrbench.distributed.model import INIT_CHUNK_ROWS, build_sharded_model, initial_rows
+from ctrbench.distributed.sharding import LinearWarmup, available_sharding_types, sharding_constraints
+from ctrbench.embedding import FeatureEmbedding
+from ctrbench.errors import CtrbenchError
+from ctrbench.features import DatasetWriter, FeatureMap, FeatureSpec
+from ctrbench.synthetic import write_synthetic
+from model_zoo import get_model_class
+
+REPO = Path(__file__).resolve().parent.parent
+CPU_SHARDING_TYPES = ["data_parallel", "table_wise", "column_wise", "table_column_wise"]
+
+
+# ---------------------------------------------------------------- exact pieces, in-process
+
+
+def test_sparse_batch_holds_one_id_per_categorical_row_and_unpadded_sequences():
+    specs = [FeatureSpec("n", "numeric"), FeatureSpec("a", "categorical", vocab_size=9),
+             FeatureSpec("b", "categorical", vocab_size=9),
+             FeatureSpec("h", "sequence", vocab_size=9, max_len=3, share_embedding="a")]
+    fmap = FeatureMap(dataset="t", label="y", features=specs)
+    batch = Batch(categorical=torch.tensor([[2, 5], [3, 6]], dtype=torch.int32),
+                  pretrained=torch.zeros(2, 0, dtype=torch.int32), numeric=torch.tensor([[0.5], [1.5]]),
+                  sequences={"h": torch.tensor([[4, 0, 7], [0, 0, 0]], dtype=torch.int32)},
+                  label=torch.tensor([1.0, 0.0]))
+    sparse = SparseBatch.from_batch(batch, fmap).sparse
+    assert sparse.keys() == ["a", "b", "h"] and sparse.stride() == 2
+    assert sparse.values().tolist() == [2, 3, 5, 6, 4, 7]
+    assert sparse.lengths().tolist() == [1, 1, 1, 1, 2, 0]
+
+
+def _row_id_dataset(directory, file_rows, group_rows):
+    """One numeric column holding the global row number, files of `file_rows` rows."""
+    specs = [FeatureSpec("row", "numeric"), FeatureSpec("c", "categorical", vocab_size=4)]
+    with DatasetWriter(directory, row_group_rows=group_rows) as writer:
+        start = 0
+        for part, rows in enumerate(file_rows):
+            ids = np.arange(start, start + rows)
+            table = pa.table({"row": pa.array(ids, pa.float32()), "c": pa.array(ids % 4, pa.int32()),
+                              "label": pa.array(ids % 2, pa.float32())})
+            writer.write_split("train", table, part=part)
+            start += rows
+        return writer.commit(FeatureMap(dataset="rows", label="label", features=specs))
+
+
+def _rows(batches):
+    return [batch.numeric[:, 0].int().tolist() for batch in batches]
+
+
+def test_rank_shares_deal_row_groups_round_robin_and_resume_mid_group(tmp_path):
+    fmap = _row_id_dataset(tmp_path / "rows", file_rows=[10, 10], group_rows=4)  # groups: 4 4 2 | 4 4 2
+    shares = [RankShare(fmap, ["train"], rank, 2) for rank in range(2)]
+    assert [share.rows for share in shares] == [10, 10]
+    assert _rows(shares[0].train_batches(3, skip_batches=0, num_batches=3)) == [[0, 1, 2], [3, 8, 9], [14, 15, 16]]
+    assert _rows(shares[0].train_batches(3, skip_batches=1, num_batches=2)) == [[3, 8, 9], [14, 15, 16]]
+    assert _rows(shares[1].train_batches(3, skip_batches=2, num_batches=1)) == [[12, 13, 18]]
+    # evaluation: every row once, then copies of the share's first rows up to the longest share
+    assert _rows(shares[1].eval_batches(4, padded_rows=12)) == [[4, 5, 6, 7], [10, 11, 12, 13], [18, 19, 4, 5]]
+    with pytest.raises(CtrbenchError, match="fewer than 4 batches of 3"):
+        list(shares[0].train_batches(3, skip_batches=1, num_batches=3))
+
+
+def test_initial_table_values_do_not_depend_on_the_row_range():
+    whole = initial_rows(7, "embedding/c7", 0.1, 4, 0, INIT_CHUNK_ROWS + 10)
+    split = INIT_CHUNK_ROWS - 3
+    parts = torch.cat([initial_rows(7, "embedding/c7", 0.1, 4, 0, split),
+                       initial_rows(7, "embedding/c7", 0.1, 4, split, INIT_CHUNK_ROWS + 10)])
+    assert torch.equal(whole, parts)
+    assert abs(whole.std().item() - 0.1) < 0.002
+    assert not torch.equal(whole[:5], initial_rows(7, "embedding/c6", 0.1, 4, 0, 5))
+
+
+def _copy_zoo_weights(zoo: nn.Module, sharded) -> None:
+    """Give the sharded model (with unsharded CPU EBCs) exactly the zoo model's weights."""
+    state = zoo.state_dict()
+    for path, module in zoo.named_modules():
+        if not isinstance(module, FeatureEmbedding):
+            continue
+        group = path.replace(".", "_")
+        for config in sharded.table_configs[group]:
+            rows = module.table.weight[module.offset_of[config.name]:][:config.num_embeddings]
+            sharded.tables[group].embedding_bags[config.name].weight.data.copy_(rows)
+        state = {(f"{path}.source.{k[len(path) + 1:]}" if k.startswith(f"{path}.") else k): v
+                 for k, v in state.items() if k != f"{path}.table.weight"}
+    sharded.model.load_state_dict(state)
+
+
+@pytest.mark.parametrize("name, params", [
+    ("dlrm", {"embedding_dim": 8, "bottom_mlp_units": [16], "top_mlp_units": [16]}),
+    ("lr", {}),
+])
+def test_sharded_model_computes_the_zoo_models_logits(name, params, synthetic_fmap):
+    batch = load_split(synthetic_fmap, "valid").take(torch.arange(64))
+    batch.sequences["history"][:4] = 0  # empty bags
+    batch.sequences["history"][4:8, 1] = 0  # padding inside a sequence
+    torch.manual_seed(0)
+    zoo = get_model_class(name)(synthetic_fmap, **params)
+    with torch.no_grad():
+        for module in zoo.modules():
+            if isinstance(module, FeatureEmbedding):
+                module.table.weight.normal_(std=0.5)  # rows far apart, so a wrong row would show
+    sharded = build_sharded_model(name, params, synthetic_fmap, seed=0)
+    sharded.tables = nn.ModuleDict({group: EmbeddingBagCollection(tables=configs)
+                                    for group, configs in sharded.table_configs.items()})
+    _copy_zoo_weights(zoo, sharded)
+    [configs] = sharded.table_configs.values()
+    assert {c.name: c.feature_names for c in configs}["c7"] == ["c7", "history"]  # shared embedding: one table
+    loss, (_, logits, labels) = sharded(SparseBatch.from_batch(batch, synthetic_fmap))
+    expected = zoo(batch)
+    torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(loss, nn.functional.binary_cross_entropy_with_logits(expected, batch.label))
+
+
+def test_pretrained_tables_are_refused_with_the_way_out(tiny_fmap):
+    with pytest.raises(CtrbenchError, match="pretrained_embedding tables are not supported by the distributed track"):
+        build_sharded_model("lr", {}, tiny_fmap, seed=0)
+
+
+def test_cpu_sharding_types_and_planner_constraints(synthetic_fmap):
+    sharder = EmbeddingBagCollectionSharder()
+    # torchrec 1.8 offers row-wise, table-row-wise and grid sharding only on CUDA
+    assert available_sharding_types(sharder, "cpu", "fp32") == CPU_SHARDING_TYPES
+    assert "row_wise" in available_sharding_types(sharder, "cuda", "fp32")
+    assert "data_parallel" not in available_sharding_types(sharder, "cuda", "fp16")
+    sharded = build_sharded_model("dlrm", {}, synthetic_fmap, seed=0)
+    constraints = sharding_constraints(sharded, {"c7": "column_wise"}, 8, CPU_SHARDING_TYPES)
+    assert constraints["c7"].sharding_types == ["column_wise"] and constraints["c7"].min_partition == 8
+    assert constraints["c0"].sharding_types == CPU_SHARDING_TYPES
+    with pytest.raises(CtrbenchError, match="sharding.c7: row_wise is not available here .* choose one of data_parallel"):
+        sharding_constraints(sharded, {"c7": "row_wise"}, None, CPU_SHARDING_TYPES)
+    with pytest.raises(CtrbenchError, match=r"sharding.c77: no such table \(did you mean 'c7'\?\)"):
+        sharding_constraints(sharded, {"c77": "table_wise"}, None, CPU_SHARDING_TYPES)
+    # fbgemm's fused kernels need shards of 4k columns: logistic regression's 1-column tables stay replicated
+    logistic = build_sharded_model("lr", {}, synthetic_fmap, seed=0)
+    assert {c.sharding_types[0] for c in sharding_constraints(logistic, {}, None, CPU_SHARDING_TYPES).values()} == {
+        "data_parallel"}
+    with pytest.raises(CtrbenchError, match="table 'c1': its width \\[1\\] is not a multiple of 4"):
+        sharding_constraints(logistic, {"c1": "table_wise"}, None, CPU_SHARDING_TYPES)
+
+
+def test_linear_warmup_scales_every_group_then_holds():
+    weight = nn.Parameter(torch.zeros(2))
+    optimizer = KeyedOptimizerWrapper({"w": weight}, lambda params: torch.optim.Adam(params, lr=0.4))
+    warmup = LinearWarmup(optimizer, warmup_steps=4)
+    rates = []
+    for step in (0, 1, 3, 9):
+        warmup.apply(step)
+        rates.append(optimizer.param_groups[0]["lr"])
+    assert rates == pytest.approx([0.1, 0.2, 0.4, 0.4])
+
+
+def test_config_is_validated_with_the_key_at_fault(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("model: dlrm\ndata_dir: data/x\nmodel_params: {embedding_dim: 8}\n")
+    config = load_config(path, ["max_steps=5", "model_params.top_mlp_units=[4]", "sharding={c1: table_wise}"])
+    assert (config.max_steps, config.model_params, config.sharding) == (5, {"embedding_dim": 8, "top_mlp_units": (4,)},
+                                                                        {"c1": "table_wise"})
+    assert config.batch_size == 131_072 and config.embedding_learning_rate == 0.1  # the paper's setup
+    for overrides, message in [
+        (["batch_sise=4"], "unknown key 'batch_sise' (did you mean 'batch_size'?)"),
+        (["model_params.embeding_dim=4"], "model_params: unknown key 'embeding_dim'"),
+        (["sharding={c1: diagonal}"], "sharding.c1: expected 'data_parallel' | 'table_wise'"),
+        (["warmup_fraction=2"], "warmup_fraction must be in [0, 1]"),
+        (["train.epochs=2"], "only model_params.NAME reaches into a section"),
+    ]:
+        with pytest.raises(CtrbenchError, match=re.escape(message)):
+            load_config(path, overrides)
+
+
+# ---------------------------------------------------------------- real runs: gloo, 1 and 2 processes
+
+BATCH = 128  # global; 64 rows per rank with 2 processes
+STEPS = 200
+MIXED = {"c0": "data_parallel", "c1": "table_wise", "c2": "column_wise", "c3": "table_column_wise",
+         "c7": "column_wise"}  # c7 also holds the `history` sequence (shared embedding)
+
+
+def write_days(directory, days: int, rows_per_day: int, group_rows: int) -> FeatureMap:
+    """The synthetic dataset rewritten as `days` train files with row groups of `group_rows` rows."""
+    source = write_synthetic(Path(directory).with_name("synthetic-source"), rows=int(days * rows_per_day / 0.8) + 10,
+                             seed=3)
+    train = pq.read_table(source.split_paths("train")[0])
+    with DatasetWriter(directory, row_group_rows=group_rows) as writer:
+        for day in range(days):
+            writer.write_split("train", train.slice(day * rows_per_day, rows_per_day), part=day)
+        writer.write_split("test", pq.read_table(source.split_paths("test")[0]))
+        return writer.commit(FeatureMap(dataset="synthetic-days", label=source.label, features=source.features))
+
+
+def _environment():
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+
+
+def _check(process: subprocess.CompletedProcess) -> None:
+    assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-5000:]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Run A: 2 processes, every CPU sharding type. B: the same, stopped at step 120, then resumed.
+    L: logistic regression, 2 processes. S: run A's config in 1 process, via the CLI."""
+    root = tmp_path_factory.mktemp("distributed")
+    fmap = write_days(root / "data", days=4, rows_per_day=STEPS * BATCH // 4, group_rows=BATCH // 2)
+    base = {"data_dir": str(root / "data"), "batch_size": BATCH, "eval_batch_size": 1024, "log_every": 20}
+    mixed = root / "mixed.yaml"
+    mixed.write_text(yaml.safe_dump({
+        "model": "dlrm", "model_params": {"embedding_dim": 16, "bottom_mlp_units": [32], "top_mlp_units": [64, 32]},
+        **base, "sharding": MIXED, "column_shard_dim": 8, "checkpoint_every": 50}))
+    logistic = root / "lr.yaml"
+    logistic.write_text(yaml.safe_dump({"model": "lr", **base, "max_steps": 60}))
+    plan = [
+        {"config": str(mixed), "overrides": [f"checkpoint_dir={root / 'A'}"], "stop_after": None},
+        {"config": str(mixed), "overrides": [f"checkpoint_dir={root / 'B'}"], "stop_after": 120},
+        {"config": str(mixed), "overrides": [f"checkpoint_dir={root / 'B'}"], "stop_after": None},
+        {"config": str(logistic), "overrides": [], "stop_after": None},
+    ]
+    (root / "plan.json").write_text(json.dumps(plan))
+    _check(subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         str(REPO / "tests" / "distributed_worker.py"), str(root / "plan.json"), str(root / "out.json")],
+        cwd=root, env=_environment(), capture_output=True, text=True, timeout=600))
+    a, b_stopped, b, logistic_result = json.loads((root / "out.json").read_text())
+    single = subprocess.run(
+        [sys.executable, "-m", "ctrbench.distributed.train", "--config", str(mixed), "--set", f"output_dir={root / 'S'}"],
+        cwd=root, env=_environment(), capture_output=True, text=True, timeout=600)
+    _check(single)
+    return {"A": a, "B_stopped": b_stopped, "B": b, "L": logistic_result, "stderr_S": single.stderr,
+            "S": json.loads((root / "S" / "result.json").read_text()), "B_dir": root / "B",
+            "test_rows": fmap.splits["test"].rows}
+
+
+def test_two_process_run_trains_on_every_cpu_sharding_type(runs):
+    a = runs["A"]
+    assert a["status"] == "ok" and a["world_size"] == 2 and a["steps"] == STEPS
+    layout = a["sharding"]["embedding"]
+    assert {table: layout[table]["type"] for table in MIXED} == MIXED
+    for table in ("c2", "c3", "c7"):  # split into two 8-column shards, on both ranks for the tables sharded across ranks
+        assert [shard["sizes"][1] for shard in layout[table]["shards"]] == [8, 8]
+    assert {shard["rank"] for shard in layout["c7"]["shards"]} == {0, 1}
+    losses = [entry["loss"] for entry in a["history"]]
+    assert len(losses) == STEPS // 20 and max(losses[-3:]) < losses[0] - 0.03
+    assert a["eval"]["rows"] == runs["test_rows"] and a["eval"]["auc"] > 0.65
+
+
+def test_sharded_and_single_process_runs_agree(runs):
+    """Same global batches and initial weights; what differs is the order in which gradients are summed
+    and that a sharded table's gradient is the sum of the two ranks' batch means (twice the
+    single-process gradient), which row-wise AdaGrad divides out up to its epsilon (1e-8). The runs
+    agree to float32 rounding: losses and metrics within 1e-5."""
+    a, single = runs["A"], runs["S"]
+    assert single["world_size"] == 1 and "resuming" not in runs["stderr_S"]
+    assert [h["step"] for h in single["history"]] == [h["step"] for h in a["history"]]
+    for mine, theirs in zip(single["history"], a["history"]):
+        assert mine["loss"] == pytest.approx(theirs["loss"], abs=1e-5)
+    assert single["eval"]["rows"] == a["eval"]["rows"]
+    assert single["eval"]["auc"] == pytest.approx(a["eval"]["auc"], abs=1e-5)
+    assert single["eval"]["logloss"] == pytest.approx(a["eval"]["logloss"], abs=1e-5)
+
+
+def test_checkpoint_and_resume_give_the_uninterrupted_result(runs):
+    stopped, resumed, uninterrupted = runs["B_stopped"], runs["B"], runs["A"]
+    assert stopped == {"status": "stopped", "step": 120}
+    assert resumed["resumed_at"] == 120
+    assert resumed["eval"] == uninterrupted["eval"]  # bit for bit
+    assert resumed["history"][-4:] == uninterrupted["history"][-4:]  # windows after step 120
+    assert (runs["B_dir"] / "LATEST").read_text().strip() == f"step-{STEPS:09d}"
+    assert sorted(p.name for p in runs["B_dir"].glob("step-*")) == [f"step-{STEPS:09d}"]
+
+
+def test_logistic_regression_trains_with_replicated_one_column_tables(runs):
+    result = runs["L"]
+    assert result["steps"] == 60
+    assert {table["type"] for table in result["sharding"]["weights"].values()} == {"data_parallel"}
+    losses = [entry["loss"] for entry in result["history"]]
+    assert losses[-1] < losses[0] - 0.05 and result["eval"]["auc"] > 0.5
