@@ -28,6 +28,7 @@ from ctrbench.data import Batch, load_split
 from ctrbench.distributed.config import load_config
 from ctrbench.distributed.data import RankShare, SparseBatch
 from ctrbench.distributed.model import INIT_CHUNK_ROWS, build_sharded_model, initial_rows
+from ctrbench.distributed.plan import embedding_memory
 from ctrbench.distributed.sharding import LinearWarmup, available_sharding_types, sharding_constraints
 from ctrbench.embedding import FeatureEmbedding
 from ctrbench.errors import CtrbenchError
@@ -164,6 +165,22 @@ def test_cpu_sharding_types_and_planner_constraints(synthetic_fmap):
         "data_parallel"}
     with pytest.raises(CtrbenchError, match="table 'c1': its width \\[1\\] is not a multiple of 4"):
         sharding_constraints(logistic, {"c1": "table_wise"}, None, CPU_SHARDING_TYPES)
+
+
+def test_plan_dry_run_counts_every_shards_memory(synthetic_data_dir, tmp_path):
+    """Row-wise on 2 GPUs: each table's rows split over both, weights (16 fp32) plus one fp32 AdaGrad
+    state per row; all data-parallel: every GPU holds each table, its gradient and its state."""
+    fmap = FeatureMap.load(synthetic_data_dir / "synthetic")
+    path = tmp_path / "run.yaml"
+    path.write_text(f"model: dlrm\ndata_dir: {synthetic_data_dir / 'synthetic'}\nmodel_params: {{embedding_dim: 16}}\n")
+    rows = sum(spec.vocab_size for spec in fmap.of_type("categorical"))
+    layout, per_gpu = embedding_memory(load_config(path, ['sharding={"*": row_wise}']), 2, 2, 10**9)
+    assert {table["type"] for table in layout["embedding"].values()} == {"row_wise"}
+    assert sum(per_gpu) == rows * (16 * 4 + 4)
+    _, per_gpu = embedding_memory(load_config(path, ['sharding={"*": data_parallel}']), 2, 2, 10**9)
+    assert per_gpu == [rows * (2 * 16 * 4 + 4)] * 2
+    with pytest.raises(CtrbenchError, match="the sharding planner found no layout: .*storage"):
+        embedding_memory(load_config(path, ['sharding={"*": data_parallel}']), 2, 2, 1000)
 
 
 def test_linear_warmup_scales_every_group_then_holds():

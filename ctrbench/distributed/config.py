@@ -41,7 +41,7 @@ class DistributedConfig:
     embedding_learning_rate: float = 0.1  # fused row-wise AdaGrad
     dense_learning_rate: float = 0.001  # Adam
     warmup_fraction: float = 0.1  # linear warm-up of both learning rates over this share of the steps
-    sharding: dict[str, ShardingType] = field(default_factory=dict)  # table -> forced type; others: planner
+    sharding: dict[str, ShardingType] = field(default_factory=dict)  # table ("*": all others) -> type; else planner
     column_shard_dim: int | None = None  # width of column-wise shards; None: torchrec's default (128)
     embedding_precision: Precision = "fp32"  # storage of the embedding tables
     comm_precision: Precision = "fp32"  # embedding all-to-alls, forward and backward

@@ -22,6 +22,7 @@ from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
 from torchrec.distributed.fbgemm_qcomm_codec import CommType, QCommsConfig, get_qcomm_codecs_registry
 from torchrec.distributed.model_parallel import DistributedModelParallel
 from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
+from torchrec.distributed.planner.types import PlannerError
 from torchrec.distributed.types import ShardingEnv, ShardingPlan
 from torchrec.optim import RowWiseAdagrad, apply_optimizer_in_backward
 from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizer, KeyedOptimizerWrapper
@@ -54,8 +55,9 @@ def available_sharding_types(sharder: EmbeddingBagCollectionSharder, device_type
 
 def sharding_constraints(sharded: ShardedCTRModel, sharding: dict[str, str], column_shard_dim: int | None,
                          available: list[str]) -> dict[str, ParameterConstraints]:
-    """Planner constraints per table: the type `sharding` forces on it (else any available type), and the
-    width of column-wise shards (torchrec's default is 128 columns, so narrower tables get one shard).
+    """Planner constraints per table: the type `sharding` forces on it (key "*": on every table not named),
+    else any available type, and the width of column-wise shards (torchrec's default is 128 columns, so
+    narrower tables get one shard).
 
     fbgemm's fused kernels need a multiple of 4 columns per shard, so a narrower table (logistic
     regression's 1-column weights) can only be data-parallel, which uses the dense kernel.
@@ -66,14 +68,15 @@ def sharding_constraints(sharded: ShardedCTRModel, sharding: dict[str, str], col
             dims.setdefault(config.name, set()).add(config.embedding_dim)
     tables = sorted(dims)
     for table, sharding_type in sharding.items():
-        if table not in dims:
+        if table not in dims and table != "*":
             raise CtrbenchError(f"sharding.{table}: no such table{closest(table, tables)}; tables: {', '.join(tables)}")
         if sharding_type not in available:
             raise CtrbenchError(f"sharding.{table}: {sharding_type} is not available here (CUDA-only in torchrec, or "
                                 f"data_parallel with half-precision tables); choose one of {', '.join(available)}")
     constraints = {}
     for table in tables:
-        allowed = [sharding[table]] if table in sharding else list(available)
+        forced = sharding.get(table, sharding.get("*"))
+        allowed = [forced] if forced is not None else list(available)
         if any(dim % 4 for dim in dims[table]):
             if "data_parallel" not in allowed:
                 raise CtrbenchError(f"table {table!r}: its width {sorted(dims[table])} is not a multiple of 4, so only "
@@ -98,6 +101,19 @@ def make_planner(sharded: ShardedCTRModel, sharder: EmbeddingBagCollectionSharde
     constraints = sharding_constraints(sharded, config.sharding, config.column_shard_dim, available)
     return EmbeddingShardingPlanner(topology=topology, batch_size=config.batch_size // world_size,
                                     constraints=constraints, debug=False)
+
+
+def plan_tables(planner: EmbeddingShardingPlanner, sharded: ShardedCTRModel, sharder: EmbeddingBagCollectionSharder,
+                group: dist.ProcessGroup | None = None) -> ShardingPlan:
+    """The planner's plan, made on rank 0 and broadcast to `group` (without a group: in this process)."""
+    try:
+        if group is None:
+            return planner.plan(sharded, [sharder])
+        return planner.collective_plan(sharded, [sharder], group)
+    except PlannerError as exc:
+        reason = str(exc).strip().splitlines()[0].strip()
+        raise CtrbenchError(f"the sharding planner found no layout: {reason} Use more GPUs, half-precision "
+                            "tables (embedding_precision) or fewer forced layouts (sharding)") from None
 
 
 def shard(sharded: ShardedCTRModel, sharder: EmbeddingBagCollectionSharder, plan: ShardingPlan,

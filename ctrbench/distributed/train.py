@@ -32,8 +32,8 @@ from ctrbench.distributed.config import DistributedConfig, load_config
 from ctrbench.data import Batch
 from ctrbench.distributed.data import RankShare, SparseBatch, prefetch
 from ctrbench.distributed.model import build_sharded_model, initialize_tables
-from ctrbench.distributed.sharding import (LinearWarmup, make_optimizer, make_planner, make_sharder, shard,
-                                           table_layout)
+from ctrbench.distributed.sharding import (LinearWarmup, make_optimizer, make_planner, make_sharder, plan_tables,
+                                           shard, table_layout)
 from ctrbench.errors import CtrbenchError
 from ctrbench.features import FeatureMap, atomic_write_text
 from ctrbench.metrics import evaluate
@@ -114,7 +114,7 @@ def run(config: DistributedConfig, group: dist.ProcessGroup | None = None,
     sharded = build_sharded_model(config.model, config.model_params, fmap, config.seed,
                                   DATA_TYPES[config.embedding_precision])
     sharder = make_sharder(config.comm_precision)
-    plan = make_planner(sharded, sharder, config, device, world_size).collective_plan(sharded, [sharder], group)
+    plan = plan_tables(make_planner(sharded, sharder, config, device, world_size), sharded, sharder, group)
     model = shard(sharded, sharder, plan, device, config.embedding_learning_rate, group)
     initialize_tables(model, sharded, config.seed)
     optimizer = make_optimizer(model, config.dense_learning_rate, config.embedding_learning_rate)
@@ -138,7 +138,8 @@ def run(config: DistributedConfig, group: dist.ProcessGroup | None = None,
     end = steps if stop_after is None else min(steps, start + stop_after)
     layout = table_layout(plan)
     if rank == 0:
-        types = ", ".join(f"{t}: {v['type']}" for tables in layout.values() for t, v in tables.items())
+        types = ", ".join(f"{group + '.' if len(layout) > 1 else ''}{table}: {v['type']}"
+                          for group, tables in layout.items() for table, v in tables.items())
         console.print(f"{config.model}: {world_size} x {device.type}, {steps} steps of {config.batch_size} rows; "
                       f"sharding {types}", highlight=False)
 
