@@ -78,7 +78,7 @@ def _rows(batches):
 
 def test_rank_shares_deal_row_groups_round_robin_and_resume_mid_group(tmp_path):
     fmap = _row_id_dataset(tmp_path / "rows", file_rows=[10, 10], group_rows=4)  # groups: 4 4 2 | 4 4 2
-    shares = [RankShare(fmap, ["train"], rank, 2) for rank in range(2)]
+    shares = [RankShare(fmap, ["train"], rank, 2, pieces_per_rank=1) for rank in range(2)]
     assert [share.rows for share in shares] == [10, 10]
     assert _rows(shares[0].train_batches(3, skip_batches=0, num_batches=3)) == [[0, 1, 2], [3, 8, 9], [14, 15, 16]]
     assert _rows(shares[0].train_batches(3, skip_batches=1, num_batches=2)) == [[3, 8, 9], [14, 15, 16]]
@@ -87,6 +87,14 @@ def test_rank_shares_deal_row_groups_round_robin_and_resume_mid_group(tmp_path):
     assert _rows(shares[1].eval_batches(4, padded_rows=12)) == [[4, 5, 6, 7], [10, 11, 12, 13], [18, 19, 4, 5]]
     with pytest.raises(CtrbenchError, match="fewer than 4 batches of 3"):
         list(shares[0].train_batches(3, skip_batches=1, num_batches=3))
+
+
+def test_a_split_with_few_row_groups_is_cut_into_equal_pieces(tmp_path):
+    fmap = _row_id_dataset(tmp_path / "rows", file_rows=[16, 5], group_rows=16)  # row groups of 16 and 5 rows
+    shares = [RankShare(fmap, ["train"], rank, 2, pieces_per_rank=2) for rank in range(2)]  # pieces of <= 6 rows
+    assert [share.rows for share in shares] == [11, 10]
+    assert _rows(shares[0].eval_batches(11, padded_rows=11)) == [[0, 1, 2, 3, 4, 10, 11, 12, 13, 14, 15]]
+    assert _rows(shares[1].eval_batches(11, padded_rows=11)) == [[5, 6, 7, 8, 9, 16, 17, 18, 19, 20, 5]]
 
 
 def test_initial_table_values_do_not_depend_on_the_row_range():

@@ -5,7 +5,7 @@ A split (e.g. Criteo TB's one parquet file per day) is a sequence of parquet row
 Rank r of W reads row groups r, r + W, r + 2W, ... in order, so the ranks advance through the data
 together: one global step covers W neighbouring row groups, and a pass over days 0-22 stays in time
 order (no shuffling: the paper trains one pass over the days in order). A rank never opens the other
-ranks' row groups.
+ranks' row groups (small datasets aside, see `RankShare`).
 
 Every rank must take part in every step (the embedding all-to-alls are collective), so:
 - training runs `min over ranks of (rows // local batch)` full batches on every rank, dropping the
@@ -81,8 +81,11 @@ class SparseBatch(Pipelineable):
 
 @dataclass(frozen=True)
 class RowGroup:
+    """Rows start .. start + rows of row group `index` of a parquet file."""
+
     path: Path
     index: int
+    start: int
     rows: int
 
 
@@ -93,23 +96,45 @@ def row_groups(paths: list[Path]) -> list[RowGroup]:
         if not path.is_file():
             raise CtrbenchError(f"{path}: split file listed in the feature map is missing")
         metadata = pq.ParquetFile(path).metadata
-        groups.extend(RowGroup(path, i, metadata.row_group(i).num_rows) for i in range(metadata.num_row_groups))
+        groups.extend(RowGroup(path, i, 0, metadata.row_group(i).num_rows) for i in range(metadata.num_row_groups))
     return groups
 
 
-class RankShare:
-    """The row groups of some splits (concatenated) that one rank reads: every `world_size`-th, from `rank`."""
+def cut(groups: list[RowGroup], max_rows: int) -> list[RowGroup]:
+    """The row groups cut into equal pieces of at most `max_rows` rows, in order."""
+    pieces = []
+    for group in groups:
+        parts = -(-group.rows // max_rows)
+        bounds = [group.rows * k // parts for k in range(parts + 1)]
+        pieces.extend(RowGroup(group.path, group.index, bounds[k], bounds[k + 1] - bounds[k]) for k in range(parts))
+    return pieces
 
-    def __init__(self, fmap: FeatureMap, splits: list[str], rank: int, world_size: int):
+
+class RankShare:
+    """The row groups of some splits (concatenated) that one rank reads: every `world_size`-th, from `rank`.
+
+    A split with fewer than `pieces_per_rank` row groups per rank (a small dataset; Criteo TB has
+    thousands per GPU) first has its row groups cut into pieces of at most rows / (world_size *
+    pieces_per_rank) rows, so that the ranks' shares differ by at most one piece. A rank then decodes
+    every row group it has a piece of, once.
+    """
+
+    def __init__(self, fmap: FeatureMap, splits: list[str], rank: int, world_size: int, pieces_per_rank: int = 64):
         self.fmap = fmap
         self.where = f"splits {splits} of {fmap.root}"
-        self.groups = row_groups([path for split in splits for path in fmap.split_paths(split)])[rank::world_size]
+        groups = row_groups([path for split in splits for path in fmap.split_paths(split)])
+        max_rows = -(-sum(group.rows for group in groups) // (world_size * pieces_per_rank))
+        self.groups = cut(groups, max(max_rows, 1))[rank::world_size]
         self.rows = sum(group.rows for group in self.groups)
         self.columns = [f.name for f in fmap.features] + [fmap.label]
+        self._decoded: tuple[tuple[Path, int], Batch] | None = None  # the last row group read
 
     def _read(self, group: RowGroup) -> Batch:
-        table = pq.ParquetFile(group.path).read_row_group(group.index, columns=self.columns)
-        return batch_from_arrow(table, self.fmap, f"{group.path} row group {group.index}")
+        key = (group.path, group.index)
+        if self._decoded is None or self._decoded[0] != key:
+            table = pq.ParquetFile(group.path).read_row_group(group.index, columns=self.columns)
+            self._decoded = key, batch_from_arrow(table, self.fmap, f"{group.path} row group {group.index}")
+        return self._decoded[1].slice(group.start, group.start + group.rows)
 
     def _chunks(self, skip_rows: int) -> Iterator[Batch]:
         for group in self.groups:
@@ -132,8 +157,7 @@ class RankShare:
     def eval_batches(self, batch_size: int, padded_rows: int) -> Iterator[Batch]:
         """All rows of this share, then copies of its first rows up to `padded_rows`, in batches."""
         if not self.rows:
-            raise CtrbenchError(f"{self.where}: this rank got no rows; the split has fewer row groups than "
-                                "there are ranks (write it with smaller row groups or use fewer ranks)")
+            raise CtrbenchError(f"{self.where}: this rank got no rows; the splits hold fewer rows than there are ranks")
         padding = padded_rows - self.rows
 
         def chunks() -> Iterator[Batch]:
