@@ -144,13 +144,15 @@ def _block_seed(seed: int, table: str, block: int) -> int:
     return (seed * 1_000_003 + zlib.crc32(table.encode()) * 65_537 + block) % (1 << 63)
 
 
-def initial_rows(seed: int, table: str, std: float, dim: int, start: int, stop: int) -> torch.Tensor:
+def initial_rows(seed: int, table: str, std: float, dim: int, start: int, stop: int,
+                 device: torch.device = torch.device("cpu")) -> torch.Tensor:
     """Initial values of rows start..stop of a table: N(0, std^2), drawn per block of INIT_CHUNK_ROWS rows
-    from a generator seeded by (seed, table, block), so any row range gives the same values."""
+    from a generator seeded by (seed, table, block), so any row range gives the same values (on one
+    device type: CUDA's generator draws other numbers than the CPU's)."""
     blocks = []
     for block in range(start // INIT_CHUNK_ROWS, -(-stop // INIT_CHUNK_ROWS)):
-        generator = torch.Generator().manual_seed(_block_seed(seed, table, block))
-        values = torch.randn(INIT_CHUNK_ROWS, dim, generator=generator) * std
+        generator = torch.Generator(device).manual_seed(_block_seed(seed, table, block))
+        values = torch.randn(INIT_CHUNK_ROWS, dim, generator=generator, device=device) * std
         first = max(start - block * INIT_CHUNK_ROWS, 0)
         last = min(stop - block * INIT_CHUNK_ROWS, INIT_CHUNK_ROWS)
         blocks.append(values[first:last])
@@ -175,5 +177,5 @@ def initialize_tables(model: nn.Module, sharded: ShardedCTRModel, seed: int) -> 
             for tensor, (row, column) in pieces:
                 rows, columns = tensor.shape
                 values = initial_rows(seed, f"{group}/{config.name}", sharded.init_std[group], config.embedding_dim,
-                                      row, row + rows)
+                                      row, row + rows, tensor.device)
                 tensor.copy_(values[:, column:column + columns])

@@ -15,6 +15,8 @@ row-wise AdaGrad with the same settings instead of letting Adam pick them up.
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -90,10 +92,10 @@ def sharding_constraints(sharded: ShardedCTRModel, sharding: dict[str, str], col
 def make_planner(sharded: ShardedCTRModel, sharder: EmbeddingBagCollectionSharder, config: DistributedConfig,
                  device: torch.device, world_size: int, local_world_size: int | None = None,
                  gpu_memory_bytes: int | None = None) -> EmbeddingShardingPlanner:
-    """The planner for `world_size` processes, `local_world_size` per host (default: the GPUs of this host,
-    or all processes on CPU); on CUDA each GPU holds `gpu_memory_bytes` (default: `device`'s memory)."""
+    """The planner for `world_size` processes, `local_world_size` per host (default: torchrun's
+    LOCAL_WORLD_SIZE or the GPUs of this host; all processes on CPU); on CUDA each GPU holds `gpu_memory_bytes` (default: `device`'s memory)."""
     if device.type == "cuda":
-        local_world_size = local_world_size or torch.cuda.device_count()
+        local_world_size = local_world_size or int(os.environ.get("LOCAL_WORLD_SIZE", torch.cuda.device_count()))
         gpu_memory_bytes = gpu_memory_bytes or torch.cuda.get_device_properties(device).total_memory
     topology = Topology(world_size=world_size, compute_device=device.type,
                         local_world_size=local_world_size or world_size, hbm_cap=gpu_memory_bytes)
