@@ -251,7 +251,7 @@ def _check(process: subprocess.CompletedProcess) -> None:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Run A: 2 processes, every CPU sharding type. B: the same, stopped at step 120, then resumed.
-    L: logistic regression, 2 processes. S: run A's config in 1 process, via the CLI."""
+    L: logistic regression, 2 processes. DP, TW: 40 steps with every table data-parallel, then table-wise. S: run A's config in 1 process, via the CLI."""
     root = tmp_path_factory.mktemp("distributed")
     fmap = write_days(root / "data", days=4, rows_per_day=STEPS * BATCH // 4, group_rows=BATCH // 2)
     base = {"data_dir": str(root / "data"), "batch_size": BATCH, "eval_batch_size": 1024, "log_every": 20}
@@ -266,18 +266,21 @@ def runs(tmp_path_factory):
         {"config": str(mixed), "overrides": [f"checkpoint_dir={root / 'B'}"], "stop_after": 120},
         {"config": str(mixed), "overrides": [f"checkpoint_dir={root / 'B'}"], "stop_after": None},
         {"config": str(logistic), "overrides": [], "stop_after": None},
+        {"config": str(mixed), "overrides": ['sharding={"*": data_parallel}', "max_steps=40"], "stop_after": None},
+        {"config": str(mixed), "overrides": ['sharding={"*": table_wise}', "max_steps=40"], "stop_after": None},
     ]
     (root / "plan.json").write_text(json.dumps(plan))
     _check(subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
          str(REPO / "tests" / "distributed_worker.py"), str(root / "plan.json"), str(root / "out.json")],
         cwd=root, env=_environment(), capture_output=True, text=True, timeout=600))
-    a, b_stopped, b, logistic_result = json.loads((root / "out.json").read_text())
+    a, b_stopped, b, logistic_result, replicated, table_wise = json.loads((root / "out.json").read_text())
     single = subprocess.run(
         [sys.executable, "-m", "ctrbench.distributed.train", "--config", str(mixed), "--set", f"output_dir={root / 'S'}"],
         cwd=root, env=_environment(), capture_output=True, text=True, timeout=600)
     _check(single)
-    return {"A": a, "B_stopped": b_stopped, "B": b, "L": logistic_result, "stderr_S": single.stderr,
+    return {"A": a, "B_stopped": b_stopped, "B": b, "L": logistic_result, "DP": replicated, "TW": table_wise,
+            "stderr_S": single.stderr,
             "S": json.loads((root / "S" / "result.json").read_text()), "B_dir": root / "B",
             "test_rows": fmap.splits["test"].rows}
 
@@ -326,3 +329,14 @@ def test_logistic_regression_trains_with_replicated_one_column_tables(runs):
     assert {table["type"] for table in result["sharding"]["weights"].values()} == {"data_parallel"}
     losses = [entry["loss"] for entry in result["history"]]
     assert losses[-1] < losses[0] - 0.05 and result["eval"]["auc"] > 0.5
+
+
+def test_data_parallel_tables_train_exactly_like_table_wise_ones(runs):
+    """Replicas are updated by a non-fused row-wise AdaGrad on DDP-averaged gradients, sharded tables by
+    fbgemm's fused one on summed gradients: the same updates up to AdaGrad's epsilon."""
+    replicated, table_wise = runs["DP"], runs["TW"]
+    assert {t["type"] for t in replicated["sharding"]["embedding"].values()} == {"data_parallel"}
+    assert {t["type"] for t in table_wise["sharding"]["embedding"].values()} == {"table_wise"}
+    for mine, theirs in zip(replicated["history"], table_wise["history"], strict=True):
+        assert mine["loss"] == pytest.approx(theirs["loss"], abs=1e-5)
+    assert replicated["eval"]["auc"] == pytest.approx(table_wise["eval"]["auc"], abs=1e-5)

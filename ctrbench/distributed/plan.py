@@ -22,7 +22,7 @@ from rich.table import Table
 from ctrbench.distributed.config import DistributedConfig, load_config
 from ctrbench.distributed.model import build_sharded_model
 from ctrbench.distributed.sharding import make_planner, make_sharder, plan_tables, table_layout
-from ctrbench.distributed.train import DATA_TYPES
+from ctrbench.distributed.train import DATA_TYPES, quiet_libraries
 from ctrbench.errors import CtrbenchError
 from ctrbench.features import FeatureMap
 
@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gpus-per-host", type=int, default=8, help="GPUs per host (default 8)")
     parser.add_argument("--gpu-memory-gb", type=float, default=80.0, help="memory per GPU in GB (default 80)")
     args = parser.parse_args(argv)
+    quiet_libraries()
     try:
         config = load_config(args.config, args.overrides)
         layout, per_gpu = embedding_memory(config, args.gpus, min(args.gpus_per_host, args.gpus),

@@ -14,10 +14,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import os
 import socket
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,9 +29,9 @@ import torch.distributed as dist
 from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 from torchrec.types import DataType
 
+from ctrbench.data import Batch
 from ctrbench.distributed.checkpoint import Checkpoints
 from ctrbench.distributed.config import DistributedConfig, load_config
-from ctrbench.data import Batch
 from ctrbench.distributed.data import RankShare, SparseBatch, prefetch
 from ctrbench.distributed.model import build_sharded_model, initialize_tables
 from ctrbench.distributed.sharding import (LinearWarmup, make_optimizer, make_planner, make_sharder, plan_tables,
@@ -206,6 +208,18 @@ def run(config: DistributedConfig, group: dist.ProcessGroup | None = None,
     return result
 
 
+def quiet_libraries() -> None:
+    """Keep the console to our lines: torchrec logs planner internals and deprecations as warnings on every
+    rank, and fbgemm warns that its CPU dense embedding kernel (data-parallel tables) has no autograd
+    kernel registered; tests/test_distributed.py checks that data-parallel tables train exactly like
+    table-wise ones."""
+    logging.getLogger().setLevel(logging.ERROR)
+    logging.getLogger("torchrec").setLevel(logging.ERROR)
+    logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"torchrec\.")
+    warnings.filterwarnings("ignore", message=r"fbgemm::dense_embedding_codegen_lookup_function: an autograd kernel")
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -222,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="checkpoint and exit after this many steps (job time limits); rerun to resume")
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     args = parser.parse_args(argv)
+    quiet_libraries()
     try:
         config = load_config(args.config, args.overrides)
         device = pick_device(config.device)
