@@ -64,9 +64,11 @@ class PooledFieldEmbedding(nn.Module):
         self.sparse_fields = sparse_fields  # EBC output keys, in X0 field order
 
     def forward(self, inputs: PooledInputs) -> torch.Tensor:
+        numeric = self.source.embed_numeric(inputs.numeric)
+        if not self.sparse_fields:
+            return numeric
         sparse = KeyedTensor.regroup([inputs.pooled[self.group]], [self.sparse_fields])[0]
         sparse = sparse.view(sparse.shape[0], len(self.sparse_fields), self.source.embedding_dim)
-        numeric = self.source.embed_numeric(inputs.numeric)
         return sparse if numeric is None else torch.cat([numeric, sparse], dim=1)
 
 
@@ -133,8 +135,9 @@ def build_sharded_model(model_name: str, model_params: dict[str, Any], fmap: Fea
     table_configs, init_std = {}, {}
     for path, source in sources:
         group = path.replace(".", "_")
-        table_configs[group], sparse_fields = _table_configs(source, fmap, data_type)
-        init_std[group] = source.init_std
+        configs, sparse_fields = _table_configs(source, fmap, data_type)
+        if configs:  # a layer of numeric features only has no tables
+            table_configs[group], init_std[group] = configs, source.init_std
         parent_path, _, attribute = path.rpartition(".")
         setattr(model.get_submodule(parent_path), attribute, PooledFieldEmbedding(source, group, sparse_fields))
     return ShardedCTRModel(model, table_configs, init_std)
