@@ -35,6 +35,9 @@ from ctrbench.errors import CtrbenchError
 from ctrbench.features import DatasetWriter, FeatureMap, FeatureSpec
 from ctrbench.synthetic import write_synthetic
 from model_zoo import get_model_class
+from preprocess import PreprocessOptions
+from preprocess.criteo import EncodingRules, convert_terabyte
+from preprocess.criteo_synthetic import write_release
 
 REPO = Path(__file__).resolve().parent.parent
 CPU_SHARDING_TYPES = ["data_parallel", "table_wise", "column_wise", "table_column_wise"]
@@ -223,6 +226,7 @@ def test_config_is_validated_with_the_key_at_fault(tmp_path):
 # ---------------------------------------------------------------- real runs: gloo, 1 and 2 processes
 
 BATCH = 128  # global; 64 rows per rank with 2 processes
+CRITEO_DAY_ROWS = 1500
 STEPS = 200
 MIXED = {"c0": "data_parallel", "c1": "table_wise", "c2": "column_wise", "c3": "table_column_wise",
          "c7": "column_wise"}  # c7 also holds the `history` sequence (shared embedding)
@@ -251,7 +255,8 @@ def _check(process: subprocess.CompletedProcess) -> None:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Run A: 2 processes, every CPU sharding type. B: the same, stopped at step 120, then resumed.
-    L: logistic regression, 2 processes. DP, TW: 40 steps with every table data-parallel, then table-wise. S: run A's config in 1 process, via the CLI."""
+    L: logistic regression, 2 processes. DP, TW: 30 steps with every table data-parallel, then table-wise.
+    criteo: the Criteo converter's output for a generated Terabyte release (a file per day), 2 processes. S: run A's config in 1 process, via the CLI."""
     root = tmp_path_factory.mktemp("distributed")
     fmap = write_days(root / "data", days=4, rows_per_day=STEPS * BATCH // 4, group_rows=BATCH // 2)
     base = {"data_dir": str(root / "data"), "batch_size": BATCH, "eval_batch_size": 1024, "log_every": 20}
@@ -260,26 +265,35 @@ def runs(tmp_path_factory):
         "model": "dlrm", "model_params": {"embedding_dim": 16, "bottom_mlp_units": [32], "top_mlp_units": [64, 32]},
         **base, "sharding": MIXED, "column_shard_dim": 8, "checkpoint_every": 50}))
     logistic = root / "lr.yaml"
-    logistic.write_text(yaml.safe_dump({"model": "lr", **base, "max_steps": 60}))
+    logistic.write_text(yaml.safe_dump({"model": "lr", **base, "max_steps": 40}))
+    write_release(root / "criteo_raw", "terabyte", rows=CRITEO_DAY_ROWS, seed=0)
+    convert_terabyte(root / "criteo_raw", root / "criteo", EncodingRules(encoding="hash", table_size=1000),
+                     PreprocessOptions())
+    criteo = root / "criteo.yaml"
+    criteo.write_text(yaml.safe_dump({
+        "model": "dlrm", "model_params": {"embedding_dim": 16, "bottom_mlp_units": [32], "top_mlp_units": [32]},
+        "data_dir": str(root / "criteo"), "eval_splits": ["valid", "test"], "batch_size": 512, "log_every": 10}))
     plan = [
         {"config": str(mixed), "overrides": [f"checkpoint_dir={root / 'A'}"], "stop_after": None},
         {"config": str(mixed), "overrides": [f"checkpoint_dir={root / 'B'}"], "stop_after": 120},
         {"config": str(mixed), "overrides": [f"checkpoint_dir={root / 'B'}"], "stop_after": None},
         {"config": str(logistic), "overrides": [], "stop_after": None},
-        {"config": str(mixed), "overrides": ['sharding={"*": data_parallel}', "max_steps=40"], "stop_after": None},
-        {"config": str(mixed), "overrides": ['sharding={"*": table_wise}', "max_steps=40"], "stop_after": None},
+        {"config": str(mixed), "overrides": ['sharding={"*": data_parallel}', "max_steps=30"], "stop_after": None},
+        {"config": str(mixed), "overrides": ['sharding={"*": table_wise}', "max_steps=30"], "stop_after": None},
+        {"config": str(criteo), "overrides": [], "stop_after": None},
     ]
     (root / "plan.json").write_text(json.dumps(plan))
     _check(subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
          str(REPO / "tests" / "distributed_worker.py"), str(root / "plan.json"), str(root / "out.json")],
         cwd=root, env=_environment(), capture_output=True, text=True, timeout=600))
-    a, b_stopped, b, logistic_result, replicated, table_wise = json.loads((root / "out.json").read_text())
+    a, b_stopped, b, logistic_result, replicated, table_wise, criteo_result = json.loads((root / "out.json").read_text())
     single = subprocess.run(
         [sys.executable, "-m", "ctrbench.distributed.train", "--config", str(mixed), "--set", f"output_dir={root / 'S'}"],
         cwd=root, env=_environment(), capture_output=True, text=True, timeout=600)
     _check(single)
     return {"A": a, "B_stopped": b_stopped, "B": b, "L": logistic_result, "DP": replicated, "TW": table_wise,
+            "criteo": criteo_result, "criteo_fmap": FeatureMap.load(root / "criteo"),
             "stderr_S": single.stderr,
             "S": json.loads((root / "S" / "result.json").read_text()), "B_dir": root / "B",
             "test_rows": fmap.splits["test"].rows}
@@ -325,7 +339,7 @@ def test_checkpoint_and_resume_give_the_uninterrupted_result(runs):
 
 def test_logistic_regression_trains_with_replicated_one_column_tables(runs):
     result = runs["L"]
-    assert result["steps"] == 60
+    assert result["steps"] == 40
     assert {table["type"] for table in result["sharding"]["weights"].values()} == {"data_parallel"}
     losses = [entry["loss"] for entry in result["history"]]
     assert losses[-1] < losses[0] - 0.05 and result["eval"]["auc"] > 0.5
@@ -340,3 +354,15 @@ def test_data_parallel_tables_train_exactly_like_table_wise_ones(runs):
     for mine, theirs in zip(replicated["history"], table_wise["history"], strict=True):
         assert mine["loss"] == pytest.approx(theirs["loss"], abs=1e-5)
     assert replicated["eval"]["auc"] == pytest.approx(table_wise["eval"]["auc"], abs=1e-5)
+
+
+def test_criteo_converter_output_trains_one_pass_over_the_days(runs):
+    """The converter writes day_00 .. day_22 as the train split and day 23's halves as valid and test;
+    the run reads the 23 day files in one pass and evaluates on all of day 23."""
+    result, fmap = runs["criteo"], runs["criteo_fmap"]
+    assert [Path(f).name for f in fmap.splits["train"].files] == [f"day_{day:02d}.parquet" for day in range(23)]
+    assert result["steps"] >= 23 * CRITEO_DAY_ROWS // 512 - 1  # the ranks' shares differ by at most a piece
+    assert result["eval"]["rows"] == CRITEO_DAY_ROWS == fmap.splits["valid"].rows + fmap.splits["test"].rows
+    assert len(result["sharding"]["embedding"]) == 26
+    losses = [entry["loss"] for entry in result["history"]]
+    assert losses[-1] < losses[0] - 0.1 and result["eval"]["auc"] > 0.55
