@@ -13,6 +13,9 @@ Fields come in a fixed order, grouped by feature type (each group in feature-map
 * sequence: masked mean (or sum) of the item embeddings; padding (index 0) is left out. A sequence
   with `share_embedding` uses that feature's table (and projection, when pretrained).
 
+`features` restricts the layer to some features (FinalMLP's gate context): only those become fields,
+with tables of their own, as FuxiCTR's `required_feature_columns`.
+
 Embedding L2 regularisation follows FuxiCTR: lambda / 2 * ||W||^2 over every trainable parameter of
 this layer except the numeric MLP (see `regularized_parameters`), added to the loss by the trainer.
 """
@@ -42,19 +45,32 @@ class FeatureEmbedding(nn.Module):
         numeric_fields: int = 1,
         sequence_pooling: Literal["mean", "sum"] = "mean",
         init_std: float = 1e-4,
+        features: Sequence[str] | None = None,
     ):
         super().__init__()
         self.embedding_dim = embedding_dim
         self.sequence_pooling = sequence_pooling
         self.numeric_mode = numeric_mode
         self.init_std = init_std
-        categorical = feature_map.of_type("categorical")
-        pretrained = feature_map.of_type("pretrained_embedding")
-        numeric = feature_map.of_type("numeric")
-        self.sequence_specs = feature_map.of_type("sequence")
+        all_names = [spec.name for spec in feature_map.features]
+        selected = set(all_names if features is None else features)
+        unknown = sorted(selected - set(all_names))
+        if unknown:
+            raise unknown_name("feature", unknown[0], all_names)
+        # Tables needed: the selected features' own plus those their sequences share.
+        needed = selected | {s.share_embedding for s in feature_map.of_type("sequence") if s.name in selected}
+        categorical = [f for f in feature_map.of_type("categorical") if f.name in selected]
+        pretrained = [f for f in feature_map.of_type("pretrained_embedding") if f.name in selected]
+        numeric = [f for f in feature_map.of_type("numeric") if f.name in selected]
+        self.sequence_specs = [f for f in feature_map.of_type("sequence") if f.name in selected]
+        self.column_index = None if features is None else {
+            kind: _columns(feature_map.of_type(kind), selected)
+            for kind in ("categorical", "pretrained_embedding", "numeric")
+        }
 
         # Fused table: categorical features first, then sequences that have their own vocabulary.
-        owners = categorical + [s for s in self.sequence_specs if s.share_embedding is None]
+        owners = [f for f in feature_map.of_type("categorical") if f.name in needed] + [
+            s for s in feature_map.of_type("sequence") if s.name in needed and s.share_embedding is None]
         offsets = np.cumsum([0] + [spec.vocab_size for spec in owners])
         self.offset_of = {spec.name: int(offsets[i]) for i, spec in enumerate(owners)}
         self.table = nn.Embedding(int(offsets[-1]) or 1, embedding_dim)
@@ -67,7 +83,7 @@ class FeatureEmbedding(nn.Module):
 
         self.pretrained_names = [spec.name for spec in pretrained]
         self.projections = nn.ModuleDict()
-        for spec in pretrained:
+        for spec in (f for f in feature_map.of_type("pretrained_embedding") if f.name in needed):
             self.register_buffer(f"frozen_{spec.name}", _load_pretrained(feature_map, spec))
             self.projections[spec.name] = nn.Linear(spec.pretrained_dim, embedding_dim, bias=False)
             nn.init.xavier_normal_(self.projections[spec.name].weight)
@@ -116,8 +132,13 @@ class FeatureEmbedding(nn.Module):
             pooled = pooled / mask.sum(dim=1).clamp(min=1.0)
         return pooled
 
+    def _columns_of(self, values: torch.Tensor, kind: str) -> torch.Tensor:
+        return values if self.column_index is None else values[:, self.column_index[kind]]
+
     def embed_numeric(self, numeric: torch.Tensor) -> torch.Tensor | None:
-        """The numeric fields [B, numeric_fields, d] of X0, or None for a dataset without numeric features."""
+        """The numeric fields [B, numeric_fields, d] of X0 from all the batch's numeric values, or None
+        when this layer has no numeric features."""
+        numeric = self._columns_of(numeric, "numeric")
         if self.numeric_weight is not None:
             return numeric.unsqueeze(-1) * self.numeric_weight
         if self.numeric_mlp is not None:
@@ -127,13 +148,20 @@ class FeatureEmbedding(nn.Module):
     def forward(self, batch: Batch) -> torch.Tensor:
         numeric = self.embed_numeric(batch.numeric)
         fields = [] if numeric is None else [numeric]
-        if batch.categorical.shape[1]:
-            fields.append(self.table(batch.categorical + self.categorical_offsets))
+        if self.categorical_offsets.numel():
+            categorical = self._columns_of(batch.categorical, "categorical")
+            fields.append(self.table(categorical + self.categorical_offsets))
+        pretrained = self._columns_of(batch.pretrained, "pretrained_embedding")
         for j, name in enumerate(self.pretrained_names):
-            fields.append(self._pretrained_lookup(name, batch.pretrained[:, j]).unsqueeze(1))
+            fields.append(self._pretrained_lookup(name, pretrained[:, j]).unsqueeze(1))
         for spec in self.sequence_specs:
             fields.append(self._sequence(spec, batch.sequences[spec.name]).unsqueeze(1))
         return torch.cat(fields, dim=1)
+
+
+def _columns(specs: list[FeatureSpec], selected: set[str]) -> list[int]:
+    """Positions of the selected features among the Batch columns of their type."""
+    return [j for j, spec in enumerate(specs) if spec.name in selected]
 
 
 def _load_pretrained(feature_map: FeatureMap, spec: FeatureSpec) -> torch.Tensor:

@@ -5,9 +5,12 @@ from __future__ import annotations
 from ctrbench.errors import unknown_name
 from model_zoo.base import CTRModel
 from model_zoo.dlrm import DLRM
+from model_zoo.finalmlp import FinalMLP
 from model_zoo.logistic_regression import LogisticRegression
+from model_zoo.masknet import MaskNet
+from model_zoo.xdeepfm import XDeepFM
 
-MODELS: dict[str, type[CTRModel]] = {cls.name: cls for cls in (DLRM, LogisticRegression)}
+MODELS: dict[str, type[CTRModel]] = {cls.name: cls for cls in (DLRM, FinalMLP, LogisticRegression, MaskNet, XDeepFM)}
 
 # The eight models of the Wukong paper's Table 2, in its order; `--models all` runs these.
 TABLE2_MODELS = [name for name in ("afn_plus", "autoint_plus", "dcnv2", "dlrm", "finalmlp", "masknet", "xdeepfm", "wukong")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
+import torch
 
-from ctrbench.data import load_split
+from ctrbench.data import Batch, load_split
 from ctrbench.features import DatasetWriter, FeatureMap, FeatureSpec, to_parquet_frame
 from ctrbench.synthetic import write_synthetic
 
@@ -64,3 +65,29 @@ def synthetic_data_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def synthetic_fmap(synthetic_data_dir) -> FeatureMap:
     return FeatureMap.load(synthetic_data_dir / "synthetic")
+
+
+@pytest.fixture
+def categorical_only():
+    """Builds an in-memory feature map of categorical features only (name -> vocab size, e.g. a BARS
+    dataset's vocabulary) and a random batch of it: exact parameter and FLOP counts need no files."""
+
+    def build(vocab_sizes: dict[str, int], rows: int = 32, seed: int = 0) -> tuple[FeatureMap, Batch]:
+        specs = [FeatureSpec(name=name, type="categorical", vocab_size=size, padding_idx=0, oov_idx=1)
+                 for name, size in vocab_sizes.items()]
+        generator = torch.Generator().manual_seed(seed)
+        categorical = torch.stack([torch.randint(1, size, (rows,), generator=generator, dtype=torch.int32)
+                                   for size in vocab_sizes.values()], dim=1)
+        batch = Batch(categorical=categorical, pretrained=torch.zeros(rows, 0, dtype=torch.int32),
+                      numeric=torch.zeros(rows, 0), sequences={}, label=(torch.arange(rows) % 2).float())
+        return FeatureMap(dataset="categorical", label="label", features=specs), batch
+
+    return build
+
+
+@pytest.fixture
+def bars_frappe_vocab() -> dict[str, int]:
+    """Frappe_x1 vocabulary sizes as BARS's FuxiCTR 2.x logs print them (FinalMLP_frappe_x1); FuxiCTR
+    1.x builds (the xDeepFM and MaskNet BARS runs) had one row fewer per feature (no padding row)."""
+    return {"user": 956, "item": 4084, "daytime": 9, "weekday": 9, "isweekend": 4, "homework": 5, "cost": 4,
+            "weather": 11, "country": 82, "city": 235}
