@@ -86,3 +86,12 @@ def test_bars_frappe_config_has_bars_parameter_count(categorical_only, bars_frap
     dense, embedding = count_parameters(model)
     assert embedding == (5399 + 956 + 4084) * 10  # the main table plus the two gates' context tables
     assert dense + embedding == 253_392 - 1
+
+
+def test_bars_movielens_config_has_bars_and_paper_parameter_count(categorical_only):
+    # FinalMLP_movielenslatest_x1_004_498f3e4f logs 1,040,902 parameters, the paper's Table 3 the same.
+    fmap, _ = categorical_only({"user_id": 16977, "item_id": 23606, "tag_id": 49659})
+    model = FinalMLP(fmap, embedding_dim=10, mlp1_hidden_units=(400,), mlp1_dropout=0.4, mlp1_batch_norm=True,
+                     mlp2_hidden_units=(800,), mlp2_dropout=0.2, mlp2_batch_norm=True, fs_hidden_units=(800,),
+                     num_heads=10)
+    assert sum(count_parameters(model)) == 1_040_902 - 1

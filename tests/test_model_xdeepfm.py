@@ -75,3 +75,13 @@ def test_bars_frappe_config_has_bars_parameter_count(categorical_only, bars_frap
     model = XDeepFM(fmap, embedding_dim=10, cin_layer_units=(64,), dnn_hidden_units=(400, 400, 400),
                     dnn_dropout=0.2, batch_norm=True)
     assert sum(count_parameters(model)) == 429_809 + 1
+
+
+def test_paper_table3_sizes_are_cin_only_with_fuxictr_defaults(categorical_only, bars_frappe_vocab):
+    # The paper's Table 3 lists xDeepFM with 66,206 parameters on Frappe and 994,439 on MovieLens: exactly
+    # linear part + CIN [16, 16, 16] without DNN at dim 10 on BARS's FuxiCTR 2.x vocabularies (+1: our bias).
+    for vocab, paper_params in ((bars_frappe_vocab, 66_206),
+                                ({"user_id": 16977, "item_id": 23606, "tag_id": 49659}, 994_439)):
+        fmap, _ = categorical_only(vocab)
+        model = XDeepFM(fmap, embedding_dim=10, cin_layer_units=(16, 16, 16), dnn_hidden_units=())
+        assert sum(count_parameters(model)) == paper_params + 1
