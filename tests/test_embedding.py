@@ -1,6 +1,8 @@
+import pytest
 import torch
 
 from ctrbench.embedding import FeatureEmbedding
+from ctrbench.errors import CtrbenchError
 
 
 def test_field_layout_and_shapes(tiny_fmap, tiny_batch):
@@ -52,3 +54,21 @@ def test_gradients_reach_only_looked_up_rows(tiny_fmap, tiny_batch):
     layer(tiny_batch.slice(0, 1))[:, 2].sum().backward()  # the "user" field of one row
     touched = layer.table.weight.grad.abs().sum(1).nonzero().flatten().tolist()
     assert touched == [tiny_batch.categorical[0, 0].item() + layer.offset_of["user"]]
+
+
+def test_feature_subset_embeds_only_those_features(tiny_fmap, tiny_batch):
+    full = FeatureEmbedding(tiny_fmap, embedding_dim=5)
+    part = FeatureEmbedding(tiny_fmap, embedding_dim=5, features=["age", "item", "clicked_items", "video"])
+    assert part.field_names == ["age", "item", "video", "clicked_items"]
+    assert part.table.num_embeddings == 12  # item's rows only; clicked_items shares them
+    part.load_state_dict({**full.state_dict(), "numeric_weight": full.numeric_weight[1:],
+                          "table.weight": full.table.weight[full.offset_of["item"]:]})
+    assert torch.equal(part(tiny_batch), full(tiny_batch)[:, [1, 3, 4, 5]])
+
+
+def test_feature_subset_brings_shared_tables_along(tiny_fmap, tiny_batch):
+    part = FeatureEmbedding(tiny_fmap, embedding_dim=5, features=["clicked_items"])
+    assert part.field_names == ["clicked_items"] and part.table.num_embeddings == 12  # item's table, no item field
+    assert part(tiny_batch).shape == (64, 1, 5)
+    with pytest.raises(CtrbenchError, match="unknown feature 'itme' \\(did you mean 'item'\\?\\)"):
+        FeatureEmbedding(tiny_fmap, embedding_dim=5, features=["itme"])
