@@ -8,9 +8,11 @@ from model_zoo.dlrm import DLRM
 from model_zoo.finalmlp import FinalMLP
 from model_zoo.logistic_regression import LogisticRegression
 from model_zoo.masknet import MaskNet
+from model_zoo.wukong import Wukong
 from model_zoo.xdeepfm import XDeepFM
 
-MODELS: dict[str, type[CTRModel]] = {cls.name: cls for cls in (DLRM, FinalMLP, LogisticRegression, MaskNet, XDeepFM)}
+MODELS: dict[str, type[CTRModel]] = {
+    cls.name: cls for cls in (DLRM, FinalMLP, LogisticRegression, MaskNet, Wukong, XDeepFM)}
 
 # The eight models of the Wukong paper's Table 2, in its order; `--models all` runs these.
 TABLE2_MODELS = [name for name in ("afn_plus", "autoint_plus", "dcnv2", "dlrm", "finalmlp", "masknet", "xdeepfm", "wukong")
