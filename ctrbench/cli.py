@@ -248,23 +248,32 @@ def cmd_models(args: argparse.Namespace) -> None:
     if args.flops:
         from ctrbench.data import load_split
         from ctrbench.flops import model_stats
+        from ctrbench.leaderboard import PaperNumbers
         from ctrbench.runner import resolve_spec
 
         fmap = load_feature_map(_dataset_arg(args.dataset), args.data_dir)
         batch = load_split(fmap, "valid").slice(0, 256)
-        for column in ("dense params", "embedding params", "MFLOP/example"):
+        paper = PaperNumbers.load().table3
+        paper_dataset = load_dataset_config(args.dataset).display_name
+        for column in ("dense params", "embedding params", "params", "MFLOP/example", "paper params", "paper MFLOP"):
             table.add_column(column, justify="right")
+        table.caption = ("MFLOP/example: forward pass. paper: Table 3 of the Wukong paper, whose MFLOP count "
+                         "forward + backward (3x forward)")
     else:
         table.add_column("description")
     for name, cls in sorted(MODELS.items()):
         if args.flops:
             spec = resolve_spec(name, args.dataset, 0, args.config_dir)
             stats = model_stats(cls(fmap, **spec.model_params), batch)
+            paper_params, paper_mflop = paper.get((paper_dataset, cls.display_name), (None, None))
             table.add_row(name, cls.display_name, f"{stats.dense_params:,}", f"{stats.embedding_params:,}",
-                          f"{stats.mflop_per_example:.3f}")
+                          f"{stats.params:,}", f"{stats.mflop_per_example:.3f}",
+                          "-" if paper_params is None else f"{paper_params:,}",
+                          "-" if paper_mflop is None else f"{paper_mflop:.2f}")
         else:
             table.add_row(name, cls.display_name, (cls.__doc__ or "").strip().splitlines()[0])
-    stdout.print(table)
+    # Piped output defaults to 80 columns, which would cut the size columns short.
+    Console(soft_wrap=True, width=max(stdout.width, 120)).print(table)
 
 
 def cmd_datasets(args: argparse.Namespace) -> None:

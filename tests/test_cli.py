@@ -52,6 +52,18 @@ def test_models_and_datasets_listings(synthetic_data_dir, capsys):
     assert "40,000 / 5,000 / 5,000" in capsys.readouterr().out
 
 
+def test_models_flops_listing_sits_next_to_the_papers_table3(tiny_fmap, tmp_path, capsys):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "frappe").symlink_to(tiny_fmap.root)  # any processed dataset, under Frappe's name
+    assert run_cli("models", "--dataset", "frappe", "--flops", "--data-dir", tmp_path / "data") == 0
+    out = capsys.readouterr().out
+    rows = {cells[0]: cells[1:] for cells in ([c.strip() for c in line.split("│")[1:-1]]
+                                              for line in out.splitlines() if line.startswith("│"))}
+    assert rows["dlrm"][-2:] == ["1,527,073", "4.99"] and rows["wukong"][-2:] == ["7,769,589", "44.09"]
+    assert rows["lr"][-2:] == ["-", "-"]  # not in the paper
+    assert "forward + backward" in out
+
+
 @pytest.mark.parametrize("args, message", [
     (["bench", "--dataset", "synthetic", "--models", "dlmr"], "error: unknown model 'dlmr' (did you mean 'dlrm'?); valid:"),
     (["train", "--model", "dlrm", "--dataset", "frape"], "error: unknown dataset 'frape' (did you mean 'frappe'?); valid:"),
