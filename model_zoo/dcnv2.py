@@ -52,7 +52,7 @@ class MixtureCrossLayer(nn.Module):
         super().__init__()
         self.V = nn.Parameter(torch.empty(num_experts, dim, rank))
         self.C = nn.Parameter(torch.empty(num_experts, rank, rank))
-        self.U = nn.Parameter(torch.empty(num_experts, rank, dim))
+        self.U = nn.Parameter(torch.empty(num_experts, dim, rank))
         self.bias = nn.Parameter(torch.zeros(dim))
         self.gate = nn.Linear(dim, num_experts, bias=False)
         for weights in (self.V, self.C, self.U):
@@ -62,8 +62,8 @@ class MixtureCrossLayer(nn.Module):
 
     def forward(self, x0: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         low = torch.tanh(torch.einsum("bd,kdr->bkr", x, self.V))
-        low = torch.tanh(torch.einsum("bkr,krs->bks", low, self.C))
-        experts = x0.unsqueeze(1) * (torch.einsum("bkr,krd->bkd", low, self.U) + self.bias)  # [B, K, D]
+        low = torch.tanh(torch.einsum("bkr,ksr->bks", low, self.C))
+        experts = x0.unsqueeze(1) * (torch.einsum("bkr,kdr->bkd", low, self.U) + self.bias)  # [B, K, D]
         weights = torch.softmax(self.gate(x), dim=-1)  # [B, K]
         return torch.einsum("bk,bkd->bd", weights, experts) + x
 

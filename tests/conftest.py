@@ -44,6 +44,24 @@ def write_tiny_dataset(directory, rows: int = 64, seed: int = 0) -> FeatureMap:
         return writer.commit(fmap)
 
 
+def make_categorical_dataset(vocab_sizes: list[int], rows: int = 8, seed: int = 0) -> tuple[FeatureMap, Batch]:
+    """An in-memory feature map of categorical fields only, and a batch of random indices for it."""
+    fmap = FeatureMap(dataset="categorical", label="label", features=[
+        FeatureSpec(name=f"c{j}", type="categorical", vocab_size=v, padding_idx=0, oov_idx=1)
+        for j, v in enumerate(vocab_sizes)])
+    generator = torch.Generator().manual_seed(seed)
+    columns = [torch.randint(0, v, (rows,), generator=generator, dtype=torch.int32) for v in vocab_sizes]
+    batch = Batch(categorical=torch.stack(columns, dim=1), pretrained=torch.zeros(rows, 0, dtype=torch.int32),
+                  numeric=torch.zeros(rows, 0), sequences={}, label=(torch.arange(rows) % 2).float())
+    return fmap, batch
+
+
+@pytest.fixture
+def categorical_dataset():
+    """`make_categorical_dataset`, for tests that need exact field counts (FLOP and parameter formulas)."""
+    return make_categorical_dataset
+
+
 @pytest.fixture
 def tiny_fmap(tmp_path) -> FeatureMap:
     return write_tiny_dataset(tmp_path / "tiny")
