@@ -122,8 +122,13 @@ class DCNv2(CTRModel):
         def dnn(units: tuple[int, ...]) -> MLP:
             return MLP(dim, units, activation_name=dnn_activation, dropout=net_dropout, batch_norm=batch_norm)
 
-        self.stacked_dnn = dnn(stacked_dnn_hidden_units) if "stacked" in model_structure else None
-        self.parallel_dnn = dnn(parallel_dnn_hidden_units) if "parallel" in model_structure else None
+        if model_structure not in ("crossnet_only", "stacked", "parallel", "stacked_parallel"):
+            raise CtrbenchError(f"dcnv2: model_structure must be 'crossnet_only', 'stacked', 'parallel' or "
+                                f"'stacked_parallel', got {model_structure!r}")
+        stacked = model_structure in ("stacked", "stacked_parallel")
+        parallel = model_structure in ("parallel", "stacked_parallel")
+        self.stacked_dnn = dnn(stacked_dnn_hidden_units) if stacked else None
+        self.parallel_dnn = dnn(parallel_dnn_hidden_units) if parallel else None
         head = self.stacked_dnn.output_dim if self.stacked_dnn is not None else dim
         if self.parallel_dnn is not None:
             head += self.parallel_dnn.output_dim

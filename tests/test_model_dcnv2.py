@@ -101,5 +101,7 @@ def test_bad_options_name_the_parameter(categorical_dataset):
     fmap, _ = categorical_dataset([5, 5])
     with pytest.raises(CtrbenchError, match="cross_network"):
         DCNv2(fmap, cross_network="diagonal")
+    with pytest.raises(CtrbenchError, match="model_structure"):
+        DCNv2(fmap, model_structure="serial")
     with pytest.raises(CtrbenchError, match="num_cross_layers"):
         DCNv2(fmap, num_cross_layers=0)
