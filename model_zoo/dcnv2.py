@@ -104,6 +104,9 @@ class DCNv2(CTRModel):
         batch_norm: bool = False,
     ):
         super().__init__(feature_map)
+        if model_structure not in ("crossnet_only", "stacked", "parallel", "stacked_parallel"):
+            raise CtrbenchError(f"dcnv2: model_structure must be 'crossnet_only', 'stacked', 'parallel' or "
+                                f"'stacked_parallel', got {model_structure!r}")
         if num_cross_layers < 1:
             raise CtrbenchError(f"dcnv2: num_cross_layers must be >= 1, got {num_cross_layers}")
         if cross_network != "full" and (low_rank < 1 or num_experts < 1):
@@ -122,9 +125,6 @@ class DCNv2(CTRModel):
         def dnn(units: tuple[int, ...]) -> MLP:
             return MLP(dim, units, activation_name=dnn_activation, dropout=net_dropout, batch_norm=batch_norm)
 
-        if model_structure not in ("crossnet_only", "stacked", "parallel", "stacked_parallel"):
-            raise CtrbenchError(f"dcnv2: model_structure must be 'crossnet_only', 'stacked', 'parallel' or "
-                                f"'stacked_parallel', got {model_structure!r}")
         stacked = model_structure in ("stacked", "stacked_parallel")
         parallel = model_structure in ("parallel", "stacked_parallel")
         self.stacked_dnn = dnn(stacked_dnn_hidden_units) if stacked else None
