@@ -22,8 +22,7 @@ class LogarithmicTransformation(nn.Module):
 
     |e| is clamped from below at `clamp_min` before the log, so zeros (and padded sequences) stay
     finite: FuxiCTR's 1e-5 by default, the paper's 1e-7 as an option. BatchNorm over the F fields
-    follows the log and BatchNorm over the N neurons follows the exp (the paper's and FuxiCTR's
-    stabilisers). The whole layer runs in fp32 even under autocast: exp of a half-precision
+    follows the log and BatchNorm over the N neurons follows the exp, as in FuxiCTR. The whole layer runs in fp32 even under autocast: exp of a half-precision
     weighted sum overflows. Returns [B, N, d].
     """
 
