@@ -22,8 +22,8 @@ class LogarithmicTransformation(nn.Module):
 
     |e| is clamped from below at `clamp_min` before the log, so zeros (and padded sequences) stay
     finite: FuxiCTR's 1e-5 by default, the paper's 1e-7 as an option. BatchNorm over the F fields
-    follows the log and BatchNorm over the N neurons follows the exp, as in FuxiCTR. The whole layer runs in fp32 even under autocast: exp of a half-precision
-    weighted sum overflows. Returns [B, N, d].
+    follows the log and BatchNorm over the N neurons follows the exp, as in FuxiCTR. The whole layer
+    runs in fp32 even under autocast: exp of a half-precision weighted sum overflows. Returns [B, N, d].
     """
 
     def __init__(self, num_fields: int, num_neurons: int, clamp_min: float = 1e-5):
