@@ -4,28 +4,50 @@ A converter (preprocess/<dataset>.py) is a short script over these steps:
 
     load_rules / load_categorical_rules     the `preprocess:` section of its YAML, validated
     detect_release                          which release the raw directory holds (or --release)
-    read_csv / read_libfm                   raw files -> polars frames of text values, validated row by row
+    read_csv / read_libfm                   small raw files -> polars frames of text values, checked row by row
       read_csv_splits / read_libfm_splits   ... for releases that ship train/valid/test files
+    scan_csv                                large unquoted CSV files -> lazy frames, checked in one streaming pass
     split_positives                         positives-only log -> sampled negatives -> seeded split
-    write_categorical_dataset               vocabularies on train, encode, write atomically, record sources
+    with_histories                          impressions + each user's earlier events -> history list columns
+    read_h5_table / read_npy_table          pretrained vectors (BARS .h5 `key`/`value`, or a .npy matrix)
+    write_dataset                           vocabularies on train, encode, write atomically, record sources
+      write_categorical_dataset             ... for datasets whose features are all categorical
 
 Validation is vectorized: a reader computes, for a whole column at once, a mask of the rows that break
 each rule, and `BadRows` either stops at the first bad line (`path:line: problem`) or, with
 `--skip-bad-rows`, drops and counts them. Long steps show a spinner and their wall time (`progress`).
+
+How features are encoded (`Feature`, `write_dataset`), following FuxiCTR's rules for the BARS datasets:
+
+* Every vocabulary is fitted on the train split only. A sequence with `share_embedding` uses the vocabulary
+  of the feature it names, fitted on that feature's column and on the tokens of every sequence sharing it;
+  a value is kept when one of those columns alone holds it `min_count` times (FuxiCTR merges the kept
+  values of each column the same way).
+* A pretrained_embedding feature's vocabulary is extended by every key of its pretrained table, so that
+  items first seen in valid/test still get their vector (FuxiCTR's `expand_vocab`). Its table is written
+  aligned to the vocabulary (row = index); padding, OOV and values the table lacks get zero rows.
+* Sequences are `^`-joined strings or list columns, oldest item first. Empty tokens are dropped; a
+  sequence longer than `max_len` keeps its most recent (last) or oldest (first) `max_len` items
+  (`keep`); it is then padded with 0 at the front to exactly `max_len` (FuxiCTR's `padding: pre`), so
+  the most recent item is always last.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
+import h5py
 import numpy as np
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from ctrbench.config import build_dataclass
 from ctrbench.datasets import DATASET_CONFIG_DIR, load_dataset_config
@@ -36,14 +58,17 @@ from ctrbench.features import (
     DatasetWriter,
     FeatureMap,
     FeatureSpec,
+    FeatureType,
     sha256_file,
-    to_parquet_frame,
 )
 from ctrbench.train import console
 
 FIRST_VALUE_INDEX = 2  # vocabulary indices: 0 padding, 1 out-of-vocabulary, values from 2
 LABEL = "label"
 SPLITS = ("train", "valid", "test")
+SEQUENCE_SEPARATOR = "^"  # joins the items of a sequence in the BARS CSV files
+
+Keep = Literal["recent", "oldest"]  # which end of a sequence survives truncation to max_len
 
 Rules = TypeVar("Rules")
 
@@ -161,13 +186,17 @@ def progress(description: str) -> Iterator[None]:
 # Bad rows
 
 
+Check = tuple[pl.Expr, str, "pl.Expr | None"]  # a rule over a lazy frame: (bad rows, problem, offending value)
+
+
 @dataclass
 class BadRows:
     """What to do with malformed input rows: stop at the first (default) or skip and count them.
 
     Parsers validate whole columns at once and pass a boolean mask of bad rows together with each
     row's line number in the file; `check` either raises one line naming the file, the line and the
-    problem, or returns the mask of rows to keep and adds the skipped ones to the count.
+    problem, or returns the mask of rows to keep and adds the skipped ones to the count. `check_lazy`
+    does the same for a lazy frame, in one streaming pass.
     """
 
     skip: bool = False
@@ -195,12 +224,43 @@ class BadRows:
             if first_line is None or line_numbers[row] < first_line:
                 first_line = int(line_numbers[row])
                 message = problem if found is None else f"{problem}, found {found[row]!r}"
-            key = f"{path.name}: {problem}"
-            self.skipped[key] = self.skipped.get(key, 0) + int(bad.sum())
+            self._count(path, problem, int(bad.sum()))
             keep &= ~bad
         if first_line is not None and not self.skip:
-            raise CtrbenchError(f"{path}:{first_line}: {message}; fix the file or pass --skip-bad-rows")
+            self._stop(path, first_line, message)
         return keep
+
+    def check_lazy(self, frame: pl.LazyFrame, path: Path, rules: Sequence[Check]) -> tuple[pl.LazyFrame, int]:
+        """`check_rules` for a lazy frame with a `line` column: one streaming pass over it.
+
+        Each `Check` is `(bad rows, problem, offending value or None)` as expressions over the frame's
+        columns. Returns the frame without the bad rows and the number of rows it keeps.
+        """
+        broken = pl.lit(None, dtype=pl.Int32)  # index of the first rule a row breaks
+        for index, (bad, _, _) in reversed(list(enumerate(rules))):
+            broken = pl.when(bad).then(pl.lit(index, dtype=pl.Int32)).otherwise(broken)
+        counts = (frame.group_by(broken.alias("rule")).agg(pl.len().alias("rows"), pl.col("line").min())
+                  .collect(engine="streaming"))
+        bad = counts.filter(pl.col("rule").is_not_null()).sort("line")
+        for rule, rows in bad.select("rule", "rows").iter_rows():
+            self._count(path, rules[rule][1], rows)
+        if not bad.is_empty() and not self.skip:
+            rule, line = bad.row(0)[0], bad["line"][0]
+            _, problem, found = rules[rule]
+            if found is not None:
+                value = frame.filter(pl.col("line") == line).select(found).collect().item()
+                problem = f"{problem}, found {value!r}"
+            self._stop(path, line, problem)
+        kept = int(counts["rows"].sum()) - int(bad["rows"].sum())
+        return (frame.filter(broken.is_null()) if not bad.is_empty() else frame), kept
+
+    def _count(self, path: Path, problem: str, rows: int) -> None:
+        key = f"{path.name}: {problem}"
+        self.skipped[key] = self.skipped.get(key, 0) + rows
+
+    @staticmethod
+    def _stop(path: Path, line: int, message: str) -> None:
+        raise CtrbenchError(f"{path}:{line}: {message}; fix the file or pass --skip-bad-rows")
 
     @property
     def total(self) -> int:
@@ -319,10 +379,65 @@ def read_libfm(path: Path, fields: Sequence[str], labels: tuple[str, str], polic
 def parse_labels(frame: pl.DataFrame, path: Path, policy: BadRows, column: str = LABEL) -> pl.DataFrame:
     """Replace a text label column by float32 0/1; any other value breaks a rule."""
     text = frame[column]
-    value = text.cast(pl.Float64, strict=False)
-    bad = ~value.is_in([0.0, 1.0]).fill_null(False).to_numpy()
+    bad = frame.select(label_check(column)[0]).to_series().to_numpy()
     keep = policy.check(bad, path, frame["line"].to_numpy(), f"{column} must be 0 or 1", text)
-    return frame.with_columns(value.cast(pl.Float32).alias(column)).filter(pl.Series(keep))
+    return frame.with_columns(text.cast(pl.Float32, strict=False).alias(column)).filter(pl.Series(keep))
+
+
+def scan_csv(path: Path, columns: Sequence[str], policy: BadRows, checks: Sequence[Check] = (),
+             optional: Sequence[str] = (), null_text: str | None = None,
+             separator: str = ",") -> tuple[pl.LazyFrame, int]:
+    """A large CSV file with exactly this header, lazily: string columns plus `line`, checked in one pass.
+
+    For files whose fields are never quoted (a quote is an ordinary character), so that each line is a
+    row and `line` is exact; `read_csv` reads small quoted files. A row breaks a rule when it is empty,
+    has more fields than the header, or has a missing or empty field outside `optional` (these become
+    null), or when one of `checks` (rules over the string columns, e.g. `integer_check`) says so; `BadRows`
+    stops at the earliest or skips and counts them. `null_text` (e.g. "NULL") also reads as missing. The
+    caller casts the checked text columns. Returns the frame of the rows to use and their number.
+    """
+    require_file(path)
+    with path.open("rb") as handle:
+        header = handle.readline().decode("utf-8", errors="replace").rstrip("\r\n")
+    if header != separator.join(columns):
+        raise CtrbenchError(f"{path}:1: wrong header {header!r}; expected {separator.join(columns)!r}")
+    overflow = "__more_fields__"
+    frame = pl.scan_csv(path, has_header=False, skip_rows=1, separator=separator, quote_char=None,
+                        schema={name: pl.String for name in [*columns, overflow]}, null_values=null_text,
+                        missing_columns="insert", truncate_ragged_lines=True, row_index_name="line",
+                        row_index_offset=2)
+    frame = frame.with_columns(pl.col("line").cast(pl.Int64))
+    structure: list[Check] = [
+        (pl.all_horizontal(pl.col(name).is_null() for name in [*columns, overflow]), "empty line", None),
+        (pl.col(overflow).is_not_null(), f"more than the header's {len(columns)} fields", None),
+        *[(pl.col(name).is_null(), f"missing or empty field {name!r}", None)
+          for name in columns if name not in optional],
+    ]
+    try:
+        frame, rows = policy.check_lazy(frame, path, [*structure, *checks])
+    except pl.exceptions.ComputeError as exc:
+        reason = str(exc).strip().splitlines()[0]
+        raise CtrbenchError(f"{path}: cannot parse as CSV ({reason}); is this the right file?") from None
+    return frame.select("line", *columns), rows
+
+
+def integer_check(column: str) -> Check:
+    """`scan_csv` rule: a present value must be an integer."""
+    text = pl.col(column)
+    return text.is_not_null() & text.str.to_integer(strict=False).is_null(), f"{column} must be an integer", text
+
+
+def number_check(column: str) -> Check:
+    """`scan_csv` rule: a present value must be a finite number."""
+    value = pl.col(column).cast(pl.Float64, strict=False)
+    return (pl.col(column).is_not_null() & ~value.is_finite().fill_null(False), f"{column} must be a number",
+            pl.col(column))
+
+
+def label_check(column: str) -> Check:
+    """`scan_csv` rule: a label must be 0 or 1 (any number format, e.g. 1.0)."""
+    value = pl.col(column).cast(pl.Float64, strict=False)
+    return ~value.is_in([0.0, 1.0]).fill_null(False), f"{column} must be 0 or 1", pl.col(column)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -384,7 +499,124 @@ def split_rows(rows: int, fractions: Sequence[float], seed: int) -> list[np.ndar
 
 
 # --------------------------------------------------------------------------------------------------
-# Vocabularies and writing
+# Validation split and behaviour histories
+
+
+@dataclass
+class ValidationRule:
+    """Where the valid split comes from, for releases that ship only train and test (the BARS x1
+    MicroVideo, KuaiVideo and TaobaoAd releases validate on their test rows).
+
+    `valid: test` does as BARS: the valid split is the test split (its files are listed for both), so
+    early stopping sees the test set. `valid: holdout` moves a seeded random `valid_fraction` of the
+    train rows (chosen by a hash of their line number in the raw file) to valid instead.
+    """
+
+    valid: Literal["test", "holdout"]
+    valid_fraction: float
+    seed: int
+
+    def __post_init__(self) -> None:
+        if not 0 < self.valid_fraction < 1:
+            raise CtrbenchError(f"valid_fraction must be between 0 and 1, got {self.valid_fraction}")
+
+    def split(self, train: pl.LazyFrame, test: pl.LazyFrame) -> dict[str, pl.LazyFrame]:
+        """The splits to write from the raw train and test rows (each with a `line` column)."""
+        if self.valid == "test":
+            return {"train": train, "test": test}
+        buckets = 1 << 20
+        held_out = pl.col("line").hash(self.seed) % buckets < round(self.valid_fraction * buckets)
+        return {"train": train.filter(~held_out), "valid": train.filter(held_out), "test": test}
+
+
+def history_windows(event_users: np.ndarray, event_times: np.ndarray, users: np.ndarray, times: np.ndarray,
+                    max_len: int, keep: Keep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Where each impression's history lies among the events, by sorting, not by looping over users.
+
+    Returns `(order, start, length)`: `order` lists the event rows sorted by user, then time (ties in
+    input order); the history of impression i is `order[start[i] : start[i] + length[i]]`, i.e. the
+    events of user `users[i]` strictly before `times[i]`, oldest first, at most `max_len` of them: the
+    most recent ones (`keep="recent"`) or the oldest ones (`keep="oldest"`).
+    """
+    n_events = len(event_users)
+    all_users = np.concatenate([event_users, users])
+    all_times = np.concatenate([event_times, times])
+    is_event = np.arange(len(all_users)) < n_events
+    # One list by user, then time; at equal times impressions come first, so an event at the impression's
+    # own time is not part of its history.
+    order = np.lexsort((is_event, all_times, all_users))
+    sorted_is_event = is_event[order]
+    events_before = np.cumsum(sorted_is_event) - sorted_is_event  # events at earlier positions of the list
+    sorted_users = all_users[order]
+    new_user = np.concatenate([[True], sorted_users[1:] != sorted_users[:-1]])
+    user_block = np.cumsum(new_user) - 1
+    events_before_user = events_before[new_user][user_block]  # events of earlier users
+    position = np.flatnonzero(~sorted_is_event)
+    impression = order[position] - n_events
+    end = events_before[position]
+    length = np.minimum(end - events_before_user[position], max_len)
+    start = end - length if keep == "recent" else events_before_user[position]
+    starts, lengths = np.empty(len(users), np.int64), np.empty(len(users), np.int64)
+    starts[impression], lengths[impression] = start, length
+    return order[sorted_is_event], starts, lengths
+
+
+def gather_lists(values: pl.Series, positions: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> pl.Series:
+    """A list column: row i holds `values[positions[starts[i] : starts[i] + lengths[i]]]`."""
+    offsets = np.zeros(len(starts) + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    flat = positions[np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])]
+    items = values.gather(flat).to_arrow()
+    return pl.Series(values.name, pa.LargeListArray.from_arrays(pa.array(offsets), items))
+
+
+def with_histories(impressions: pl.DataFrame, events: pl.LazyFrame, histories: dict[str, str], *, user: str,
+                   time: str, max_len: int, keep: Keep, scratch: Path,
+                   values_per_part: int = 200_000_000) -> pl.LazyFrame:
+    """`impressions` plus one list column per `histories` entry (new column -> events column).
+
+    A history holds the values of the same user's `events` strictly before the impression's `time`,
+    oldest first, at most `max_len` of them (`history_windows`); so it never sees the impression itself
+    or anything after it. `user` and `time` are integer columns of both frames.
+
+    Scales with the data, not with memory: events are streamed once into `scratch`, partitioned by a
+    hash of the user (keeping only users with impressions, and events before their last impression);
+    then each part's impressions get their histories from that part's events and are written to
+    `scratch`, sized so a part holds about `values_per_part` history values. Rows come back grouped by
+    part, each part in the impressions' order (one part, the input order, when the data is small).
+    The returned lazy frame reads `scratch`, which must outlive it.
+    """
+    parts = max(1, -(-len(impressions) * max_len * len(histories) // values_per_part))
+    part_of = (pl.col(user).hash(seed=0) % parts).alias("part")
+    last_impression = impressions.lazy().group_by(user).agg(pl.col(time).max().alias("_last"))
+    with progress(f"streaming events into {parts} part(s) by user"):
+        (events.select(user, time, *histories.values())
+         .join(last_impression, on=user, how="inner")
+         .filter(pl.col(time) < pl.col("_last"))
+         .select(part_of, user, time, *histories.values())
+         .sink_parquet(pl.PartitionBy(scratch / "events", key="part", include_key=False), mkdir=True,
+                       engine="streaming"))
+    impressions = impressions.with_columns(part_of)
+    files = []
+    with progress(f"building histories of {len(impressions):,} impressions in {parts} part(s)"):
+        for part in range(parts):
+            chunk = impressions.filter(pl.col("part") == part).drop("part")
+            event_files = sorted((scratch / "events" / f"part={part}").glob("*.parquet"))
+            chunk_events = pl.read_parquet(event_files) if event_files else pl.DataFrame(
+                schema=events.select(user, time, *histories.values()).collect_schema())
+            order, starts, lengths = history_windows(
+                chunk_events[user].to_numpy(), chunk_events[time].to_numpy(), chunk[user].to_numpy(),
+                chunk[time].to_numpy(), max_len, keep)
+            lists = [gather_lists(chunk_events[column].alias(name), order, starts, lengths)
+                     for name, column in histories.items()]
+            files.append(scratch / "histories" / f"part-{part:05d}.parquet")
+            files[-1].parent.mkdir(parents=True, exist_ok=True)
+            chunk.with_columns(lists).write_parquet(files[-1])
+    return pl.scan_parquet(files)
+
+
+# --------------------------------------------------------------------------------------------------
+# Vocabularies and pretrained tables
 
 
 @dataclass(frozen=True)
@@ -404,27 +636,114 @@ class Vocabulary:
 
         Built on the train split only (as FuxiCTR does), so values seen only in valid/test are OOV.
         """
-        counts = train_values.drop_nulls().value_counts(name="count")
-        kept = counts.filter(pl.col("count") >= min_count).sort(["count", train_values.name], descending=[True, False])
-        return cls(kept[train_values.name])
+        counts = train_values.drop_nulls().value_counts(name="count").rename({train_values.name: "value"})
+        return cls.from_counts([counts], min_count)
 
-    def encode(self, values: pl.Series) -> pl.Series:
+    @classmethod
+    def from_counts(cls, counts: Sequence[pl.DataFrame], min_count: int) -> Vocabulary:
+        """The vocabulary of several columns sharing one table, from each column's (`value`, `count`)
+        frame: a value is kept when one column alone holds it `min_count` times; kept values are
+        ordered by their count over all columns, most frequent first, ties by ascending value."""
+        totals = pl.concat(counts).group_by("value").agg(pl.col("count").sum(), pl.col("count").max().alias("most"))
+        kept = totals.filter(pl.col("most") >= min_count).sort(["count", "value"], descending=[True, False])
+        return cls(kept["value"])
+
+    def extended(self, keys: pl.Series) -> Vocabulary:
+        """This vocabulary plus the `keys` it lacks, appended in ascending order."""
+        missing = keys.unique().sort().filter(~keys.unique().sort().is_in(self.values.implode()))
+        return Vocabulary(pl.concat([self.values, missing]))
+
+    def encode(self, values: pl.Series | pl.Expr) -> pl.Series | pl.Expr:
         """int32 indices; values not in the vocabulary (and nulls) get the OOV index."""
         indices = pl.int_range(FIRST_VALUE_INDEX, self.size, dtype=pl.Int32, eager=True)
         return values.replace_strict(self.values, indices, default=OOV_INDEX, return_dtype=pl.Int32)
 
 
+@dataclass(frozen=True)
+class PretrainedTable:
+    """Pretrained vectors of some values of a feature: row k of `vectors` belongs to value `keys[k]`."""
+
+    keys: pl.Series
+    vectors: np.ndarray  # [len(keys), dim]; may be a read-only memory map
+    path: Path  # where it was read from, for messages
+
+    @property
+    def dim(self) -> int:
+        return self.vectors.shape[1]
+
+
+def read_h5_table(path: Path) -> PretrainedTable:
+    """A BARS embedding file: HDF5 datasets `key` (N values) and `value` (N x dim vectors)."""
+    require_file(path)
+    try:
+        with h5py.File(path, "r") as h5:
+            missing = [name for name in ("key", "value") if name not in h5]
+            if missing:
+                raise CtrbenchError(f"{path}: no dataset {missing[0]!r}; a BARS embedding file holds `key` and "
+                                    f"`value`, this one holds {', '.join(sorted(h5)) or 'nothing'}")
+            keys, vectors = h5["key"][:], h5["value"][:]
+    except OSError as exc:
+        raise CtrbenchError(f"{path}: not a readable HDF5 file ({exc}); is this the right file?") from None
+    if keys.dtype.kind in "SO":  # byte strings, as h5py stores text
+        keys = np.array([k.decode() if isinstance(k, bytes) else str(k) for k in keys], dtype=object)
+    return _checked_table(path, pl.Series("key", keys), vectors)
+
+
+def read_npy_table(path: Path, first_key: int = 0) -> PretrainedTable:
+    """A .npy matrix whose row r is the vector of integer value `first_key + r` (read as a memory map)."""
+    require_file(path)
+    try:
+        vectors = np.load(path, mmap_mode="r")
+    except ValueError as exc:
+        raise CtrbenchError(f"{path}: not a readable .npy matrix ({exc}); is this the right file?") from None
+    keys = pl.int_range(first_key, first_key + len(vectors), dtype=pl.Int64, eager=True).alias("key")
+    return _checked_table(path, keys, vectors)
+
+
+def _checked_table(path: Path, keys: pl.Series, vectors: np.ndarray) -> PretrainedTable:
+    if vectors.ndim != 2 or vectors.dtype.kind not in "fiu":
+        raise CtrbenchError(f"{path}: vectors must be a 2-d numeric matrix, found shape {vectors.shape} of "
+                            f"{vectors.dtype}")
+    if keys.len() != len(vectors):
+        raise CtrbenchError(f"{path}: {keys.len():,} keys but {len(vectors):,} vectors")
+    if keys.is_duplicated().any():
+        raise CtrbenchError(f"{path}: key {keys.filter(keys.is_duplicated())[0]!r} appears more than once")
+    return PretrainedTable(keys, vectors, path)
+
+
+def write_pretrained_table(path: Path, vocabulary: Vocabulary, tables: Sequence[PretrainedTable],
+                           rows_per_chunk: int = 1 << 16) -> int:
+    """The tables' vectors as one float32 .npy matrix aligned to `vocabulary` (row = index).
+
+    Padding, OOV and vocabulary values without a vector get zero rows: frozen, they add nothing (as in
+    FuxiCTR). Written through a memory map, chunk by chunk. Returns the number of values without a vector.
+    """
+    matrix = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(vocabulary.size, tables[0].dim))
+    covered = 0
+    for table in tables:
+        rows = vocabulary.encode(table.keys.cast(vocabulary.values.dtype)).to_numpy()
+        for start in range(0, len(rows), rows_per_chunk):
+            chunk = slice(start, start + rows_per_chunk)
+            matrix[rows[chunk]] = table.vectors[chunk]
+        covered += int((rows != OOV_INDEX).sum())
+    matrix.flush()
+    del matrix
+    return len(vocabulary.values) - covered
+
+
 # --------------------------------------------------------------------------------------------------
-# Datasets whose features are all categorical: the releases' common shapes, and writing
+# The releases' common shapes
 
 
 @dataclass
 class RawSplits:
-    """What a converter read: per split, a frame of raw field values plus a float32 0/1 `label`,
-    and the rows it used from each input file."""
+    """What a converter read: per split, a frame of raw column values plus a float32 0/1 `label`
+    (eager or lazy), and the rows it used from each input file. Without a `valid` frame, the test
+    split serves as valid (`ValidationRule`). `notes` go to the feature map's `source`."""
 
-    frames: dict[str, pl.DataFrame]
+    frames: dict[str, pl.DataFrame | pl.LazyFrame]
     input_rows: dict[Path, int]
+    notes: dict[str, Any] = field(default_factory=dict)
 
 
 def read_csv_splits(raw_dir: Path, files: dict[str, str], fields: Sequence[str], policy: BadRows) -> RawSplits:
@@ -460,33 +779,147 @@ def split_positives(positives: pl.DataFrame, source: Path, sampled: str, exclude
     return RawSplits({split: rows[part] for split, part in zip(SPLITS, parts)}, {source: len(positives)})
 
 
-def write_categorical_dataset(out_dir: Path, dataset: str, release: str, raw: RawSplits, rules: CategoricalRules,
-                              policy: BadRows, reference: tuple[str, dict[str, int]]) -> FeatureMap:
-    """Encode `rules.fields` of the raw splits and write the processed dataset (atomically).
+# --------------------------------------------------------------------------------------------------
+# Encoding and writing
 
-    Vocabularies are built on the train split (`Vocabulary`). The feature map's `source` records the
-    release, each input's checksum and rows used, the rules and the skipped bad rows. The written
-    split sizes are printed next to the `reference` release's (name, rows per split), e.g. BARS's.
+
+@dataclass(frozen=True)
+class Feature:
+    """How one processed feature is made from a column of the raw splits (see the module docstring).
+
+    categorical           values -> vocabulary indices (`min_count` on train)
+    pretrained_embedding  the same, plus the vectors of `pretrained` (tables with distinct keys)
+    numeric               numbers -> float32; `transform` records what the converter did to them
+    sequence              `^`-joined strings or lists -> `max_len` indices, truncated keeping `keep`,
+                          front-padded with 0; `share_embedding` names the feature whose vocabulary
+                          and table it uses, else it has its own vocabulary (`min_count`)
     """
-    for split in SPLITS:
-        if raw.frames[split].is_empty():
-            raise CtrbenchError(f"{dataset}: the {split} split has no rows; are the raw files complete?")
+
+    name: str
+    type: FeatureType
+    column: str | None = None  # the raw column, if not `name`
+    min_count: int = 1
+    max_len: int | None = None
+    keep: Keep = "recent"
+    share_embedding: str | None = None
+    pretrained: tuple[PretrainedTable, ...] = ()
+    transform: str | None = None
+
+    @property
+    def source(self) -> str:
+        return self.column or self.name
+
+
+def sequence_items(column: pl.Expr, dtype: pl.DataType) -> pl.Expr:
+    """A sequence column's items as a list: `^`-joined text is split (empty items dropped)."""
+    if dtype == pl.String:
+        return column.fill_null("").str.split(SEQUENCE_SEPARATOR).list.eval(pl.element().filter(pl.element() != ""))
+    return column.fill_null([])
+
+
+def encode_sequence(items: pl.Expr, vocabulary: Vocabulary, max_len: int, keep: Keep) -> pl.Expr:
+    """List of items -> exactly `max_len` int32 indices: truncated keeping the most recent (last) or the
+    oldest (first) `max_len` items, then padded with 0 at the front."""
+    kept = items.list.tail(max_len) if keep == "recent" else items.list.head(max_len)
+    padding = pl.lit(pl.Series([[PADDING_INDEX] * max_len], dtype=pl.List(pl.Int32)))
+    return pl.concat_list(padding, kept.list.eval(vocabulary.encode(pl.element()))).list.tail(max_len)
+
+
+def fit_vocabularies(train: pl.LazyFrame, features: Sequence[Feature]) -> dict[str, Vocabulary]:
+    """The vocabulary of every feature that owns a table (all but numeric and shared sequences), fitted
+    on the train rows in one streaming pass, and extended by its pretrained tables' keys."""
+    schema = train.collect_schema()
+    owners = [f for f in features if f.type != "numeric" and f.share_embedding is None]
+    queries, owner_of = [], []
+    for owner in owners:
+        for feature in [owner, *[f for f in features if f.share_embedding == owner.name]]:
+            values = pl.col(feature.source)
+            if feature.type == "sequence":
+                values = sequence_items(values, schema[feature.source]).explode()
+            queries.append(train.select(values.alias("value")).drop_nulls().group_by("value")
+                           .agg(pl.len().alias("count")))
+            owner_of.append(owner.name)
+    counts = pl.collect_all(queries, engine="streaming")
+    vocabularies = {}
+    for owner in owners:
+        owned = [frame for frame, name in zip(counts, owner_of) if name == owner.name]
+        dtypes = {frame["value"].dtype for frame in owned}
+        if len(dtypes) > 1:
+            raise CtrbenchError(f"{owner.name}: the columns sharing its vocabulary hold different types {dtypes}")
+        vocabulary = Vocabulary.from_counts(owned, owner.min_count)
+        for table in owner.pretrained:
+            try:
+                vocabulary = vocabulary.extended(table.keys.cast(vocabulary.values.dtype))
+            except pl.exceptions.InvalidOperationError:
+                raise CtrbenchError(f"{table.path}: keys of type {table.keys.dtype} do not match the values of "
+                                    f"{owner.name} ({vocabulary.values.dtype})") from None
+        vocabularies[owner.name] = vocabulary
+    return vocabularies
+
+
+def write_dataset(out_dir: Path, dataset: str, release: str, raw: RawSplits, features: Sequence[Feature],
+                  rules: Any, policy: BadRows, reference: tuple[str, dict[str, int]]) -> FeatureMap:
+    """Encode `features` of the raw splits and write the processed dataset (atomically).
+
+    Vocabularies are fitted on the train split (`fit_vocabularies`); each split is encoded and written
+    by one streaming pass, pretrained tables through a memory map. The feature map's `source` records
+    the release, each input's checksum and rows used, the rules, the skipped bad rows and the
+    converter's notes. The written split sizes are printed next to the `reference` release's (name,
+    rows per split), e.g. BARS's.
+    """
+    frames = {split: frame.lazy() for split, frame in raw.frames.items()}
+    with progress(f"{dataset}: checksums of {len(raw.input_rows)} input file(s)"):
+        inputs = describe_inputs(list(raw.input_rows), {path.name: rows for path, rows in raw.input_rows.items()})
     source = {
         "release": release,
-        "inputs": describe_inputs(list(raw.input_rows), {path.name: rows for path, rows in raw.input_rows.items()}),
-        "rules": dataclasses.asdict(rules),
+        "inputs": inputs,
+        "rules": json.loads(json.dumps(dataclasses.asdict(rules), default=str)),  # dates as text
         "skipped_rows": policy.report(),
+        **raw.notes,
     }
-    with progress(f"{dataset}: building vocabularies on train and encoding"):
-        vocabularies = {name: Vocabulary.build(raw.frames["train"][name], rules.min_count) for name in rules.fields}
-        specs = [FeatureSpec(name=name, type="categorical", vocab_size=vocabularies[name].size,
-                             padding_idx=PADDING_INDEX, oov_idx=OOV_INDEX, min_count=rules.min_count)
-                 for name in rules.fields]
-        encoded = {split: frame.select(*[vocabularies[name].encode(frame[name]) for name in rules.fields], LABEL)
-                   for split, frame in raw.frames.items()}
-    with progress(f"{dataset}: writing {out_dir}"), DatasetWriter(out_dir) as writer:
-        for split in SPLITS:
-            writer.write_split(split, to_parquet_frame(encoded[split], LABEL, specs))
+    with progress(f"{dataset}: fitting vocabularies on train"):
+        vocabularies = fit_vocabularies(frames["train"], features)
+    schema = frames["train"].collect_schema()
+    specs, columns = [], []
+    for feature in features:
+        if feature.type == "numeric":
+            spec = FeatureSpec(name=feature.name, type=feature.type, transform=feature.transform)
+            columns.append(pl.col(feature.source).cast(pl.Float32).alias(feature.name))
+        else:
+            vocabulary = vocabularies[feature.share_embedding or feature.name]
+            spec = FeatureSpec(name=feature.name, type=feature.type, vocab_size=vocabulary.size,
+                               padding_idx=PADDING_INDEX, oov_idx=OOV_INDEX, max_len=feature.max_len,
+                               share_embedding=feature.share_embedding, min_count=feature.min_count,
+                               embedding_source=f"pretrained/{feature.name}.npy" if feature.pretrained else None,
+                               pretrained_dim=feature.pretrained[0].dim if feature.pretrained else None)
+            column = pl.col(feature.source)
+            if feature.type == "sequence":
+                items = sequence_items(column, schema[feature.source])
+                column = encode_sequence(items, vocabulary, feature.max_len, feature.keep)
+            else:
+                column = vocabulary.encode(column)
+            columns.append(column.alias(feature.name))
+        specs.append(spec)
+    with DatasetWriter(out_dir) as writer:
+        for feature in features:
+            if feature.pretrained:
+                with progress(f"{dataset}: aligning the pretrained vectors of {feature.name}"):
+                    lacking = write_pretrained_table(writer.path(f"pretrained/{feature.name}.npy"),
+                                                     vocabularies[feature.name], feature.pretrained)
+                console.print(f"{feature.name}: {lacking:,} of {len(vocabularies[feature.name].values):,} values "
+                              "have no pretrained vector (zero rows)", highlight=False)
+        for split, frame in frames.items():
+            relative = f"{split}/part-00000.parquet"
+            with progress(f"{dataset}: encoding and writing the {split} split"):
+                frame.select(*columns, pl.col(LABEL).cast(pl.Float32)).sink_parquet(
+                    writer.path(relative), compression="zstd", row_group_size=writer.row_group_rows,
+                    engine="streaming")
+            rows = pq.read_metadata(writer.path(relative)).num_rows
+            if rows == 0:
+                raise CtrbenchError(f"{dataset}: the {split} split has no rows; are the raw files complete?")
+            writer.add_file(split, relative, rows)
+        if "valid" not in frames:  # validate on the test rows (`ValidationRule`)
+            writer.add_file("valid", writer.files["test"][0], writer.rows["test"])
         fmap = writer.commit(FeatureMap(dataset=dataset, label=LABEL, features=specs, source=source))
     shown = lambda rows: " / ".join(f"{rows[split]:,}" for split in SPLITS)  # noqa: E731
     name, rows = reference
@@ -494,3 +927,10 @@ def write_categorical_dataset(out_dir: Path, dataset: str, release: str, raw: Ra
     verdict = f"as in {name}" if ours == rows else f"{name} has {shown(rows)}"
     console.print(f"{dataset}: train / valid / test rows {shown(ours)}, {verdict}", highlight=False)
     return fmap
+
+
+def write_categorical_dataset(out_dir: Path, dataset: str, release: str, raw: RawSplits, rules: CategoricalRules,
+                              policy: BadRows, reference: tuple[str, dict[str, int]]) -> FeatureMap:
+    """`write_dataset` for a dataset whose `rules.fields` are all categorical."""
+    features = [Feature(name, "categorical", min_count=rules.min_count) for name in rules.fields]
+    return write_dataset(out_dir, dataset, release, raw, features, rules, policy, reference)
