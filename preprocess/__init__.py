@@ -27,8 +27,14 @@ PREPROCESSORS: dict[str, Preprocessor] = {}
 # The converters import PreprocessOptions from this module, so they are registered after it is defined.
 from preprocess.criteo import preprocess_criteo  # noqa: E402
 from preprocess.frappe import preprocess_frappe  # noqa: E402
+from preprocess.kuaivideo import preprocess_kuaivideo  # noqa: E402
+from preprocess.microvideo import preprocess_microvideo  # noqa: E402
 from preprocess.movielens import preprocess_movielens  # noqa: E402
+from preprocess.taobaoads import preprocess_taobaoads  # noqa: E402
 
 PREPROCESSORS["criteo"] = preprocess_criteo
 PREPROCESSORS["frappe"] = preprocess_frappe
+PREPROCESSORS["kuaivideo"] = preprocess_kuaivideo
+PREPROCESSORS["microvideo"] = preprocess_microvideo
 PREPROCESSORS["movielens"] = preprocess_movielens
+PREPROCESSORS["taobaoads"] = preprocess_taobaoads

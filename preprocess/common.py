@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -527,6 +528,30 @@ class ValidationRule:
         buckets = 1 << 20
         held_out = pl.col("line").hash(self.seed) % buckets < round(self.valid_fraction * buckets)
         return {"train": train.filter(~held_out), "valid": train.filter(held_out), "test": test}
+
+
+@dataclass
+class SequenceRules(ValidationRule):
+    """Preprocessing rules of a dataset with behaviour sequences (MicroVideo, KuaiVideo, TaobaoAds)."""
+
+    min_count: int  # categorical values seen fewer times in train map to OOV
+    max_len: int  # items kept per sequence
+    keep: Keep  # which end of a longer sequence is kept: the most recent or the oldest items
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.min_count < 1:
+            raise CtrbenchError(f"min_count must be >= 1, got {self.min_count}")
+        if self.max_len < 1:
+            raise CtrbenchError(f"max_len must be >= 1, got {self.max_len}")
+
+
+@contextmanager
+def scratch_dir(out_dir: Path) -> Iterator[Path]:
+    """A temporary directory next to `out_dir` (on the same disk) for intermediate files; removed on exit."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=f".{out_dir.name}.scratch-") as path:
+        yield Path(path)
 
 
 def history_windows(event_users: np.ndarray, event_times: np.ndarray, users: np.ndarray, times: np.ndarray,
