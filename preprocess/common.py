@@ -741,15 +741,17 @@ def write_pretrained_table(path: Path, vocabulary: Vocabulary, tables: Sequence[
     """The tables' vectors as one float32 .npy matrix aligned to `vocabulary` (row = index).
 
     Padding, OOV and vocabulary values without a vector get zero rows: frozen, they add nothing (as in
-    FuxiCTR). Written through a memory map, chunk by chunk. Returns the number of values without a vector.
+    FuxiCTR); keys outside the vocabulary are left out. Written through a memory map, chunk by chunk.
+    Returns the number of vocabulary values without a vector.
     """
     matrix = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(vocabulary.size, tables[0].dim))
     covered = 0
     for table in tables:
         rows = vocabulary.encode(table.keys.cast(vocabulary.values.dtype)).to_numpy()
         for start in range(0, len(rows), rows_per_chunk):
-            chunk = slice(start, start + rows_per_chunk)
-            matrix[rows[chunk]] = table.vectors[chunk]
+            chunk_rows = rows[start:start + rows_per_chunk]
+            known = chunk_rows != OOV_INDEX  # keys outside the vocabulary have no row
+            matrix[chunk_rows[known]] = table.vectors[start:start + rows_per_chunk][known]
         covered += int((rows != OOV_INDEX).sum())
     matrix.flush()
     del matrix

@@ -1,3 +1,4 @@
+import h5py
 import numpy as np
 import polars as pl
 import pytest
@@ -6,14 +7,27 @@ from ctrbench.errors import CtrbenchError
 from preprocess.common import (
     BadRows,
     CategoricalRules,
+    ValidationRule,
     Vocabulary,
     describe_inputs,
     detect_release,
+    encode_sequence,
+    gather_lists,
+    history_windows,
+    integer_check,
+    label_check,
+    number_check,
     read_csv,
+    read_h5_table,
     read_libfm,
+    read_npy_table,
     rules_from_section,
     sample_negatives,
+    scan_csv,
+    sequence_items,
     split_rows,
+    with_histories,
+    write_pretrained_table,
 )
 
 
@@ -161,3 +175,151 @@ def test_rules_from_section_names_the_bad_key():
     with pytest.raises(CtrbenchError, match=r"^f.yaml: preprocess: missing key 'seed'; the section needs: fields, "
                                             r"min_count, negatives_per_positive, split, seed$"):
         rules_from_section({k: v for k, v in good.items() if k != "seed"}, CategoricalRules, "f.yaml: preprocess")
+
+
+# --------------------------------------------------------------------------------------------------
+# Lazy CSV scanning, sequences, histories, pretrained tables
+
+
+def test_scan_csv_checks_rows_in_one_pass_with_exact_lines(tmp_path):
+    path = tmp_path / "log.csv"
+    path.write_bytes(b"user,time,brand\r\n1,10,NULL\r\n\r\n2,x,7\r\n3,30\r\n4,40,8,extra\r\n5,50,9\r\n")
+    checks = [integer_check("time")]
+    with pytest.raises(CtrbenchError, match=r"log.csv:3: empty line; fix the file or pass --skip-bad-rows"):
+        scan_csv(path, ["user", "time", "brand"], BadRows(), checks, optional=["brand"], null_text="NULL")
+    policy = BadRows(skip=True)
+    frame, rows = scan_csv(path, ["user", "time", "brand"], policy, checks, optional=["brand"], null_text="NULL")
+    assert frame.collect().rows() == [(2, "1", "10", None), (5, "3", "30", None), (7, "5", "50", "9")]
+    assert rows == 3
+    assert policy.skipped == {"log.csv: empty line": 1, "log.csv: time must be an integer": 1,
+                              "log.csv: more than the header's 3 fields": 1}
+    path.write_text("user,time,brand\n1,10,3\n2,x,7\n")
+    with pytest.raises(CtrbenchError, match=r"log.csv:3: time must be an integer, found 'x'; fix the file"):
+        scan_csv(path, ["user", "time", "brand"], BadRows(), checks)
+    with pytest.raises(CtrbenchError, match=r"log.csv:1: wrong header 'user,time,brand'; expected 'user,time'"):
+        scan_csv(path, ["user", "time"], BadRows())
+
+
+def test_label_and_number_checks():
+    frame = pl.DataFrame({"y": ["0", "1", "1.0", "2", "-1", "yes", None], "p": ["1.5", "2", "x", "inf", "", "3", "4"]})
+    assert frame.select(label_check("y")[0]).to_series().to_list() == [False, False, False, True, True, True, True]
+    assert frame.select(number_check("p")[0]).to_series().to_list() == [False, False, True, True, True, False, False]
+
+
+def brute_force_history(event_users, event_times, user, time, max_len, keep):
+    """The definition, one impression at a time: the user's events strictly before `time`, oldest first."""
+    earlier = [i for i in range(len(event_users)) if event_users[i] == user and event_times[i] < time]
+    earlier.sort(key=lambda i: (event_times[i], i))
+    return earlier[-max_len:] if keep == "recent" else earlier[:max_len]
+
+
+@pytest.mark.parametrize("keep", ["recent", "oldest"])
+def test_history_windows_match_the_definition_and_never_look_ahead(keep):
+    rng = np.random.default_rng(5)
+    event_users, event_times = rng.integers(0, 6, 300), rng.integers(0, 40, 300)  # many ties
+    users, times = rng.integers(0, 8, 200), rng.integers(0, 45, 200)  # users 6, 7 have no events
+    order, starts, lengths = history_windows(event_users, event_times, users, times, 4, keep)
+    for i in range(len(users)):
+        window = order[starts[i]:starts[i] + lengths[i]].tolist()
+        assert window == brute_force_history(event_users, event_times, users[i], times[i], 4, keep)
+        assert (event_times[window] < times[i]).all() and (event_users[window] == users[i]).all()
+
+
+def test_gather_lists_builds_list_rows():
+    values = pl.Series("v", ["a", "b", None, "d"])
+    lists = gather_lists(values, np.array([3, 2, 1, 0]), np.array([0, 1, 4]), np.array([2, 3, 0]))
+    assert lists.to_list() == [["d", None], [None, "b", "a"], []]
+
+
+def test_with_histories_in_parts_gives_the_same_rows(tmp_path):
+    rng = np.random.default_rng(0)
+    impressions = pl.DataFrame({"user": rng.integers(0, 30, 400), "time": rng.integers(0, 100, 400),
+                                "row": np.arange(400)})
+    events = pl.DataFrame({"user": rng.integers(0, 40, 2000), "time": rng.integers(0, 100, 2000),
+                           "item": rng.integers(0, 50, 2000)})
+    kwargs = dict(user="user", time="time", max_len=5, keep="recent")
+    one = with_histories(impressions, events.lazy(), {"items": "item"}, scratch=tmp_path / "one", **kwargs).collect()
+    parts = with_histories(impressions, events.lazy(), {"items": "item"}, scratch=tmp_path / "parts",
+                           values_per_part=300, **kwargs).collect()
+    assert len(list((tmp_path / "parts" / "histories").glob("*.parquet"))) == 7  # 400 x 5 values / 300
+    assert one["row"].to_list() == list(range(400))  # one part: the impressions' order
+    assert parts.sort("row").equals(one)
+    for row in one.sample(50, seed=1).iter_rows(named=True):
+        expected = brute_force_history(events["user"], events["time"], row["user"], row["time"], 5, "recent")
+        assert row["items"] == events["item"].gather(expected).to_list()
+
+
+@pytest.mark.parametrize("keep, expected", [("recent", [[2, 3, 1], [0, 0, 0], [0, 0, 4], [3, 4, 4]]),
+                                            ("oldest", [[2, 3, 1], [0, 0, 0], [0, 0, 4], [2, 3, 4]])])
+def test_encode_sequence_truncates_and_front_pads(keep, expected):
+    vocab = Vocabulary(pl.Series(["a", "b", "c"]))  # a: 2, b: 3, c: 4
+    text = pl.DataFrame({"s": ["a^b^zz", "", "c", "a^b^c^c"]})
+    items = sequence_items(pl.col("s"), pl.String)
+    assert text.select(encode_sequence(items, vocab, 3, keep)).to_series().to_list() == expected
+    lists = pl.DataFrame({"s": [["a", "b", "zz"], [], None, ["a", "b", "c", "c"]]})
+    encoded = lists.select(encode_sequence(sequence_items(pl.col("s"), pl.List(pl.String)), vocab, 3, keep))
+    assert encoded.to_series().to_list() == [expected[0], [0, 0, 0], [0, 0, 0], expected[3]]
+
+
+def test_shared_vocabulary_keeps_a_value_frequent_in_one_column():
+    item = pl.DataFrame({"value": ["x", "y", "z"], "count": [5, 2, 1]})
+    history = pl.DataFrame({"value": ["y", "z", "w"], "count": [4, 2, 9]})
+    vocab = Vocabulary.from_counts([item, history], min_count=3)  # z: 1 + 2 but never 3 in one column
+    assert vocab.values.to_list() == ["w", "y", "x"]  # by total count: w 9, y 2 + 4, x 5
+    assert Vocabulary.from_counts([item, history], min_count=1).values.to_list() == ["w", "y", "x", "z"]
+
+
+def test_vocabulary_extended_by_table_keys():
+    vocab = Vocabulary(pl.Series([7, 3])).extended(pl.Series([9, 3, 1, 9]))
+    assert vocab.values.to_list() == [7, 3, 1, 9] and vocab.size == 6
+
+
+def test_pretrained_tables_from_h5_and_npy_aligned_to_the_vocabulary(tmp_path):
+    with h5py.File(tmp_path / "emb.h5", "w") as h5:
+        h5.create_dataset("key", data=np.array([b"b", b"a", b"q"]))
+        h5.create_dataset("value", data=np.array([[1, 2], [3, 4], [5, 6]], dtype=np.float64))
+    table = read_h5_table(tmp_path / "emb.h5")
+    assert table.keys.to_list() == ["b", "a", "q"] and table.dim == 2
+    vocab = Vocabulary(pl.Series(["a", "c", "b"]))  # c has no vector
+    assert write_pretrained_table(tmp_path / "t.npy", vocab, [table]) == 1
+    assert np.load(tmp_path / "t.npy").tolist() == [[0, 0], [0, 0], [3, 4], [0, 0], [1, 2]]  # q is not in vocab
+
+    np.save(tmp_path / "first.npy", np.ones((2, 2)))
+    np.save(tmp_path / "second.npy", np.full((1, 2), 7.0))
+    tables = [read_npy_table(tmp_path / "first.npy"), read_npy_table(tmp_path / "second.npy", first_key=2)]
+    assert tables[1].keys.to_list() == [2]
+    write_pretrained_table(tmp_path / "u.npy", Vocabulary(pl.Series([2, 0, 1])), tables)
+    assert np.load(tmp_path / "u.npy").tolist() == [[0, 0], [0, 0], [7, 7], [1, 1], [1, 1]]
+    assert np.load(tmp_path / "u.npy").dtype == np.float32
+
+
+@pytest.mark.parametrize("key, value, message", [
+    (None, np.ones((2, 2)), r"emb.h5: no dataset 'key'; a BARS embedding file holds `key` and `value`, this "
+                            r"one holds value"),
+    ([1, 2, 3], np.ones((2, 2)), r"emb.h5: 3 keys but 2 vectors"),
+    ([1, 1], np.ones((2, 2)), r"emb.h5: key 1 appears more than once"),
+    ([1, 2], np.ones(2), r"emb.h5: vectors must be a 2-d numeric matrix, found shape \(2,\)"),
+])
+def test_h5_table_errors(key, value, message, tmp_path):
+    with h5py.File(tmp_path / "emb.h5", "w") as h5:
+        if key is not None:
+            h5.create_dataset("key", data=key)
+        h5.create_dataset("value", data=value)
+    with pytest.raises(CtrbenchError, match=message):
+        read_h5_table(tmp_path / "emb.h5")
+    (tmp_path / "junk.h5").write_text("not hdf5")
+    with pytest.raises(CtrbenchError, match=r"junk.h5: not a readable HDF5 file"):
+        read_h5_table(tmp_path / "junk.h5")
+
+
+def test_holdout_validation_is_seeded_and_disjoint():
+    train = pl.LazyFrame({"line": np.arange(2, 10_002), "x": np.arange(10_000)})
+    rule = ValidationRule(valid="holdout", valid_fraction=0.1, seed=3)
+    splits = {name: frame.collect() for name, frame in rule.split(train, train.head(5)).items()}
+    assert 900 < len(splits["valid"]) < 1_100 and len(splits["train"]) + len(splits["valid"]) == 10_000
+    assert not set(splits["train"]["x"]) & set(splits["valid"]["x"])
+    assert rule.split(train, train)["valid"].collect().equals(splits["valid"])
+    assert not ValidationRule("holdout", 0.1, seed=4).split(train, train)["valid"].collect().equals(splits["valid"])
+    assert set(ValidationRule("test", 0.1, 3).split(train, train)) == {"train", "test"}
+    with pytest.raises(CtrbenchError, match="valid_fraction must be between 0 and 1, got 1.5"):
+        ValidationRule("holdout", 1.5, 3)
