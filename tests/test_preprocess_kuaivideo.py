@@ -1,0 +1,140 @@
+"""KuaiVideo converter: the BARS x1 release on a tiny fixture (exact encodings), bad input, the CLI.
+
+No real KuaiVideo files are available on these machines; the fixture reproduces BARS KuaiVideo_x1:
+CSVs whose pos_items / neg_items are `^`-joined item ids (empty for none) and an .h5 table written by
+h5py as BARS's converter writes it (integer keys 0..n-1 there; here the fixture's item ids).
+"""
+
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import polars as pl
+import pytest
+
+from ctrbench.cli import main
+from ctrbench.datasets import load_dataset_config
+from ctrbench.errors import CtrbenchError
+from ctrbench.features import FeatureMap
+from preprocess import PreprocessOptions
+from preprocess.kuaivideo import preprocess_kuaivideo
+
+FIXTURES = Path(__file__).parent / "fixtures" / "kuaivideo"
+VECTORS = np.arange(10, dtype=np.float32).reshape(5, 2)  # items 100, 200, 300, 400, 500
+
+# Min count 10, counted per column on train: item 100 is 10 times in item_id; 200 only twice there but 10
+# times in pos_items; 300 is 12 times in all (2 + 5 + 5) but never 10 in one column, so it is OOV for
+# item_id. item_id: 200 (12 in all) -> 2, 100 -> 3. item_emb (min count 1, plus every key): 200 -> 2,
+# 300 -> 3, 100 -> 4, then 400, 500 (vectors only) -> 5, 6. User 7 (10 rows) -> 2; user 8 (4 rows) is OOV.
+# Shown with max_len 3 (BARS: 100).
+HISTORY = {"pos_items": [0, 2, 1], "neg_items": [0, 0, 1], "pos_items_emb": [0, 2, 3], "neg_items_emb": [0, 0, 3]}
+NONE = [0, 0, 0]
+EXPECTED_TRAIN = {
+    "user_id": [2] * 10 + [1] * 4, "item_id": [3] * 10 + [2, 2, 1, 1], "item_emb": [4] * 10 + [2, 2, 3, 3],
+    "pos_items": [HISTORY["pos_items"]] * 5 + [[0, 0, 2]] * 5 + [NONE] * 4,
+    "neg_items": [HISTORY["neg_items"]] * 5 + [NONE] * 9,
+    "pos_items_emb": [HISTORY["pos_items_emb"]] * 5 + [[0, 0, 2]] * 5 + [NONE] * 4,
+    "neg_items_emb": [HISTORY["neg_items_emb"]] * 5 + [NONE] * 9,
+    "label": [1, 0] * 7,
+}
+EXPECTED_TEST = {"user_id": [2, 1], "item_id": [1, 3], "item_emb": [5, 4], "pos_items": [[3, 2, 1], NONE],
+                 "neg_items": [NONE, [0, 0, 1]], "pos_items_emb": [[4, 2, 3], NONE], "neg_items_emb": [NONE, [0, 0, 5]],
+                 "label": [1, 0]}
+
+
+def make_release(tmp_path: Path, key_dtype=np.int64) -> Path:
+    raw = tmp_path / "bars_x1"
+    shutil.copytree(FIXTURES / "bars_x1", raw)
+    with h5py.File(raw / "item_visual_emb_dim64.h5", "w") as h5:
+        h5.create_dataset("key", data=np.array([100, 200, 300, 400, 500]).astype(key_dtype))
+        h5.create_dataset("value", data=VECTORS)
+    return raw
+
+
+@pytest.fixture
+def rules(monkeypatch):
+    import preprocess.common
+
+    config = load_dataset_config("kuaivideo")
+    monkeypatch.setattr(preprocess.common, "load_dataset_config", lambda name: config)
+
+    def override(**changes):
+        config.preprocess = {**config.preprocess, **changes}
+    override(max_len=3)
+    return override
+
+
+def read_split(fmap: FeatureMap, split: str) -> dict[str, list]:
+    frame = pl.read_parquet(fmap.split_paths(split))
+    return {name: frame[name].to_list() for name in frame.columns}
+
+
+@pytest.mark.parametrize("key_dtype", [np.int64, "S3"])  # integer keys, or byte strings as h5py stores text
+def test_bars_release_encodes_exactly(key_dtype, rules, tmp_path):
+    fmap = preprocess_kuaivideo(make_release(tmp_path, key_dtype), tmp_path / "out", PreprocessOptions())
+    assert [(f.name, f.type, f.vocab_size, f.share_embedding) for f in fmap.features] == [
+        ("user_id", "categorical", 3, None), ("item_id", "categorical", 4, None),
+        ("item_emb", "pretrained_embedding", 7, None), ("pos_items", "sequence", 4, "item_id"),
+        ("neg_items", "sequence", 4, "item_id"), ("pos_items_emb", "sequence", 7, "item_emb"),
+        ("neg_items_emb", "sequence", 7, "item_emb")]
+    assert read_split(fmap, "train") == EXPECTED_TRAIN
+    assert read_split(fmap, "test") == EXPECTED_TEST
+    table = np.load(fmap.root / "pretrained" / "item_emb.npy")
+    assert table.tolist() == [[0, 0], [0, 0], VECTORS[1].tolist(), VECTORS[2].tolist(), VECTORS[0].tolist(),
+                              VECTORS[3].tolist(), VECTORS[4].tolist()]
+    assert fmap.splits["valid"] == fmap.splits["test"]
+    assert fmap.source["inputs"]["item_visual_emb_dim64.h5"]["rows"] == 5
+
+
+def test_keep_oldest_items_as_the_bars_converter(rules, tmp_path):
+    rules(max_len=2)  # the YAML's keep: oldest
+    fmap = preprocess_kuaivideo(make_release(tmp_path), tmp_path / "out", PreprocessOptions())
+    assert read_split(fmap, "test")["pos_items"][0] == [3, 2]  # 100^200^300 -> 100, 200
+    rules(max_len=2, keep="recent")
+    fmap = preprocess_kuaivideo(make_release(tmp_path / "recent"), tmp_path / "out", PreprocessOptions())
+    assert read_split(fmap, "test")["pos_items"][0] == [2, 1]  # -> 200, 300
+
+
+@pytest.mark.parametrize("file, line, text, message", [
+    ("train.csv", 1, "timestamp,user_id,item_id,is_click,is_like,is_follow,pos_items\n",
+     "train.csv:1: wrong header 'timestamp,user_id,item_id,is_click,is_like,is_follow,pos_items'; expected "
+     "'timestamp,user_id,item_id,is_click,is_like,is_follow,pos_items,neg_items'"),
+    ("train.csv", 5, "4,7,100,0.5,0,0,200^300,300\n", "train.csv:5: is_click must be 0 or 1, found '0.5'"),
+    ("test.csv", 3, "16,9,,0,0,0,,400\n", "test.csv:3: missing or empty field 'item_id'"),
+])
+def test_bad_row_stops_with_file_and_line(file, line, text, message, tmp_path):
+    raw = make_release(tmp_path)
+    lines = (raw / file).read_text().splitlines(keepends=True)
+    lines[line - 1] = text
+    (raw / file).write_text("".join(lines))
+    with pytest.raises(CtrbenchError) as error:
+        preprocess_kuaivideo(raw, tmp_path / "out", PreprocessOptions())
+    assert str(error.value).startswith(f"{raw / file}:") and message in str(error.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_skip_bad_rows_counts_them(rules, tmp_path):
+    raw = make_release(tmp_path)
+    with (raw / "test.csv").open("a") as handle:
+        handle.write("17,7,100,3,0,0,,\n18,7,100\n")
+    fmap = preprocess_kuaivideo(raw, tmp_path / "out", PreprocessOptions(skip_bad_rows=True))
+    assert fmap.source["skipped_rows"] == {"test.csv: is_click must be 0 or 1": 1,
+                                           "test.csv: missing or empty field 'is_click'": 1}
+    assert read_split(fmap, "test") == EXPECTED_TEST
+
+
+def test_cli_preprocess_kuaivideo(tmp_path, capsys):
+    out = tmp_path / "kuaivideo"
+    assert main(["preprocess", "kuaivideo", "--raw", str(make_release(tmp_path)), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "kuaivideo: found the bars_x1 release" in err
+    assert "kuaivideo: train / valid / test rows 14 / 2 / 2, BARS KuaiVideo_x1 has 10,931,092 / 2,730,291 / " \
+           "2,730,291" in err
+    fmap = FeatureMap.load(out)
+    assert fmap.feature("pos_items").max_len == 100 and fmap.feature("user_id").min_count == 10
+    assert read_split(fmap, "test")["pos_items"][0][-3:] == [3, 2, 1]
+    (tmp_path / "bars_x1" / "item_visual_emb_dim64.h5").unlink()
+    assert main(["preprocess", "kuaivideo", "--raw", str(tmp_path / "bars_x1")]) == 2
+    assert "no known kuaivideo release here; expected one of these file sets: bars_x1: train.csv, test.csv, " \
+           "item_visual_emb_dim64.h5" in capsys.readouterr().err
