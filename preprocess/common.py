@@ -554,14 +554,14 @@ def scratch_dir(out_dir: Path) -> Iterator[Path]:
         yield Path(path)
 
 
-def history_windows(event_users: np.ndarray, event_times: np.ndarray, users: np.ndarray, times: np.ndarray,
-                    max_len: int, keep: Keep) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Where each impression's history lies among the events, by sorting, not by looping over users.
+def history_rows(event_users: np.ndarray, event_times: np.ndarray, users: np.ndarray, times: np.ndarray,
+                 max_len: int, keep: Keep) -> tuple[np.ndarray, np.ndarray]:
+    """The events in each impression's history, found by sorting, not by looping over users.
 
-    Returns `(order, start, length)`: `order` lists the event rows sorted by user, then time (ties in
-    input order); the history of impression i is `order[start[i] : start[i] + length[i]]`, i.e. the
-    events of user `users[i]` strictly before `times[i]`, oldest first, at most `max_len` of them: the
-    most recent ones (`keep="recent"`) or the oldest ones (`keep="oldest"`).
+    Returns `(offsets, rows)`: the history of impression i is the event rows
+    `rows[offsets[i] : offsets[i + 1]]`, i.e. the events of user `users[i]` strictly before `times[i]`,
+    oldest first (ties in input order), at most `max_len` of them: the most recent ones
+    (`keep="recent"`) or the oldest ones (`keep="oldest"`).
     """
     n_events = len(event_users)
     all_users = np.concatenate([event_users, users])
@@ -574,34 +574,33 @@ def history_windows(event_users: np.ndarray, event_times: np.ndarray, users: np.
     events_before = np.cumsum(sorted_is_event) - sorted_is_event  # events at earlier positions of the list
     sorted_users = all_users[order]
     new_user = np.concatenate([[True], sorted_users[1:] != sorted_users[:-1]])
-    user_block = np.cumsum(new_user) - 1
-    events_before_user = events_before[new_user][user_block]  # events of earlier users
+    events_before_user = events_before[new_user][np.cumsum(new_user) - 1]  # events of earlier users
     position = np.flatnonzero(~sorted_is_event)
-    impression = order[position] - n_events
     end = events_before[position]
     length = np.minimum(end - events_before_user[position], max_len)
     start = end - length if keep == "recent" else events_before_user[position]
+    impression = order[position] - n_events
     starts, lengths = np.empty(len(users), np.int64), np.empty(len(users), np.int64)
     starts[impression], lengths[impression] = start, length
-    return order[sorted_is_event], starts, lengths
-
-
-def gather_lists(values: pl.Series, positions: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> pl.Series:
-    """A list column: row i holds `values[positions[starts[i] : starts[i] + lengths[i]]]`."""
-    offsets = np.zeros(len(starts) + 1, np.int64)
+    offsets = np.zeros(len(users) + 1, np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    flat = positions[np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])]
-    items = values.gather(flat).to_arrow()
+    event_order = order[sorted_is_event]  # event rows sorted by user, then time
+    return offsets, event_order[np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])]
+
+
+def list_column(values: pl.Series, offsets: np.ndarray, rows: np.ndarray) -> pl.Series:
+    """A list column: row i holds `values[rows[offsets[i] : offsets[i + 1]]]`."""
+    items = values.gather(rows).to_arrow()
     return pl.Series(values.name, pa.LargeListArray.from_arrays(pa.array(offsets), items))
 
 
 def with_histories(impressions: pl.DataFrame, events: pl.LazyFrame, histories: dict[str, str], *, user: str,
                    time: str, max_len: int, keep: Keep, scratch: Path,
-                   values_per_part: int = 200_000_000) -> pl.LazyFrame:
+                   values_per_part: int = 50_000_000) -> pl.LazyFrame:
     """`impressions` plus one list column per `histories` entry (new column -> events column).
 
     A history holds the values of the same user's `events` strictly before the impression's `time`,
-    oldest first, at most `max_len` of them (`history_windows`); so it never sees the impression itself
+    oldest first, at most `max_len` of them (`history_rows`); so it never sees the impression itself
     or anything after it. `user` and `time` are integer columns of both frames.
 
     Scales with the data, not with memory: events are streamed once into `scratch`, partitioned by a
@@ -629,14 +628,12 @@ def with_histories(impressions: pl.DataFrame, events: pl.LazyFrame, histories: d
             event_files = sorted((scratch / "events" / f"part={part}").glob("*.parquet"))
             chunk_events = pl.read_parquet(event_files) if event_files else pl.DataFrame(
                 schema=events.select(user, time, *histories.values()).collect_schema())
-            order, starts, lengths = history_windows(
-                chunk_events[user].to_numpy(), chunk_events[time].to_numpy(), chunk[user].to_numpy(),
-                chunk[time].to_numpy(), max_len, keep)
-            lists = [gather_lists(chunk_events[column].alias(name), order, starts, lengths)
-                     for name, column in histories.items()]
+            offsets, rows = history_rows(chunk_events[user].to_numpy(), chunk_events[time].to_numpy(),
+                                         chunk[user].to_numpy(), chunk[time].to_numpy(), max_len, keep)
+            lists = [list_column(chunk_events[column].alias(name), offsets, rows) for name, column in histories.items()]
             files.append(scratch / "histories" / f"part-{part:05d}.parquet")
             files[-1].parent.mkdir(parents=True, exist_ok=True)
-            chunk.with_columns(lists).write_parquet(files[-1])
+            chunk.with_columns(lists).write_parquet(files[-1], compression="lz4")  # fast: read back once or twice
     return pl.scan_parquet(files)
 
 
@@ -935,18 +932,19 @@ def write_dataset(out_dir: Path, dataset: str, release: str, raw: RawSplits, fea
                                                      vocabularies[feature.name], feature.pretrained)
                 console.print(f"{feature.name}: {lacking:,} of {len(vocabularies[feature.name].values):,} values "
                               "have no pretrained vector (zero rows)", highlight=False)
+        written = {}  # split -> (file, rows)
         for split, frame in frames.items():
             relative = f"{split}/part-00000.parquet"
             with progress(f"{dataset}: encoding and writing the {split} split"):
                 frame.select(*columns, pl.col(LABEL).cast(pl.Float32)).sink_parquet(
                     writer.path(relative), compression="zstd", row_group_size=writer.row_group_rows,
                     engine="streaming")
-            rows = pq.read_metadata(writer.path(relative)).num_rows
-            if rows == 0:
+            written[split] = relative, pq.read_metadata(writer.path(relative)).num_rows
+            if written[split][1] == 0:
                 raise CtrbenchError(f"{dataset}: the {split} split has no rows; are the raw files complete?")
-            writer.add_file(split, relative, rows)
-        if "valid" not in frames:  # validate on the test rows (`ValidationRule`)
-            writer.add_file("valid", writer.files["test"][0], writer.rows["test"])
+        written.setdefault("valid", written["test"])  # validate on the test rows (`ValidationRule`)
+        for split in SPLITS:
+            writer.add_file(split, *written[split])
         fmap = writer.commit(FeatureMap(dataset=dataset, label=LABEL, features=specs, source=source))
     shown = lambda rows: " / ".join(f"{rows[split]:,}" for split in SPLITS)  # noqa: E731
     name, rows = reference

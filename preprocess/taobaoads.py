@@ -154,8 +154,9 @@ def read_tianchi(raw_dir: Path, rules: TaobaoRules, policy: BadRows, scratch: Pa
                                 pl.col("clk").cast(pl.Float32).alias(LABEL), split.alias("split")).collect()
     outside = impressions["split"].null_count()
     impressions = impressions.drop_nulls("split")
-    history = with_histories(impressions, behaviour, BEHAVIOUR_HISTORIES, user="user", time="time_stamp",
-                             max_len=rules.max_len, keep=rules.keep, scratch=scratch)
+    tags = pl.Enum(BEHAVIOUR_TAGS)  # btag as a small code while histories are gathered, text again after
+    history = with_histories(impressions, behaviour.with_columns(pl.col("btag").cast(tags)), BEHAVIOUR_HISTORIES,
+                             user="user", time="time_stamp", max_len=rules.max_len, keep=rules.keep, scratch=scratch)
     ads = ads.with_columns(pl.col("price").cast(pl.Float64)).collect()
     users = users.rename({USER_COLUMNS[-1]: USER_FIELDS[-1]}).collect()
     without_ad = impressions.filter(~pl.col("adgroup_id").is_in(ads["adgroup_id"].implode())).height
@@ -164,7 +165,7 @@ def read_tianchi(raw_dir: Path, rules: TaobaoRules, policy: BadRows, scratch: Pa
                           .join(users.lazy().drop("line"), left_on="user", right_on="userid", how="left",
                                 maintain_order="left")
                           .with_columns(pl.col("user").alias("userid"), pl.col("price").fill_null(0.0),
-                                        pl.lit("pv").alias("btag")))
+                                        pl.lit("pv").alias("btag"), pl.col("btag_his").cast(pl.List(pl.String))))
     splits = rules.split(rows_with_features.filter(pl.col("split") == "train"),
                          rows_with_features.filter(pl.col("split") == "test"))
     notes = {"impressions_outside_the_days": outside, "impressions_without_ad_features": without_ad,

@@ -12,10 +12,10 @@ from preprocess.common import (
     describe_inputs,
     detect_release,
     encode_sequence,
-    gather_lists,
-    history_windows,
+    history_rows,
     integer_check,
     label_check,
+    list_column,
     number_check,
     read_csv,
     read_h5_table,
@@ -214,20 +214,20 @@ def brute_force_history(event_users, event_times, user, time, max_len, keep):
 
 
 @pytest.mark.parametrize("keep", ["recent", "oldest"])
-def test_history_windows_match_the_definition_and_never_look_ahead(keep):
+def test_history_rows_match_the_definition_and_never_look_ahead(keep):
     rng = np.random.default_rng(5)
     event_users, event_times = rng.integers(0, 6, 300), rng.integers(0, 40, 300)  # many ties
     users, times = rng.integers(0, 8, 200), rng.integers(0, 45, 200)  # users 6, 7 have no events
-    order, starts, lengths = history_windows(event_users, event_times, users, times, 4, keep)
+    offsets, rows = history_rows(event_users, event_times, users, times, 4, keep)
     for i in range(len(users)):
-        window = order[starts[i]:starts[i] + lengths[i]].tolist()
-        assert window == brute_force_history(event_users, event_times, users[i], times[i], 4, keep)
-        assert (event_times[window] < times[i]).all() and (event_users[window] == users[i]).all()
+        history = rows[offsets[i]:offsets[i + 1]].tolist()
+        assert history == brute_force_history(event_users, event_times, users[i], times[i], 4, keep)
+        assert (event_times[history] < times[i]).all() and (event_users[history] == users[i]).all()
 
 
-def test_gather_lists_builds_list_rows():
+def test_list_column_builds_list_rows():
     values = pl.Series("v", ["a", "b", None, "d"])
-    lists = gather_lists(values, np.array([3, 2, 1, 0]), np.array([0, 1, 4]), np.array([2, 3, 0]))
+    lists = list_column(values, np.array([0, 2, 5, 5]), np.array([3, 2, 2, 1, 0]))
     assert lists.to_list() == [["d", None], [None, "b", "a"], []]
 
 
