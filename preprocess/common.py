@@ -38,7 +38,7 @@ import dataclasses
 import json
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -582,10 +582,26 @@ def history_rows(event_users: np.ndarray, event_times: np.ndarray, users: np.nda
     impression = order[position] - n_events
     starts, lengths = np.empty(len(users), np.int64), np.empty(len(users), np.int64)
     starts[impression], lengths[impression] = start, length
-    offsets = np.zeros(len(users) + 1, np.int64)
+    offsets, windows = window_rows(starts, lengths)
+    return offsets, order[sorted_is_event][windows]  # (events sorted by user, then time)[windows]
+
+
+def window_rows(starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Consecutive windows `starts[i] .. starts[i] + lengths[i] - 1`, flattened: `(offsets, rows)` with
+    window i at `rows[offsets[i] : offsets[i + 1]]`."""
+    offsets = np.zeros(len(starts) + 1, np.int64)
     np.cumsum(lengths, out=offsets[1:])
-    event_order = order[sorted_is_event]  # event rows sorted by user, then time
-    return offsets, event_order[np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])]
+    return offsets, np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
+
+
+def write_parts(parts: Iterable[pl.DataFrame], directory: Path) -> pl.LazyFrame:
+    """Write frames one by one to `directory` (fast lz4 parquet: read back once or twice) and scan them."""
+    directory.mkdir(parents=True, exist_ok=True)
+    files = []
+    for number, part in enumerate(parts):
+        files.append(directory / f"part-{number:05d}.parquet")
+        part.write_parquet(files[-1], compression="lz4")
+    return pl.scan_parquet(files)
 
 
 def list_column(values: pl.Series, offsets: np.ndarray, rows: np.ndarray) -> pl.Series:
@@ -621,20 +637,19 @@ def with_histories(impressions: pl.DataFrame, events: pl.LazyFrame, histories: d
          .sink_parquet(pl.PartitionBy(scratch / "events", key="part", include_key=False), mkdir=True,
                        engine="streaming"))
     impressions = impressions.with_columns(part_of)
-    files = []
+
+    def with_lists(part: int) -> pl.DataFrame:
+        chunk = impressions.filter(pl.col("part") == part).drop("part")
+        event_files = sorted((scratch / "events" / f"part={part}").glob("*.parquet"))
+        chunk_events = pl.read_parquet(event_files) if event_files else pl.DataFrame(
+            schema=events.select(user, time, *histories.values()).collect_schema())
+        offsets, rows = history_rows(chunk_events[user].to_numpy(), chunk_events[time].to_numpy(),
+                                     chunk[user].to_numpy(), chunk[time].to_numpy(), max_len, keep)
+        return chunk.with_columns(list_column(chunk_events[column].alias(name), offsets, rows)
+                                  for name, column in histories.items())
+
     with progress(f"building histories of {len(impressions):,} impressions in {parts} part(s)"):
-        for part in range(parts):
-            chunk = impressions.filter(pl.col("part") == part).drop("part")
-            event_files = sorted((scratch / "events" / f"part={part}").glob("*.parquet"))
-            chunk_events = pl.read_parquet(event_files) if event_files else pl.DataFrame(
-                schema=events.select(user, time, *histories.values()).collect_schema())
-            offsets, rows = history_rows(chunk_events[user].to_numpy(), chunk_events[time].to_numpy(),
-                                         chunk[user].to_numpy(), chunk[time].to_numpy(), max_len, keep)
-            lists = [list_column(chunk_events[column].alias(name), offsets, rows) for name, column in histories.items()]
-            files.append(scratch / "histories" / f"part-{part:05d}.parquet")
-            files[-1].parent.mkdir(parents=True, exist_ok=True)
-            chunk.with_columns(lists).write_parquet(files[-1], compression="lz4")  # fast: read back once or twice
-    return pl.scan_parquet(files)
+        return write_parts(map(with_lists, range(parts)), scratch / "histories")
 
 
 # --------------------------------------------------------------------------------------------------

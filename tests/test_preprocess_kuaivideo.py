@@ -5,6 +5,7 @@ CSVs whose pos_items / neg_items are `^`-joined item ids (empty for none) and an
 h5py as BARS's converter writes it (integer keys 0..n-1 there; here the fixture's item ids).
 """
 
+import pickle
 import shutil
 from pathlib import Path
 
@@ -138,3 +139,73 @@ def test_cli_preprocess_kuaivideo(tmp_path, capsys):
     assert main(["preprocess", "kuaivideo", "--raw", str(tmp_path / "bars_x1")]) == 2
     assert "no known kuaivideo release here; expected one of these file sets: bars_x1: train.csv, test.csv, " \
            "item_visual_emb_dim64.h5" in capsys.readouterr().err
+
+
+# ALPINE's dataset.pkl: train and test samples [[user, item, click, like, follow, time], pos_len, neg_len],
+# then each user's positive and negative items in time order (a dict here, a list there, numpy ints in
+# places, as pickles of that era hold), then two edge lists.
+ALPINE_TRAIN = [[[7, 100, 1, 0, 0, 1], 0, 0], [[7, 200, 0, 0, 0, 2], 1, 0], [[np.int64(8), 300, 1, 0, 0, 3.0], 0, 1]]
+ALPINE_TEST = [[[7, 400, 1, 0, 0, 4], 2, 1], [[9, 100, 0, 0, 0, 5], 0, 0]]
+ALPINE_POSITIVES = {7: [100, 300, 500], 8: [], 9: [200]}
+ALPINE_NEGATIVES = [[]] * 7 + [[200], [np.int64(100)], []]
+
+
+def make_alpine_release(tmp_path: Path, train=ALPINE_TRAIN, extra=()) -> Path:
+    raw = tmp_path / "raw"
+    raw.mkdir(parents=True)
+    with (raw / "dataset.pkl").open("wb") as handle:
+        for part in (train, ALPINE_TEST, ALPINE_POSITIVES, ALPINE_NEGATIVES, [], [], *extra):
+            pickle.dump(part, handle)
+    np.save(raw / "visual64_select.npy", np.arange(1200, dtype=np.float32).reshape(600, 2))
+    return raw
+
+
+@pytest.mark.parametrize("keep, one_item", [("oldest", [2]), ("recent", [4])])  # of 100, 300: 100 or 300
+def test_alpine_release_encodes_exactly(keep, one_item, rules, tmp_path):
+    rules(min_count=1, max_len=2, keep=keep)
+    fmap = preprocess_kuaivideo(make_alpine_release(tmp_path), tmp_path / "out", PreprocessOptions())
+    # item_id: 100 (item, history, history) -> 2, 200 -> 3, 300 -> 4; item_emb then adds vector rows 0..599
+    # skipping those: 400 -> 5 + 400 - 3 = 402. Histories: the user's first pos_len / neg_len items.
+    train, test = read_split(fmap, "train"), read_split(fmap, "test")
+    assert train["item_id"] == [2, 3, 4] and train["pos_items"] == [[0, 0], [0, 2], [0, 0]]
+    assert train["neg_items"] == [[0, 0], [0, 0], [0, 2]] and train["label"] == [1, 0, 1]
+    assert test["item_id"] == [1, 2] and test["item_emb"] == [402, 2] and test["user_id"] == [2, 1]
+    assert test["pos_items"][0] == [2, 4] and test["neg_items"][0] == [0, 3]  # 100, 300 | 200
+    assert fmap.feature("item_emb").vocab_size == 602
+    assert {name: entry["rows"] for name, entry in fmap.source["inputs"].items()} == {
+        "dataset.pkl": 5, "visual64_select.npy": 600}
+    rules(min_count=1, max_len=1, keep=keep)
+    fmap = preprocess_kuaivideo(make_alpine_release(tmp_path / "short"), tmp_path / "out", PreprocessOptions())
+    assert read_split(fmap, "test")["pos_items"][0] == one_item
+
+
+def test_alpine_pickle_with_other_objects_is_refused_unrun(tmp_path):
+    marker = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+    raw = make_alpine_release(tmp_path, train=[Payload()])
+    with pytest.raises(CtrbenchError, match=r"dataset.pkl: holds a (builtins|io).open object, not only lists and "
+                                            r"numbers; it is not ALPINE's dataset.pkl, and unpickling it could run"):
+        preprocess_kuaivideo(raw, tmp_path / "out", PreprocessOptions())
+    assert not marker.exists()
+    (raw / "dataset.pkl").write_bytes(b"not a pickle")
+    with pytest.raises(CtrbenchError, match=r"dataset.pkl: not ALPINE's dataset.pkl"):
+        preprocess_kuaivideo(raw, tmp_path / "out", PreprocessOptions())
+
+
+def test_alpine_bad_samples_stop_or_are_counted(rules, tmp_path):
+    train = [*ALPINE_TRAIN, [[7, 100, 2, 0, 0, 6], 0, 0], [[9, 200, 1, 0, 0, 7], 2, 0], [[6, 100, 1, 0, 0, 8], 1, 0]]
+    raw = make_alpine_release(tmp_path, train=train)
+    with pytest.raises(CtrbenchError, match=r"dataset.pkl:4: train sample: is_click must be 0 or 1; fix the file"):
+        preprocess_kuaivideo(raw, tmp_path / "out", PreprocessOptions())
+    rules(min_count=1, max_len=2)
+    fmap = preprocess_kuaivideo(raw, tmp_path / "out", PreprocessOptions(skip_bad_rows=True))
+    assert fmap.source["skipped_rows"] == {
+        "dataset.pkl: train sample: is_click must be 0 or 1": 1,
+        "dataset.pkl: train sample: its count of earlier positive items exceeds the user's positive items": 2}
+    assert read_split(fmap, "train")["pos_items"] == [[0, 0], [0, 2], [0, 0]]
+    raw = make_alpine_release(tmp_path / "shape", train=[[[7, 100, 1], 0, 0]])
+    with pytest.raises(CtrbenchError, match=r"dataset.pkl: the first element of each train sample must hold 6"):
+        preprocess_kuaivideo(raw, tmp_path / "out", PreprocessOptions())
