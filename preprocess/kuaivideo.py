@@ -153,8 +153,8 @@ def read_alpine(raw_dir: Path, rules: SequenceRules, policy: BadRows,
     for split, samples in (("train", train), ("test", test)):
         frames[split], used = read_samples(samples, split, path, sequences, rules, policy, scratch)
         samples_used += used
-    return RawSplits(rules.split(frames["train"], frames["test"]), {path: samples_used, table.path: table.keys.len()}), \
-        (table,)
+    inputs = {path: samples_used, table.path: table.keys.len()}
+    return RawSplits(rules.split(frames["train"], frames["test"]), inputs), (table,)
 
 
 def read_samples(samples: list, split: str, path: Path, sequences: dict[str, tuple], rules: SequenceRules,

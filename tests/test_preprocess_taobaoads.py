@@ -126,7 +126,8 @@ def test_default_min_count_10_maps_rare_values_to_oov(tmp_path):
     ("raw", "user_profile.csv", 1,
      "userid,cms_segid,cms_group_id,final_gender_code,age_level,pvalue_level,shopping_level,occupation,"
      "new_user_class_level\n", "user_profile.csv:1: wrong header"),
-    ("raw", "raw_sample.csv", 3, "1,1494604799,12,430539_1007,0,2\n", "raw_sample.csv:3: clk must be 0 or 1, found '2'"),
+    ("raw", "raw_sample.csv", 3, "1,1494604799,12,430539_1007,0,2\n",
+     "raw_sample.csv:3: clk must be 0 or 1, found '2'"),
     ("raw", "raw_sample.csv", 4, "1,1494604800,11,430548_1007,1,1\n", "raw_sample.csv:4: nonclk must be 1 - clk"),
     ("raw", "raw_sample.csv", 5, "2,,13,430548_1007,1,0\n", "raw_sample.csv:5: missing or empty field 'time_stamp'"),
     ("raw", "behavior_log.csv", 6, "2,1494090000,click,8,NULL\n",
