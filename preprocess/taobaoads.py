@@ -88,12 +88,14 @@ class TaobaoRules(SequenceRules):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("train_days", "test_days"):
+        shown = {name: "[" + ", ".join(day.isoformat() for day in getattr(self, name)) + "]"
+                 for name in ("train_days", "test_days")}
+        for name in shown:
             days = getattr(self, name)
             if len(days) != 2 or days[0] > days[1]:
-                raise CtrbenchError(f"{name} must be [first day, last day], got {days}")
+                raise CtrbenchError(f"{name} must be [first day, last day], got {shown[name]}")
         if self.train_days[1] >= self.test_days[0] and self.test_days[1] >= self.train_days[0]:
-            raise CtrbenchError(f"train_days {self.train_days} and test_days {self.test_days} overlap")
+            raise CtrbenchError(f"train_days {shown['train_days']} and test_days {shown['test_days']} overlap")
 
 
 def features(rules: TaobaoRules) -> list[Feature]:

@@ -174,3 +174,24 @@ def test_cli_preprocess_taobaoads(tmp_path, capsys):
     assert main(["preprocess", "taobaoads", "--raw", str(FIXTURES / "raw"), "--release", "bars_x1"]) == 2
     assert capsys.readouterr().err == (f"error: {FIXTURES / 'raw' / 'train.csv'}: file not found; the bars_x1 "
                                        "release of taobaoads needs train.csv, test.csv\n")
+
+
+def test_rules_name_the_bad_key():
+    from preprocess.common import rules_from_section
+
+    good = load_dataset_config("taobaoads").preprocess
+    assert rules_from_section(good, TaobaoRules, "t.yaml: preprocess").test_days[0].isoformat() == "2017-05-13"
+    for change, message in [
+        ({"keep": "newest"}, "t.yaml: preprocess.keep: expected 'recent' | 'oldest', got 'newest'"),
+        ({"valid": "train"}, "t.yaml: preprocess.valid: expected 'test' | 'holdout'"),
+        ({"max_lenght": 5}, "t.yaml: preprocess: unknown key 'max_lenght' (did you mean 'max_len'?)"),
+        ({"test_days": ["2017-05-13"]}, "t.yaml: preprocess.test_days[0]: expected date, got '2017-05-13'"),
+        ({"test_days": good["train_days"][::-1]}, "t.yaml: preprocess: test_days must be [first day, last day], "
+                                                  "got [2017-05-12, 2017-05-06]"),
+        ({"test_days": good["train_days"]}, "t.yaml: preprocess: train_days [2017-05-06, 2017-05-12] and "
+                                            "test_days [2017-05-06, 2017-05-12] overlap"),
+        ({"max_len": 0}, "t.yaml: preprocess: max_len must be >= 1, got 0"),
+    ]:
+        with pytest.raises(CtrbenchError) as error:
+            rules_from_section({**good, **change}, TaobaoRules, "t.yaml: preprocess")
+        assert str(error.value).startswith(message)
