@@ -187,7 +187,7 @@ def progress(description: str) -> Iterator[None]:
 # Bad rows
 
 
-Check = tuple[pl.Expr, str, "pl.Expr | None"]  # a rule over a lazy frame: (bad rows, problem, offending value)
+Check = tuple[pl.Expr, str, pl.Expr | None]  # a rule over a lazy frame: (bad rows, problem, offending value)
 
 
 @dataclass
@@ -629,7 +629,7 @@ def with_histories(impressions: pl.DataFrame, events: pl.LazyFrame, histories: d
     parts = max(1, -(-len(impressions) * max_len * len(histories) // values_per_part))
     part_of = (pl.col(user).hash(seed=0) % parts).alias("part")
     last_impression = impressions.lazy().group_by(user).agg(pl.col(time).max().alias("_last"))
-    with progress(f"streaming events into {parts} part(s) by user"):
+    with progress(f"streaming the events into {parts} part(s) by user"):
         (events.select(user, time, *histories.values())
          .join(last_impression, on=user, how="inner")
          .filter(pl.col(time) < pl.col("_last"))
@@ -945,8 +945,8 @@ def write_dataset(out_dir: Path, dataset: str, release: str, raw: RawSplits, fea
                 with progress(f"{dataset}: aligning the pretrained vectors of {feature.name}"):
                     lacking = write_pretrained_table(writer.path(f"pretrained/{feature.name}.npy"),
                                                      vocabularies[feature.name], feature.pretrained)
-                console.print(f"{feature.name}: {lacking:,} of {len(vocabularies[feature.name].values):,} values "
-                              "have no pretrained vector (zero rows)", highlight=False)
+                console.print(f"{dataset}: {lacking:,} of {len(vocabularies[feature.name].values):,} {feature.name} "
+                              "values have no pretrained vector (zero rows)", highlight=False)
         written = {}  # split -> (file, rows)
         for split, frame in frames.items():
             relative = f"{split}/part-00000.parquet"

@@ -195,3 +195,14 @@ def test_rules_name_the_bad_key():
         with pytest.raises(CtrbenchError) as error:
             rules_from_section({**good, **change}, TaobaoRules, "t.yaml: preprocess")
         assert str(error.value).startswith(message)
+
+
+def test_generated_release_converts(tmp_path):
+    from preprocess.taobaoads_synthetic import main as generate
+
+    generate([str(tmp_path / "raw"), "--impressions", "3000", "--behaviours", "30000", "--seed", "1"])
+    assert (tmp_path / "raw" / "user_profile.csv").read_text().splitlines()[0].endswith("new_user_class_level ")
+    fmap = preprocess_taobaoads(tmp_path / "raw", tmp_path / "out", PreprocessOptions())
+    assert fmap.splits["train"].rows + fmap.splits["test"].rows == 3000 and fmap.source["skipped_rows"] == {}
+    histories = pl.read_parquet(fmap.split_paths("train"), columns=["cate_his"])["cate_his"]
+    assert histories.list.len().unique().to_list() == [50] and histories.list.get(-1).gt(0).mean() > 0.9
