@@ -8,16 +8,20 @@
     ctrbench models [--dataset D --flops]              the model zoo (and Table 3-style sizes)
     ctrbench datasets                                  the dataset configs and what is processed
 
-Bad input ends with one line `error: ...` naming what is wrong and exit status 2; `--debug` shows the
-traceback instead.
+Bad input (a `CtrbenchError`, an unreadable file, a bad argument) ends with one line `error: ...`
+naming what is wrong and exit status 2; `--debug` shows the traceback instead. Ctrl-C (SIGINT) and
+SIGTERM stop the same clean way: the work in progress is abandoned, everything finished stays, one
+line says how to resume, and the exit status is 128 + the signal number (130, 143).
 """
 
 from __future__ import annotations
 
 import argparse
 import shlex
+import signal
 import statistics
 import sys
+import threading
 from pathlib import Path
 
 from rich.console import Console
@@ -30,6 +34,13 @@ from ctrbench.results import DEFAULT_RESULTS, ResultsStore
 from ctrbench.train import console
 
 stdout = Console(soft_wrap=True)  # tables go to stdout, progress and status lines to stderr
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its usage errors as one line, like every other error."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message} (see `{self.prog} --help`)\n")
 
 
 def _models_arg(value: str) -> list[str]:
@@ -70,8 +81,14 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no live progress bar")
 
 
+def _add_plan_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint-dir", type=Path, default=None,
+                        help="where each run saves its state after every epoch, so that an interrupted run "
+                             "resumes from its last finished epoch (default: RESULTS_DIR/checkpoints)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ctrbench", description="Benchmark CTR models (Wukong and baselines).")
+    parser = _Parser(prog="ctrbench", description="Benchmark CTR models (Wukong and baselines).")
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -103,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
                                         "interrupted benchmark resumes where it stopped.")
     p.add_argument("--models", default="all", help="'all' (the paper's eight) or a comma-separated list")
     p.add_argument("--seeds", type=_positive_int, default=1, help="number of seeds per model (2021, 2022, ...)")
+    _add_plan_options(p)
     _add_run_options(p)
 
     p = commands.add_parser("tune", help="grid search over a YAML space; keeps the best config by validation AUC",
@@ -117,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=_positive_int, default=1, help="seeds per grid point (2021, 2022, ...)")
     p.add_argument("--out", type=Path, default=None,
                    help="where to write the best config entry (default: RESULTS_DIR/tuned/MODEL_DATASET.yaml)")
+    _add_plan_options(p)
     _add_run_options(p)
 
     p = commands.add_parser("leaderboard", help="write markdown leaderboards and plots from the results store",
@@ -182,10 +201,11 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     overrides = with_quick(parse_overrides(args.overrides), args.quick)
     spec = resolve_spec(args.model, args.dataset, args.seed, args.config_dir, overrides)
+    store = ResultsStore(args.results)  # a bad --results stops here, not after training
     data = DatasetSplits.open(args.dataset, args.data_dir)
     record = execute(spec, data, pick_device(args.device), label=args.model, progress=not args.no_progress,
                      checkpoint_path=args.checkpoint, command=args.command_line)
-    ResultsStore(args.results).append(record)
+    store.append(record)
     _print_results([record])
 
 
@@ -195,7 +215,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     records = bench(args.dataset, args.models, seeds=args.seeds, data_dir=args.data_dir, results_path=args.results,
                     config_dir=args.config_dir, quick=args.quick, device=args.device,
                     overrides=parse_overrides(args.overrides), progress=not args.no_progress,
-                    command=args.command_line)
+                    command=args.command_line, checkpoint_dir=args.checkpoint_dir)
     _print_results(records)
     console.print(f"results stored in {args.results}; `ctrbench leaderboard --results {args.results}` "
                   "writes the markdown tables", highlight=False)
@@ -207,7 +227,8 @@ def cmd_tune(args: argparse.Namespace) -> None:
 
     tuned = tune(args.model, args.dataset, args.space, seeds=args.seeds, data_dir=args.data_dir,
                  results_path=args.results, config_dir=args.config_dir, quick=args.quick, device=args.device,
-                 overrides=parse_overrides(args.overrides), progress=not args.no_progress, command=args.command_line)
+                 overrides=parse_overrides(args.overrides), progress=not args.no_progress, command=args.command_line,
+                 checkpoint_dir=args.checkpoint_dir)
     varied = [(section, key) for section in SECTIONS for key, values in tuned.axes[section].items() if len(values) > 1]
     table = Table(title=f"{args.model} on {args.dataset}: {len(tuned.ranked)} grid points, best validation AUC first")
     for column in ("config", *(key for _, key in varied), "seeds", "valid AUC", "test AUC"):
@@ -249,7 +270,7 @@ def cmd_models(args: argparse.Namespace) -> None:
         from ctrbench.data import load_split
         from ctrbench.flops import model_stats
         from ctrbench.leaderboard import PaperNumbers
-        from ctrbench.runner import resolve_spec
+        from ctrbench.runner import build_model, resolve_spec
 
         fmap = load_feature_map(_dataset_arg(args.dataset), args.data_dir)
         batch = load_split(fmap, "valid").slice(0, 256)
@@ -264,7 +285,7 @@ def cmd_models(args: argparse.Namespace) -> None:
     for name, cls in sorted(MODELS.items()):
         if args.flops:
             spec = resolve_spec(name, args.dataset, 0, args.config_dir)
-            stats = model_stats(cls(fmap, **spec.model_params), batch)
+            stats = model_stats(build_model(spec, fmap), batch)
             paper_params, paper_mflop = paper.get((paper_dataset, cls.display_name), (None, None))
             table.add_row(name, cls.display_name, f"{stats.dense_params:,}", f"{stats.embedding_params:,}",
                           f"{stats.params:,}", f"{stats.mflop_per_example:.3f}",
@@ -297,26 +318,56 @@ COMMANDS = {
 }
 
 
+def _after_interrupt(args: argparse.Namespace) -> str:
+    """What an interrupted command leaves behind, and how to carry on."""
+    if args.command in ("bench", "tune"):
+        return (f"every finished run is kept in {args.results}; rerun the same command to resume (the interrupted "
+                "run restarts from its last finished epoch)")
+    if args.command == "train":
+        if args.checkpoint is not None:
+            return f"nothing was recorded; rerun the same command to resume from the last epoch saved in {args.checkpoint}"
+        return "nothing was recorded; pass --checkpoint FILE to make a long run resumable"
+    if args.command == "preprocess":
+        return "no dataset was written (datasets are written to a temporary directory and renamed when complete)"
+    return "nothing was written"
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised wherever the program is so that it unwinds like Ctrl-C."""
+
+
+def _raise_terminated(signum: int, frame) -> None:
+    raise _Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     args = parser.parse_args(argv)
     args.command_line = shlex.join(["ctrbench", *argv])  # recorded with each run and in each leaderboard
+    # SIGTERM (a job scheduler, `kill`) stops like Ctrl-C: KeyboardInterrupt unwinds every `with` and
+    # `finally` on the way out, so locks are released and no temporary file is left in place.
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
     try:
         if getattr(args, "dataset", None) and args.command != "models":
             _dataset_arg(args.dataset)
         if args.command == "bench":
             args.models = _models_arg(args.models)
         COMMANDS[args.command](args)
-    except CtrbenchError as exc:
+    except (CtrbenchError, OSError) as exc:
         if args.debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        unreadable = isinstance(exc, OSError) and exc.filename is not None
+        print(f"error: {f'{exc.filename}: {exc.strerror or exc}' if unreadable else exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted; every finished run is kept in the results store, rerun the command to resume",
-              file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        stopped_by = signal.SIGTERM if isinstance(exc, _Terminated) else signal.SIGINT
+        print(f"interrupted ({stopped_by.name}): {_after_interrupt(args)}", file=sys.stderr)
+        return 128 + stopped_by.value
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
     return 0
 
 

@@ -127,4 +127,10 @@ def build_dataclass(cls: type, values: Any, where: str) -> Any:
     """Instantiate dataclass `cls` from a YAML mapping with key and type checking."""
     hints = typing.get_type_hints(cls)
     fields = {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.init}
-    return cls(**check_kwargs(values, fields, where))
+    checked = check_kwargs(values, fields, where)
+    required = [f.name for f in dataclasses.fields(cls) if f.init and f.default is dataclasses.MISSING
+                and f.default_factory is dataclasses.MISSING]
+    missing = [name for name in required if name not in checked]
+    if missing:
+        raise CtrbenchError(f"{where}: missing key {missing[0]!r}; the section needs: {', '.join(required)}")
+    return cls(**checked)

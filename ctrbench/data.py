@@ -174,24 +174,42 @@ def _columns(fmap: FeatureMap) -> list[str]:
     return [f.name for f in fmap.features] + [fmap.label]
 
 
-def _read_parquet(path: Path, fmap: FeatureMap) -> pa.Table:
+def _read_schema(path: Path, fmap: FeatureMap) -> pq.FileMetaData:
+    """A split file's metadata, once the file is found readable and holding the feature map's columns."""
     if not path.is_file():
         raise CtrbenchError(f"{path}: split file listed in the feature map is missing; re-run `ctrbench preprocess`")
     try:
-        schema_names = pq.read_schema(path).names
+        metadata = pq.read_metadata(path)
     except (pa.ArrowInvalid, OSError) as exc:
         raise CtrbenchError(f"{path}: not a readable parquet file ({exc})") from None
-    missing = [c for c in _columns(fmap) if c not in schema_names]
+    missing = [c for c in _columns(fmap) if c not in metadata.schema.to_arrow_schema().names]
     if missing:
         raise CtrbenchError(f"{path}: columns {missing} are in the feature map but not in the file; "
                             "the feature map does not match this parquet schema")
+    return metadata
+
+
+def _read_parquet(path: Path, fmap: FeatureMap) -> pa.Table:
+    _read_schema(path, fmap)
     return pq.read_table(path, columns=_columns(fmap))
+
+
+def _check_rows(fmap: FeatureMap, split: str, rows: int) -> None:
+    """The rows found in a split's files must be the feature map's count, and more than none."""
+    expected = fmap.splits[split].rows
+    if rows != expected:
+        raise CtrbenchError(f"{fmap.root}: the {split} split's files hold {rows:,} rows but the feature map says "
+                            f"{expected:,}; the feature map does not match the parquet files (re-run `ctrbench preprocess`)")
+    if rows == 0:
+        raise CtrbenchError(f"{fmap.root}: the {split} split has no rows; re-run `ctrbench preprocess` on complete raw files")
 
 
 def load_split(fmap: FeatureMap, split: str) -> Batch:
     """Read a whole split into memory as one checked `Batch`."""
     parts = [batch_from_arrow(_read_parquet(p, fmap), fmap, str(p)) for p in fmap.split_paths(split)]
-    return parts[0] if len(parts) == 1 else Batch.concat(parts)
+    batch = parts[0] if len(parts) == 1 else Batch.concat(parts)
+    _check_rows(fmap, split, len(batch))
+    return batch
 
 
 class BatchSource(Protocol):
@@ -230,6 +248,7 @@ class ParquetStream:
     def __init__(self, fmap: FeatureMap, split: str, window_row_groups: int = 4):
         self.fmap = fmap
         self.paths = fmap.split_paths(split)
+        _check_rows(fmap, split, sum(_read_schema(path, fmap).num_rows for path in self.paths))
         self.num_rows = fmap.splits[split].rows
         self.window_row_groups = window_row_groups
 

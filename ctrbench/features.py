@@ -25,6 +25,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import typing
 import uuid
 from dataclasses import dataclass, field
@@ -187,11 +188,14 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with tmp.open("w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with tmp.open("w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # only there if writing stopped half-way
 
 
 def sha256_file(path: str | Path, chunk_bytes: int = 1 << 22) -> str:
@@ -276,9 +280,15 @@ class DatasetWriter:
         fmap.content_hash = digest.hexdigest()
         fmap.save(self.tmp_dir)
         if self.out_dir.exists():
+            # A directory cannot be renamed over a non-empty one, so the old one moves aside first; Ctrl-C
+            # or SIGTERM between the two renames would leave no dataset, so they wait until both are done.
             trash = self.out_dir.with_name(f".{self.out_dir.name}.old-{uuid.uuid4().hex[:8]}")
-            os.replace(self.out_dir, trash)
-            os.replace(self.tmp_dir, self.out_dir)
+            blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+            try:
+                os.replace(self.out_dir, trash)
+                os.replace(self.tmp_dir, self.out_dir)
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
             shutil.rmtree(trash, ignore_errors=True)
         else:
             os.replace(self.tmp_dir, self.out_dir)

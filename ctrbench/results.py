@@ -28,6 +28,10 @@ from ctrbench.features import atomic_write_text
 
 DEFAULT_RESULTS = Path("results") / "results.jsonl"
 KEY_FIELDS = ("model", "dataset", "config_hash", "seed")
+# What model selection, the leaderboard and the results table read from every record.
+REQUIRED_FIELDS = (*KEY_FIELDS, "status", "config", "valid", "test", "dense_params", "embedding_params",
+                   "mflop_per_example", "samples_per_second", "device")
+STATUSES = ("ok", "diverged")
 
 
 def run_key(record: dict[str, Any]) -> tuple:
@@ -37,6 +41,9 @@ def run_key(record: dict[str, Any]) -> tuple:
 class ResultsStore:
     def __init__(self, path: str | Path = DEFAULT_RESULTS):
         self.path = Path(path)
+        if self.path.is_dir():
+            raise CtrbenchError(f"{self.path}: is a directory; the results store is a file, e.g. "
+                                f"{self.path / DEFAULT_RESULTS.name}")
         self.lock = FileLock(str(self.path) + ".lock")
 
     def _read(self) -> list[dict[str, Any]]:
@@ -50,14 +57,20 @@ class ResultsStore:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise CtrbenchError(f"{self.path}:{number}: not a JSON record ({exc.msg}); fix or remove that line") from None
-            missing = [k for k in KEY_FIELDS if k not in record]
+            if not isinstance(record, dict):
+                raise CtrbenchError(f"{self.path}:{number}: not a JSON object; fix or remove that line")
+            missing = [k for k in REQUIRED_FIELDS if k not in record]
             if missing:
                 raise CtrbenchError(f"{self.path}:{number}: record lacks {missing}; fix or remove that line")
+            if record["status"] not in STATUSES:
+                raise CtrbenchError(f"{self.path}:{number}: status {record['status']!r} is not one of {STATUSES}; "
+                                    "fix or remove that line")
             records.append(record)
         return records
 
     def records(self) -> list[dict[str, Any]]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.parent.is_dir():  # nothing stored yet; reading creates nothing
+            return []
         with self.lock:
             return self._read()
 

@@ -125,9 +125,26 @@ def environment(device: torch.device) -> dict[str, Any]:
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name != "cpu" and name.partition(":")[0] != "cuda":
+        raise CtrbenchError(f"--device {name}: expected cpu, cuda, cuda:N or auto")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise CtrbenchError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
-    return torch.device(name)
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise CtrbenchError(f"--device {name}: expected cpu, cuda, cuda:N or auto") from None
+
+
+def build_model(spec: RunSpec, fmap: FeatureMap) -> torch.nn.Module:
+    """The run's model; a constructor that rejects its values stops with one line naming them."""
+    cls = get_model_class(spec.model)
+    try:
+        return cls(fmap, **spec.model_params)
+    except (ValueError, TypeError, RuntimeError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        values = ", ".join(f"{key}={value!r}" for key, value in spec.model_params.items())
+        raise CtrbenchError(f"{spec.model} on {spec.dataset}: the model rejects its config ({values}): {reason}; "
+                            f"fix the model: values in its config or --set") from exc
 
 
 class DatasetSplits:
@@ -149,7 +166,7 @@ def execute(spec: RunSpec, data: DatasetSplits, device: torch.device, label: str
             checkpoint_path: Path | None = None, command: str | None = None) -> dict[str, Any]:
     """Train one run and return its results record; `command` is the command line that asked for it."""
     seed_everything(spec.seed)
-    model = get_model_class(spec.model)(data.fmap, **spec.model_params)
+    model = build_model(spec, data.fmap)
     stats = model_stats(model, next(data.valid.batches(256)))
     started = time.time()
     result = fit(model, data.train, data.valid, data.test, spec.train, spec.seed, device=device,
@@ -208,19 +225,26 @@ def _duration(seconds: float) -> str:
 
 
 def run_plan(plan: list[RunSpec], data: DatasetSplits, store: ResultsStore, device: torch.device,
-             command: str | None = None, progress: bool = True) -> list[dict[str, Any]]:
+             command: str | None = None, progress: bool = True,
+             checkpoint_dir: Path | None = None) -> list[dict[str, Any]]:
     """Train every run of `plan` not yet in `store`, appending each as it finishes; return the plan's
     stored records.
 
-    Each run saves its training state under `<store dir>/checkpoints/` after every epoch, so a
-    benchmark killed mid-run resumes from that run's last finished epoch; the checkpoint is deleted
-    once the run is recorded. A process claims a run with a lock beside its checkpoint, so several
-    processes given the same plan share the work instead of repeating it. A diverged run is recorded
-    as such and the plan continues.
+    Each run saves its training state under `checkpoint_dir` (default `<store dir>/checkpoints/`)
+    after every epoch, so a benchmark killed mid-run resumes from that run's last finished epoch; the
+    checkpoint is deleted once the run is recorded. A process claims a run with a lock beside its
+    checkpoint, so several processes given the same plan share the work instead of repeating it. A
+    diverged run is recorded as such and the plan continues.
     """
+    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else store.path.parent / "checkpoints"
     hashes = [spec.config_hash(data.fmap.content_hash) for spec in plan]
     keys = [(spec.model, spec.dataset, config_hash, spec.seed) for spec, config_hash in zip(plan, hashes)]
+    checkpoints = [checkpoint_dir / f"{spec.dataset}_{spec.model}_{config_hash}_{spec.seed}.pt"
+                   for spec, config_hash in zip(plan, hashes)]
     stored = store.keys()
+    for key, checkpoint in zip(keys, checkpoints):
+        if key in stored:  # left behind by a process stopped between storing its run and deleting this
+            checkpoint.unlink(missing_ok=True)
     todo = [i for i, key in enumerate(keys) if key not in stored]
     console.print(f"{len(plan)} runs planned on {data.fmap.dataset}: {len(plan) - len(todo)} already in {store.path}, "
                   f"{len(todo)} to train", highlight=False)
@@ -228,7 +252,7 @@ def run_plan(plan: list[RunSpec], data: DatasetSplits, store: ResultsStore, devi
     for position, index in enumerate(todo, start=1):
         spec, config_hash = plan[index], hashes[index]
         label = f"[{position}/{len(todo)}] {spec.model} seed {spec.seed}"
-        checkpoint = store.path.parent / "checkpoints" / f"{spec.dataset}_{spec.model}_{config_hash}_{spec.seed}.pt"
+        checkpoint = checkpoints[index]
         claim_path = checkpoint.with_name(checkpoint.name + ".lock")
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -273,12 +297,14 @@ def bench(
     overrides: dict[str, dict[str, Any]] | None = None,
     progress: bool = True,
     command: str | None = None,
+    checkpoint_dir: Path | None = None,
 ) -> list[dict[str, Any]]:
     """Train every (model, seed) not yet in the results store; return this benchmark's records."""
     overrides = with_quick(overrides, quick)
     plan = [resolve_spec(m, dataset, BASE_SEED + i, config_dir, overrides) for m in models for i in range(seeds)]
     store = ResultsStore(results_path or DEFAULT_RESULTS)
-    return run_plan(plan, DatasetSplits.open(dataset, data_dir), store, pick_device(device), command, progress)
+    return run_plan(plan, DatasetSplits.open(dataset, data_dir), store, pick_device(device), command, progress,
+                    checkpoint_dir)
 
 
 def with_quick(overrides: dict[str, dict[str, Any]] | None, quick: bool) -> dict[str, dict[str, Any]]:

@@ -84,7 +84,7 @@ class FitResult:
 
 
 class Diverged(Exception):
-    def __init__(self, step: int, last_finite_loss: float | None, what: str):
+    def __init__(self, step: int | None, last_finite_loss: float | None, what: str):
         super().__init__(f"{what} at step {step}")
         self.info = {"step": step, "last_finite_loss": last_finite_loss, "what": what}
 
@@ -148,7 +148,7 @@ def predict(model: nn.Module, source: BatchSource, batch_size: int, device: torc
 def evaluate_split(model: nn.Module, source: BatchSource, config: TrainConfig, device: torch.device) -> dict[str, float]:
     logits, labels = predict(model, source, config.eval_batch_size, device)
     if not torch.isfinite(logits).all():
-        raise Diverged(-1, None, "non-finite predictions in evaluation")
+        raise Diverged(None, None, "non-finite predictions in evaluation")
     return evaluate(labels, logits)
 
 
@@ -191,8 +191,32 @@ class _Reporter:
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # only there if saving stopped half-way
+
+
+def _load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                     generator: torch.Generator) -> dict[str, Any]:
+    """Restore the training state saved by `_save_checkpoint`; return the loop state."""
+    fix = "delete it to start the run over, or give another checkpoint path"
+    try:
+        saved = torch.load(path, weights_only=False)
+        loop, weights, optimizer_state = saved["loop"], saved["model"], saved["optimizer"]
+        generator.set_state(saved["generator"])
+        torch.set_rng_state(saved["torch_rng"])
+    except Exception as exc:  # noqa: BLE001 - whatever is wrong with the file, the fix is the same
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CtrbenchError(f"{path}: not a training checkpoint ({reason}); {fix}") from exc
+    try:
+        model.load_state_dict(weights)
+        optimizer.load_state_dict(optimizer_state)
+    except (RuntimeError, ValueError, KeyError) as exc:
+        raise CtrbenchError(f"{path}: saved by another model or config (its weights do not fit "
+                            f"{type(model).__name__}); {fix}") from exc
+    return loop
 
 
 def fit(
@@ -215,12 +239,7 @@ def fit(
     state = {"epoch": 0, "steps": 0, "best": -float("inf"), "best_epoch": 0, "bad_epochs": 0,
              "best_weights": None, "history": [], "train_seconds": 0.0, "samples": 0}
     if checkpoint_path is not None and checkpoint_path.is_file():
-        saved = torch.load(checkpoint_path, weights_only=False)
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        generator.set_state(saved["generator"])
-        torch.set_rng_state(saved["torch_rng"])
-        state = saved["loop"]
+        state = _load_checkpoint(checkpoint_path, model, optimizer, generator)
         console.print(f"{label} resuming after epoch {state['epoch']} from {checkpoint_path}", highlight=False)
 
     reporter = _Reporter(label, progress)
@@ -245,8 +264,10 @@ def fit(
                     raise Diverged(state["steps"], last_loss, "non-finite loss")
                 if config.max_grad_norm is not None:
                     norm = nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-                    if not torch.isfinite(norm):
-                        raise Diverged(state["steps"], loss_value, "non-finite gradient norm")
+                else:
+                    norm = nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
+                if not torch.isfinite(norm):  # checked before the step, so no weight is ever non-finite
+                    raise Diverged(state["steps"], loss_value, "non-finite gradient norm")
                 optimizer.step()
                 last_loss = loss_value
                 epoch_loss += loss_value * len(batch)
@@ -285,6 +306,8 @@ def fit(
         valid_metrics = evaluate_split(model, valid, config, device)
         test_metrics = evaluate_split(model, test, config, device) if test is not None else {}
     except Diverged as exc:
+        if exc.info["step"] is None:  # found in evaluation: after the last step taken
+            exc.info.update(step=state["steps"], last_finite_loss=last_loss)
         return FitResult(status="diverged", valid={}, test={}, best_epoch=state["best_epoch"],
                          epochs=state["epoch"], steps=state["steps"], train_seconds=state["train_seconds"],
                          samples_per_second=state["samples"] / max(state["train_seconds"], 1e-9),

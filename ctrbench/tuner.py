@@ -98,6 +98,7 @@ def tune(
     overrides: dict[str, dict[str, Any]] | None = None,
     progress: bool = True,
     command: str | None = None,
+    checkpoint_dir: Path | None = None,
 ) -> TuneResult:
     """Run every grid point x seed not yet stored and rank the points by mean validation AUC."""
     axes = load_space(space_path, model)
@@ -111,7 +112,8 @@ def tune(
         for point in grid_points(axes) for i in range(seeds)
     ]
     store = ResultsStore(results_path or DEFAULT_RESULTS)
-    records = run_plan(plan, DatasetSplits.open(dataset, data_dir), store, pick_device(device), command, progress)
+    records = run_plan(plan, DatasetSplits.open(dataset, data_dir), store, pick_device(device), command, progress,
+                       checkpoint_dir)
     ranked = sorted(group_configs(records), key=ConfigResult.rank, reverse=True)
     if not ranked[0].ok:
         raise CtrbenchError(f"every grid point diverged on every seed (records in {store.path}); "

@@ -34,6 +34,7 @@ How features are encoded (`Feature`, `write_dataset`), following FuxiCTR's rules
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import tempfile
@@ -90,14 +91,8 @@ def rules_from_section(section: Any, rules_class: type[Rules], where: str) -> Ru
     Unknown keys, wrong types, missing keys and values the dataclass's `__post_init__` rejects all stop
     with one line starting with `where` and naming the key.
     """
-    section = section or {}
-    required = [f.name for f in dataclasses.fields(rules_class)
-                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
-    missing = [name for name in required if isinstance(section, dict) and name not in section]
-    if missing:
-        raise CtrbenchError(f"{where}: missing key {missing[0]!r}; the section needs: {', '.join(required)}")
     try:
-        return build_dataclass(rules_class, section, where)
+        return build_dataclass(rules_class, section or {}, where)
     except CtrbenchError as exc:
         message = str(exc)
         raise CtrbenchError(message if message.startswith(where) else f"{where}: {message}") from None
@@ -284,9 +279,38 @@ def require_file(path: Path) -> Path:
     return path
 
 
+def require_text(path: Path) -> Path:
+    """A file that exists and is not empty (an empty input is a failed download or copy, never data)."""
+    if require_file(path).stat().st_size == 0:
+        raise CtrbenchError(f"{path}: empty file; is the download or copy complete?")
+    return path
+
+
+def _locate_bad_quoting(path: Path, separator: str) -> str:
+    """`path:line: problem` for a CSV file whose quoting broke the parser, as far as it can be told.
+
+    A quote left open makes every later line's running count of quotes odd, so it is on the last line
+    where that count turns odd and stays odd; otherwise Python's strict csv reader finds a quote in the
+    wrong place (e.g. `"a"b`). Only called once parsing failed: it reads the whole file again.
+    """
+    lines = read_lines(path)  # stops at the first line that is not UTF-8 itself
+    odd = (lines["text"].str.count_matches('"', literal=True).cum_sum() % 2 == 1).to_numpy()
+    if odd.size and odd[-1]:
+        opened = int(np.flatnonzero(odd & ~np.concatenate([[False], odd[:-1]]))[-1])
+        return f"{path}:{lines['line'][opened]}: a quote opened on this line is never closed"
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle, delimiter=separator, strict=True)
+        try:
+            for _ in reader:
+                pass
+        except csv.Error as exc:
+            return f"{path}:{reader.line_num}: misplaced quote ({exc})"
+    return f"{path}: broken quoting"
+
+
 def read_lines(path: Path) -> pl.DataFrame:
     """Every line of a text file: columns `line` (1-based number) and `text` (without CR/LF)."""
-    data = require_file(path).read_bytes()
+    data = require_text(path).read_bytes()
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -308,7 +332,7 @@ def read_csv(path: Path, columns: Sequence[str], policy: BadRows, separator: str
     ("" inside quotes) and newlines; `line` is the line a row starts on. Values keep their text: CR of
     CRLF files is dropped, nothing else is stripped.
     """
-    require_file(path)
+    require_text(path)
     with path.open("rb") as handle:
         header = handle.readline().decode("utf-8", errors="replace").rstrip("\r\n")
     expected = separator.join(columns)
@@ -319,12 +343,12 @@ def read_csv(path: Path, columns: Sequence[str], policy: BadRows, separator: str
     schema = {name: pl.String for name in [*columns, overflow]}
     try:
         frame = pl.read_csv(path, has_header=False, skip_rows=1, separator=separator, schema=schema,
-                            missing_columns="insert", truncate_ragged_lines=True)
-    except (pl.exceptions.ComputeError, UnicodeDecodeError) as exc:
-        reason = str(exc).strip().splitlines()[-1].strip("`")
-        raise CtrbenchError(f"{path}: cannot parse as CSV ({reason}); is this the right file?") from None
+                            missing_columns="insert", truncate_ragged_lines=True, extra_columns="ignore")
+    except (pl.exceptions.ComputeError, UnicodeDecodeError):
+        raise CtrbenchError(f"{_locate_bad_quoting(path, separator)}; fix the file (broken quoting cannot be "
+                            "skipped: a quote may span lines)") from None
     # Line of each row: the header, plus one per earlier row, plus the newlines inside earlier quoted values.
-    newlines = pl.sum_horizontal(pl.col(c).str.count_matches("\n").fill_null(0) for c in columns)
+    newlines = pl.sum_horizontal(pl.col(c).str.count_matches("\n").fill_null(0) for c in schema)
     frame = frame.with_columns((pl.lit(2, pl.Int64) + pl.int_range(pl.len(), dtype=pl.Int64)
                                 + newlines.cum_sum().shift(1, fill_value=0)).alias("line"))
     lines = frame["line"].to_numpy()

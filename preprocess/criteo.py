@@ -200,6 +200,8 @@ class LineBlocks:
             if carry:  # a last line without a line end
                 yield carry, next_line
                 next_line += 1
+        if next_line == 1:
+            raise CtrbenchError(f"{self.path}: empty file; is the download or copy complete?")
         self.lines = next_line - 1
         self.sha256 = self._reader.sha256.hexdigest()
         self.bytes = self._reader.bytes_read
@@ -232,7 +234,8 @@ def _parse_block(block: bytes, path: Path, first_line: int, policy: BadRows) -> 
     where missing). A row breaking one of RULES stops the run or is dropped and counted (BadRows).
     """
     raw = pl.read_csv(block, has_header=False, separator="\t", quote_char=None, schema=_RAW_SCHEMA,
-                      missing_columns="insert", truncate_ragged_lines=True, encoding="utf8-lossy")
+                      missing_columns="insert", truncate_ragged_lines=True, extra_columns="ignore",
+                      encoding="utf8-lossy")
     fields = _field_counts(block)
     assert raw.height == len(fields), "one parsed row per line"
     integer = {name: pl.col(name).str.to_integer(strict=False) for name in INTEGER_FEATURES}

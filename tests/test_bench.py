@@ -65,7 +65,9 @@ import sys
 from ctrbench.results import ResultsStore
 store = ResultsStore(sys.argv[1])
 for i in range(40):
-    store.append({"model": sys.argv[2], "dataset": "d", "config_hash": "h", "seed": i, "pad": "x" * 2000})
+    store.append({"model": sys.argv[2], "dataset": "d", "config_hash": "h", "seed": i, "status": "ok", "config": {},
+                  "valid": {}, "test": {}, "dense_params": 1, "embedding_params": 1, "mflop_per_example": 0.0,
+                  "samples_per_second": 1.0, "device": {}, "pad": "x" * 2000})
 """
 
 
@@ -81,9 +83,18 @@ def test_two_processes_appending_to_one_store_lose_nothing(tmp_path):
 
 def test_bad_store_line_names_file_and_line(tmp_path):
     path = tmp_path / "results.jsonl"
-    path.write_text('{"model": "lr", "dataset": "d", "config_hash": "h", "seed": 1}\n{"model": \n')
-    with pytest.raises(CtrbenchError, match=r"results.jsonl:2: not a JSON record"):
-        ResultsStore(path).records()
+    complete = json.dumps(record("lr", "d", "h", 1, 0.8, 0.8, 0.4))
+    unknown_status = complete.replace('"ok"', '"done"')
+    for text, message in [(f'{complete}\n{{"model": \n', "results.jsonl:2: not a JSON record"),
+                          (f'{complete}\n{{"model": "lr", "dataset": "d", "config_hash": "h", "seed": 2}}\n',
+                           r"results.jsonl:2: record lacks \['status', 'config', 'valid', 'test'"),
+                          (f"{complete}\n{unknown_status}\n",
+                           r"results.jsonl:2: status 'done' is not one of \('ok', 'diverged'\)")]:
+        path.write_text(text)
+        with pytest.raises(CtrbenchError, match=message):
+            ResultsStore(path).records()
+    assert ResultsStore(tmp_path / "absent" / "results.jsonl").records() == []
+    assert not (tmp_path / "absent").exists()  # reading a store that is not there creates nothing
 
 
 # ---- model selection and the leaderboard --------------------------------------------------------
