@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from ctrbench.cli import main
@@ -229,38 +231,104 @@ def bench_args(data_dir: Path, config_dir: Path) -> list[str]:
             "--config-dir", str(config_dir), "--results", "results.jsonl", "--no-progress"]
 
 
-def test_killed_benchmark_resumes_to_the_same_table(small_data_dir, tiny_configs, tmp_path, monkeypatch, capsys):
-    """SIGKILL a benchmark mid-run (after an epoch of its second run); the rerun resumes that run from its
-    checkpoint and ends with the same Table 2 as a benchmark that was never interrupted."""
-    args = bench_args(small_data_dir, tiny_configs)
-    whole, killed = tmp_path / "whole", tmp_path / "killed"
-    whole.mkdir(), killed.mkdir()
-    monkeypatch.chdir(whole)
-    assert main(args) == 0
+@contextlib.contextmanager
+def one_thread():
+    """Train in this process as the subprocesses do (OMP_NUM_THREADS=1), so that results match bit for bit."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
-    process = ctrbench(*args, cwd=killed, wait=False)
+
+def outcomes(directory: Path) -> list[tuple]:
+    """What a benchmark computed (everything but timings), run by run, in key order."""
+    records = sorted((json.loads(line) for line in lines(directory / "results.jsonl")), key=run_key)
+    return [(run_key(r), r["status"], r["valid"], r["test"], r["best_epoch"], r["epochs"], r["steps"],
+             [(h["epoch"], h["train_loss"], h["valid_auc"], h["valid_logloss"]) for h in r["history"]])
+            for r in records]
+
+
+def table2(directory: Path) -> list[str]:
+    """The rows of the leaderboard's Table 2 (not the commands it lists) for the results in `directory`."""
+    with contextlib.chdir(directory):
+        assert main(["leaderboard", "--results", "results.jsonl", "--out", "boards"]) == 0
+    return [line for line in (directory / "boards" / "table2.md").read_text().splitlines() if line.startswith("|")]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(small_data_dir, tiny_configs, tmp_path_factory):
+    """The benchmark of `bench_args` run from start to end, once, for the interrupted ones to match."""
+    directory = tmp_path_factory.mktemp("uninterrupted")
+    with contextlib.chdir(directory), one_thread():
+        assert main(bench_args(small_data_dir, tiny_configs)) == 0
+    return outcomes(directory), table2(directory)
+
+
+def wait_for_checkpoint(process: subprocess.Popen, checkpoints: Path) -> Path:
+    """The 2nd run's checkpoint, as soon as it is saved (its first epoch finished): the run is then in an epoch."""
     deadline = time.time() + 300
-    while not list((killed / "checkpoints").glob("synthetic_dlrm_*_2022.pt")):  # the 2nd run saved an epoch
-        assert process.poll() is None and time.time() < deadline, "benchmark ended before it could be killed"
+    while not (found := list(checkpoints.glob("synthetic_dlrm_*_2022.pt"))):
+        assert process.poll() is None and time.time() < deadline, "benchmark ended before it could be stopped"
         time.sleep(0.005)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert len(lines(killed / "results.jsonl")) == 1
+    return found[0]
 
-    monkeypatch.chdir(killed)
+
+def resume(args: list[str], directory: Path, capsys) -> str:
+    """Rerun the benchmark in `directory` to the end; its stderr."""
     capsys.readouterr()
-    assert main(args) == 0
+    with contextlib.chdir(directory), one_thread():
+        assert main(args) == 0
     err = capsys.readouterr().err
     assert "4 runs planned on synthetic: 1 already in results.jsonl, 3 to train" in err
-    assert "[1/3] dlrm seed 2022 resuming after epoch" in err
-    records = [json.loads(line) for line in lines(killed / "results.jsonl")]
-    assert sorted((r["model"], r["seed"]) for r in records) == [("dlrm", 2021), ("dlrm", 2022), ("lr", 2021), ("lr", 2022)]
-    assert not list((killed / "checkpoints").iterdir())
+    return err
 
-    for directory in (whole, killed):
-        monkeypatch.chdir(directory)
-        assert main(["leaderboard", "--results", "results.jsonl", "--out", "boards"]) == 0
-    assert (killed / "boards" / "table2.md").read_text() == (whole / "boards" / "table2.md").read_text()
+
+def test_killed_benchmark_resumes_to_the_same_table(small_data_dir, tiny_configs, uninterrupted, tmp_path, capsys):
+    """SIGKILL a benchmark mid-run (after an epoch of its second run); the rerun resumes that run from its
+    checkpoint and ends with the same results and Table 2 as a benchmark that was never interrupted."""
+    args = bench_args(small_data_dir, tiny_configs)
+    process = ctrbench(*args, cwd=tmp_path, wait=False)
+    wait_for_checkpoint(process, tmp_path / "checkpoints")
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert len(lines(tmp_path / "results.jsonl")) == 1
+
+    assert "[1/3] dlrm seed 2022 resuming after epoch" in resume(args, tmp_path, capsys)
+    assert not list((tmp_path / "checkpoints").iterdir())
+    assert (outcomes(tmp_path), table2(tmp_path)) == uninterrupted
+
+
+@pytest.mark.parametrize("stop, checkpoint_dir", [(signal.SIGINT, None), (signal.SIGTERM, "elsewhere")],
+                         ids=["SIGINT", "SIGTERM with --checkpoint-dir"])
+def test_interrupted_benchmark_stops_cleanly_and_resumes_to_the_same_results(
+        stop, checkpoint_dir, small_data_dir, tiny_configs, uninterrupted, tmp_path, capsys):
+    """Ctrl-C or SIGTERM in the middle of an epoch of the 2nd run: the 1st run stays stored, the 2nd is
+    abandoned with its last finished epoch saved, and the process exits 128 + signal with one line
+    saying how to resume. The rerun resumes from that epoch and stores exactly what a benchmark that
+    was never interrupted stores; `--checkpoint-dir` puts the checkpoints where it says."""
+    args = bench_args(small_data_dir, tiny_configs) + (["--checkpoint-dir", checkpoint_dir] if checkpoint_dir else [])
+    checkpoints = tmp_path / (checkpoint_dir or "checkpoints")
+    process = ctrbench(*args, cwd=tmp_path, wait=False)
+    checkpoint = wait_for_checkpoint(process, checkpoints)
+    process.send_signal(stop)
+    _, err = process.communicate(timeout=300)
+
+    assert process.returncode == 128 + stop.value
+    assert err.splitlines()[-1] == (f"interrupted ({stop.name}): every finished run is kept in results.jsonl; rerun "
+                                    "the same command to resume (the interrupted run restarts from its last "
+                                    "finished epoch)")
+    assert "Traceback" not in err
+    finished = err.count("[2/4] dlrm seed 2022 epoch ")
+    assert 1 <= finished < 8  # the signal came after epoch `finished` and before the next one ended
+    assert torch.load(checkpoint, weights_only=False)["loop"]["epoch"] == finished
+    assert [(r["model"], r["seed"]) for r in map(json.loads, lines(tmp_path / "results.jsonl"))] == [("dlrm", 2021)]
+    assert not [p.name for p in [*tmp_path.iterdir(), *checkpoints.iterdir()] if p.name.startswith(".")]  # no temp files
+
+    assert f"[1/3] dlrm seed 2022 resuming after epoch {finished} from" in resume(args, tmp_path, capsys)
+    assert not list(checkpoints.iterdir())
+    assert (outcomes(tmp_path), table2(tmp_path)) == uninterrupted
 
 
 def test_two_benchmark_processes_share_the_work(small_data_dir, tiny_configs, tmp_path):
