@@ -324,13 +324,37 @@ def read_lines(path: Path) -> pl.DataFrame:
                         pl.col("text").str.strip_suffix("\r"))
 
 
+def _counts_per_line(data: bytes, character: str) -> np.ndarray:
+    """How often an ASCII `character` occurs on each line of `data`."""
+    array = np.frombuffer(data, dtype=np.uint8)
+    line_ends = np.flatnonzero(array == ord("\n"))
+    if not data.endswith(b"\n"):
+        line_ends = np.append(line_ends, len(array))
+    return np.diff(np.searchsorted(np.flatnonzero(array == ord(character)), line_ends), prepend=0)
+
+
+def field_counts(data: bytes, separator: str) -> np.ndarray:
+    """Number of `separator`-separated fields on each line of `data` (quotes are not looked at)."""
+    return _counts_per_line(data, separator) + 1
+
+
+def _most_fields_in_a_row(data: bytes, separator: str) -> int:
+    """At least the number of fields of the longest CSV row in `data`: a row goes on over the next
+    line while a quote is open (an odd number of quotes so far), and separators inside quotes count."""
+    fields = field_counts(data, separator)
+    open_at_line_end = np.cumsum(_counts_per_line(data, '"')) % 2 == 1
+    row = np.cumsum(np.concatenate([[True], ~open_at_line_end[:-1]])) - 1  # row of each line
+    return int((np.bincount(row, weights=fields) - (np.bincount(row) - 1)).max())
+
+
 def read_csv(path: Path, columns: Sequence[str], policy: BadRows, separator: str = ",") -> pl.DataFrame:
     """A CSV file with exactly this header, every value as a string, plus its `line` numbers.
 
-    The header must list `columns` in this order. A row with a missing or empty field, or with more
-    fields than the header, breaks a rule (see `BadRows`). Quoted fields may hold separators, quotes
-    ("" inside quotes) and newlines; `line` is the line a row starts on. Values keep their text: CR of
-    CRLF files is dropped, nothing else is stripped.
+    The header must list `columns` in this order. A row with a missing or empty field, or with a value
+    after its last column, breaks a rule (see `BadRows`); empty fields after the last column (a
+    trailing separator) are ignored. Quoted fields may hold separators, quotes ("" inside quotes) and
+    newlines; `line` is the line a row starts on. Values keep their text: CR of CRLF files is dropped,
+    nothing else is stripped.
     """
     require_text(path)
     with path.open("rb") as handle:
@@ -339,8 +363,11 @@ def read_csv(path: Path, columns: Sequence[str], policy: BadRows, separator: str
     if header != expected:
         shown = expected.replace("\t", "<TAB>")
         raise CtrbenchError(f"{path}:1: wrong header {header.replace(chr(9), '<TAB>')!r}; expected {shown!r}")
-    overflow = "__more_fields__"
-    schema = {name: pl.String for name in [*columns, overflow]}
+    # One column for every field the longest row could hold, so that no value after the last column
+    # goes unseen (the parser cannot tell an empty field from an absent one, so empty ones pass).
+    widest = _most_fields_in_a_row(path.read_bytes(), separator)
+    overflow = [f"__field_{k}__" for k in range(len(columns) + 1, max(widest, len(columns) + 1) + 1)]
+    schema = {name: pl.String for name in [*columns, *overflow]}
     try:
         frame = pl.read_csv(path, has_header=False, skip_rows=1, separator=separator, schema=schema,
                             missing_columns="insert", truncate_ragged_lines=True, extra_columns="ignore")
@@ -355,7 +382,8 @@ def read_csv(path: Path, columns: Sequence[str], policy: BadRows, separator: str
     empty_line = frame.select(pl.all_horizontal(pl.col(c).is_null() for c in schema)).to_series().to_numpy()
     keep = policy.check_rules(path, lines, [
         (empty_line, "empty line", None),
-        (frame[overflow].is_not_null().to_numpy(), f"more than the header's {len(columns)} fields", None),
+        (frame.select(pl.any_horizontal(pl.col(overflow).fill_null("") != "")).to_series().to_numpy(),
+         f"more than the header's {len(columns)} fields", None),
         *[((frame[c].fill_null("") == "").to_numpy(), f"missing or empty field {c!r}", None) for c in columns],
     ])
     return frame.filter(pl.Series(keep)).select("line", *columns)

@@ -63,7 +63,7 @@ from ctrbench.features import (OOV_INDEX, PADDING_INDEX, DatasetWriter, FeatureM
                                to_parquet_frame)
 from ctrbench.train import console
 from preprocess import PreprocessOptions
-from preprocess.common import FIRST_VALUE_INDEX, LABEL, BadRows, detect_release, rules_from_section
+from preprocess.common import FIRST_VALUE_INDEX, LABEL, BadRows, detect_release, field_counts, rules_from_section
 
 INTEGER_FEATURES = tuple(f"I{i}" for i in range(1, 14))
 CATEGORICAL_FEATURES = tuple(f"C{i}" for i in range(1, 27))
@@ -214,16 +214,6 @@ class LineBlocks:
                                 "is the file truncated or corrupt?") from None
 
 
-def _field_counts(block: bytes) -> np.ndarray:
-    """Number of tab-separated fields on each line of a block."""
-    data = np.frombuffer(block, dtype=np.uint8)
-    line_ends = np.flatnonzero(data == ord("\n"))
-    if not block.endswith(b"\n"):
-        line_ends = np.append(line_ends, len(data))
-    tabs_before_end = np.searchsorted(np.flatnonzero(data == ord("\t")), line_ends)
-    return np.diff(tabs_before_end, prepend=0) + 1
-
-
 _RAW_SCHEMA = {name: pl.String for name in COLUMNS}
 
 
@@ -236,7 +226,7 @@ def _parse_block(block: bytes, path: Path, first_line: int, policy: BadRows) -> 
     raw = pl.read_csv(block, has_header=False, separator="\t", quote_char=None, schema=_RAW_SCHEMA,
                       missing_columns="insert", truncate_ragged_lines=True, extra_columns="ignore",
                       encoding="utf8-lossy")
-    fields = _field_counts(block)
+    fields = field_counts(block, "\t")
     assert raw.height == len(fields), "one parsed row per line"
     integer = {name: pl.col(name).str.to_integer(strict=False) for name in INTEGER_FEATURES}
     hexadecimal = {name: pl.col(name).str.to_integer(base=16, dtype=pl.UInt32, strict=False)
