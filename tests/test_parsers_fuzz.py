@@ -8,6 +8,7 @@ the first row the skipping run dropped (`file:line: ...`), or keeps them all whe
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -21,7 +22,9 @@ from ctrbench.errors import CtrbenchError
 from preprocess.common import BadRows, read_csv, read_libfm
 from preprocess.criteo import COLUMNS, LineBlocks, read_rows
 
-FUZZ = settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# 400 examples per parser keep the default suite quick; HYPOTHESIS_EXAMPLES=5000 fuzzes deeper.
+FUZZ = settings(max_examples=int(os.environ.get("HYPOTHESIS_EXAMPLES", 400)), deadline=None,
+                suppress_health_check=[HealthCheck.too_slow])
 FIELDS = ("user", "item", "tag")
 
 
