@@ -146,7 +146,9 @@ def _mflop(value: float | None) -> str:
 
 
 def _delta(ours: float | None, paper: float | None) -> str:
-    return DASH if ours is None or paper is None else f"{ours - paper:+.4f}"
+    if ours is None or paper is None:
+        return DASH
+    return f"{round(ours - paper, 4) + 0.0:+.4f}"  # + 0.0 turns a rounded -0.0 into 0.0
 
 
 def _mean_std(values: list[float]) -> str:

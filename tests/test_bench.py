@@ -17,7 +17,7 @@ import yaml
 
 from ctrbench.cli import main
 from ctrbench.errors import CtrbenchError
-from ctrbench.leaderboard import write_leaderboards
+from ctrbench.leaderboard import _delta, write_leaderboards
 from ctrbench.results import ResultsStore, run_key, select_best
 from ctrbench.runner import Eta, bench, resolve_spec
 from ctrbench.synthetic import write_synthetic
@@ -172,6 +172,11 @@ def test_leaderboard_numbers_next_to_the_paper(tmp_path):
     assert "| 4.0 | 2 | `aaa` |" in page
     assert "![Test AUC vs MFLOP per example on Frappe](frappe_auc_vs_mflop.png)" in page
     assert (tmp_path / "frappe_auc_vs_mflop.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_delta_rounds_before_its_sign():
+    assert [_delta(0.98679, 0.9868), _delta(0.9853, 0.9846), _delta(0.9, 0.91), _delta(None, 0.9)] == [
+        "+0.0000", "+0.0007", "-0.0100", "–"]
 
 
 def test_leaderboard_regenerated_is_byte_identical(tmp_path):
