@@ -28,12 +28,10 @@ from rich.console import Console
 from rich.table import Table
 
 from ctrbench.datasets import DEFAULT_DATA_DIR, dataset_names, load_dataset_config, load_feature_map, processed_dir
+from ctrbench.console import console, stdout
 from ctrbench.errors import CtrbenchError, unknown_name
 from ctrbench.features import FEATURE_MAP_FILE, FeatureMap, atomic_write_text
 from ctrbench.results import DEFAULT_RESULTS, ResultsStore
-from ctrbench.train import console
-
-stdout = Console(soft_wrap=True)  # tables go to stdout, progress and status lines to stderr
 
 
 class _Parser(argparse.ArgumentParser):

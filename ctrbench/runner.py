@@ -34,7 +34,8 @@ from ctrbench.errors import CtrbenchError
 from ctrbench.features import FeatureMap
 from ctrbench.flops import model_stats
 from ctrbench.results import DEFAULT_RESULTS, ResultsStore, run_key
-from ctrbench.train import TrainConfig, console, fit, seed_everything
+from ctrbench.console import console
+from ctrbench.train import TrainConfig, fit, seed_everything
 from model_zoo import get_model_class
 
 MODEL_CONFIG_DIR = REPO_ROOT / "model_zoo" / "configs"

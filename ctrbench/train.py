@@ -24,16 +24,14 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
+from ctrbench.console import console
 from ctrbench.data import BatchSource
 from ctrbench.embedding import FeatureEmbedding
 from ctrbench.errors import CtrbenchError
 from ctrbench.metrics import evaluate
-
-console = Console(stderr=True, soft_wrap=True)
 
 
 @dataclass

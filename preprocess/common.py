@@ -63,7 +63,7 @@ from ctrbench.features import (
     FeatureType,
     sha256_file,
 )
-from ctrbench.train import console
+from ctrbench.console import console
 
 FIRST_VALUE_INDEX = 2  # vocabulary indices: 0 padding, 1 out-of-vocabulary, values from 2
 LABEL = "label"

@@ -61,7 +61,7 @@ from ctrbench.datasets import DATASET_CONFIG_DIR, load_dataset_config
 from ctrbench.errors import CtrbenchError
 from ctrbench.features import (OOV_INDEX, PADDING_INDEX, DatasetWriter, FeatureMap, FeatureSpec, parquet_schema,
                                to_parquet_frame)
-from ctrbench.train import console
+from ctrbench.console import console
 from preprocess import PreprocessOptions
 from preprocess.common import FIRST_VALUE_INDEX, LABEL, BadRows, detect_release, field_counts, rules_from_section
 

@@ -34,7 +34,7 @@ import polars as pl
 
 from ctrbench.errors import CtrbenchError
 from ctrbench.features import FeatureMap
-from ctrbench.train import console
+from ctrbench.console import console
 from preprocess import PreprocessOptions
 from preprocess.common import (
     LABEL,

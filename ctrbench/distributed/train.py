@@ -39,7 +39,7 @@ from ctrbench.distributed.sharding import (LinearWarmup, make_optimizer, make_pl
 from ctrbench.errors import CtrbenchError
 from ctrbench.features import FeatureMap, atomic_write_text
 from ctrbench.metrics import evaluate
-from ctrbench.train import console
+from ctrbench.console import console
 
 DATA_TYPES = {"fp32": DataType.FP32, "fp16": DataType.FP16, "bf16": DataType.BF16}
 
