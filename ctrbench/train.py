@@ -28,7 +28,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 
 from ctrbench.console import console
-from ctrbench.data import BatchSource
+from ctrbench.data import Batch, BatchSource
 from ctrbench.embedding import FeatureEmbedding
 from ctrbench.errors import CtrbenchError
 from ctrbench.metrics import evaluate
@@ -130,6 +130,32 @@ def regularization(model: nn.Module, config: TrainConfig) -> torch.Tensor | None
             term = weight / 2 * sum(p.pow(2).sum() for p in params)
             total = term if total is None else total + term
     return total
+
+
+def train_step(model: nn.Module, batch: Batch, optimizer: torch.optim.Optimizer, config: TrainConfig,
+               step: int, last_loss: float | None) -> float:
+    """One optimisation step on `batch` (already on the model's device); returns the loss.
+
+    A non-finite loss or gradient norm raises `Diverged` before the weights change; `step` and
+    `last_loss` (the previous step's loss) go into its record.
+    """
+    logits = model(batch)
+    loss = nn.functional.binary_cross_entropy_with_logits(logits, batch.label)
+    reg = regularization(model, config)
+    total = loss if reg is None else loss + reg
+    optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    loss_value = total.item()
+    if not np.isfinite(loss_value):
+        raise Diverged(step, last_loss, "non-finite loss")
+    if config.max_grad_norm is not None:
+        norm = nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+    else:
+        norm = nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
+    if not torch.isfinite(norm):  # checked before the step, so no weight is ever non-finite
+        raise Diverged(step, loss_value, "non-finite gradient norm")
+    optimizer.step()
+    return loss_value
 
 
 @torch.inference_mode()
@@ -250,23 +276,8 @@ def fit(
             epoch_loss, epoch_samples, started = 0.0, 0, time.perf_counter()
             for batch in train.batches(config.batch_size, shuffle=config.shuffle, generator=generator):
                 batch = batch.to(device)
-                logits = model(batch)
-                loss = nn.functional.binary_cross_entropy_with_logits(logits, batch.label)
-                reg = regularization(model, config)
-                total = loss if reg is None else loss + reg
-                optimizer.zero_grad(set_to_none=True)
-                total.backward()
-                loss_value = total.item()
                 state["steps"] += 1
-                if not np.isfinite(loss_value):
-                    raise Diverged(state["steps"], last_loss, "non-finite loss")
-                if config.max_grad_norm is not None:
-                    norm = nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-                else:
-                    norm = nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
-                if not torch.isfinite(norm):  # checked before the step, so no weight is ever non-finite
-                    raise Diverged(state["steps"], loss_value, "non-finite gradient norm")
-                optimizer.step()
+                loss_value = train_step(model, batch, optimizer, config, state["steps"], last_loss)
                 last_loss = loss_value
                 epoch_loss += loss_value * len(batch)
                 epoch_samples += len(batch)
