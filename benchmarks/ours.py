@@ -1,0 +1,70 @@
+"""The ctrbench side of the performance benchmark: the same jobs as `fuxictr_side.py`, with our code.
+
+    python -m benchmarks.ours JOB.json
+
+prints one JSON line. `benchmarks/run.py` starts one process per measurement (so each process's peak
+memory is its own) and alternates them with FuxiCTR's.
+
+The training job uses what `ctrbench train` uses: `load_split` + `InMemory` batches, the model from
+the zoo, `make_optimizer` and `train_step` from `ctrbench.train`; inference is `ctrbench.train.predict`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ctrbench.data import InMemory, load_split
+from ctrbench.features import FeatureMap
+from ctrbench.train import TrainConfig, make_optimizer, predict, train_step
+from model_zoo import get_model_class
+
+
+def train_job(job: dict[str, Any]) -> dict[str, Any]:
+    """Samples/s over `steps` training steps after `warmup_steps`, then inference samples/s on valid."""
+    fmap = FeatureMap.load(job["data"])
+    config = TrainConfig(**job["train"])
+    started = time.perf_counter()
+    train = InMemory(load_split(fmap, "train"))
+    load_seconds = time.perf_counter() - started
+    torch.manual_seed(job["seed"])
+    model = get_model_class(job["model"])(fmap, **job["model_params"])
+    optimizer = make_optimizer(model, config)
+    generator = torch.Generator().manual_seed(job["seed"])
+    model.train()
+    warmup, steps = job["warmup_steps"], job["steps"]
+    samples, done = 0, 0
+    while done < warmup + steps:
+        for batch in train.batches(config.batch_size, shuffle=True, generator=generator):
+            if done == warmup:
+                started, samples = time.perf_counter(), 0
+            train_step(model, batch, optimizer, config, done + 1, None)
+            samples += len(batch)
+            done += 1
+            if done == warmup + steps:
+                break
+    train_seconds = time.perf_counter() - started
+    valid = InMemory(load_split(fmap, "valid"))
+    started = time.perf_counter()
+    logits, _ = predict(model, valid, job["eval_batch_size"], torch.device("cpu"))
+    predict_seconds = time.perf_counter() - started
+    return {"samples_per_second": samples / train_seconds, "train_seconds": train_seconds, "steps": steps,
+            "inference_samples_per_second": len(logits) / predict_seconds, "load_seconds": load_seconds}
+
+
+JOBS = {"train": train_job}
+
+
+def main() -> None:
+    job = json.loads(Path(sys.argv[1]).read_text())
+    torch.set_num_threads(job["threads"])
+    print(json.dumps(JOBS[job["kind"]](job)))
+
+
+if __name__ == "__main__":
+    main()

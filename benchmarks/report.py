@@ -1,0 +1,152 @@
+"""The performance report: each part's JSON (written by `benchmarks/run.py`) as one markdown file.
+
+Throughput figures are medians over repeats with the range (min-max) next to them. A ctrbench /
+FuxiCTR ratio is the median of the per-repeat ratios: the two measurements of one repeat ran back to
+back, so they shared the same background load.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+PARTS = ("train", "preprocess", "eval", "scaling", "converge")
+
+
+def spread(values: list[float], fmt: str = ",.0f") -> str:
+    """`median (min-max)` of `values`, or the one value."""
+    if len(values) == 1:
+        return format(values[0], fmt)
+    return f"{format(statistics.median(values), fmt)} ({format(min(values), fmt)}-{format(max(values), fmt)})"
+
+
+def paired_ratios(rows: list[dict[str, Any]], key: str, ours: str, theirs: str) -> list[float]:
+    """Per repeat, ours[key] / theirs[key] for rows sharing every field but `side`."""
+    by_repeat: dict[int, dict[str, float]] = {}
+    for row in rows:
+        by_repeat.setdefault(row["repeat"], {})[row["side"]] = row[key]
+    return [sides[ours] / sides[theirs] for sides in by_repeat.values() if ours in sides and theirs in sides]
+
+
+def _header(part: dict[str, Any]) -> list[str]:
+    m = part["machine"]
+    return [f"`{part['command']}`", "",
+            f"{m['cpu']}, {m['cores']} cores, torch {m['torch']}, {m['threads']} threads per side; started "
+            f"{part['started']}, {part['minutes']:.0f} min; 1-min load average {part['load_before']:.1f} before, "
+            f"{part['load_after']:.1f} after.", ""]
+
+
+def _groups(rows: list[dict[str, Any]], *keys: str) -> dict[tuple, list[dict[str, Any]]]:
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[k] for k in keys), []).append(row)
+    return groups
+
+
+def train_section(part: dict[str, Any]) -> list[str]:
+    lines = ["## 1. Training and inference throughput", "", *_header(part),
+             f"Training samples/s over {part['steps']} steps after {part['warmup_steps']} warm-up steps, data "
+             "loading included (each library's own in-memory loader); inference samples/s = predicting the "
+             "whole validation split. Peak RSS is the worker process's (data, model, interpreter). "
+             "Median (min-max) over repeats; ratio = median of per-repeat ctrbench / FuxiCTR.", "",
+             "| dataset | model | ctrbench train samples/s | FuxiCTR train samples/s | train ratio | "
+             "ctrbench inference/s | FuxiCTR inference/s | inference ratio | peak RSS MiB ctrbench / FuxiCTR |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for (dataset, model), rows in _groups(part["rows"], "dataset", "model").items():
+        sides = _groups(rows, "side")
+        ours, theirs = sides.get(("ctrbench",), []), sides.get(("fuxictr",), [])
+        cell = lambda rs, key: spread([r[key] for r in rs]) if rs else "n/a"  # noqa: E731
+        ratio = lambda key: spread(paired_ratios(rows, key, "ctrbench", "fuxictr"), ".2f") + "x" if theirs else "n/a"  # noqa: E731
+        rss = f"{cell(ours, 'peak_rss_mib')} / {cell(theirs, 'peak_rss_mib')}"
+        lines.append(f"| {dataset} | {model} | {cell(ours, 'samples_per_second')} | {cell(theirs, 'samples_per_second')} "
+                     f"| {ratio('samples_per_second')} | {cell(ours, 'inference_samples_per_second')} "
+                     f"| {cell(theirs, 'inference_samples_per_second')} | {ratio('inference_samples_per_second')} "
+                     f"| {rss} |")
+    lines += ["", "FuxiCTR has no Wukong: Wukong is measured on the ctrbench side only.", ""]
+    return lines
+
+
+def preprocess_section(part: dict[str, Any]) -> list[str]:
+    rows = part["rows"]
+    sides = _groups(rows, "side")
+    lines = ["## 2. Preprocessing throughput", "", *_header(part),
+             f"Input: {part['input']} ({rows[0]['rows']:,} rows). ctrbench: the whole `ctrbench preprocess frappe "
+             "--release bars_x1` process; FuxiCTR: a process running `FeatureProcessor` + `build_dataset` (its "
+             "Ray transform included; Ray's worker processes are not in the peak RSS). Rows/s = rows / process wall "
+             "time, interpreter start included.", "",
+             "| side | wall s | rows/s | peak RSS MiB |", "|---|---|---|---|"]
+    for (side,), rs in sides.items():
+        lines.append(f"| {side} | {spread([r['wall_seconds'] for r in rs], '.1f')} "
+                     f"| {spread([r['rows'] / r['wall_seconds'] for r in rs])} | {spread([r['peak_rss_mib'] for r in rs])} |")
+    ratios = [1 / r for r in paired_ratios(rows, "wall_seconds", "ctrbench", "fuxictr")]
+    lines += ["", f"ctrbench / FuxiCTR rows/s: {spread(ratios, '.1f')}x.", ""]
+    return lines
+
+
+def eval_section(part: dict[str, Any]) -> list[str]:
+    rows = part["rows"]
+    lines = ["## 3. Evaluation: AUC over many predictions", "", *_header(part),
+             f"Exact AUC of {part['predictions']:,} float32 scores (ties counted half): `ctrbench.metrics.auc` vs "
+             "scikit-learn's `roc_auc_score`, which FuxiCTR's `evaluate_metrics` calls.", "",
+             "| implementation | seconds | AUC |", "|---|---|---|"]
+    for (side,), rs in _groups(rows, "side").items():
+        lines.append(f"| {side} | {spread([r['seconds'] for r in rs], '.2f')} | {rs[0]['auc']:.9f} |")
+    ratios = [1 / r for r in paired_ratios(rows, "seconds", "ctrbench", "sklearn")]
+    lines += ["", f"Speed-up: {spread(ratios, '.1f')}x. Inference samples/s are in part 1.", ""]
+    return lines
+
+
+def scaling_section(part: dict[str, Any]) -> list[str]:
+    peak = statistics.median(part["matmul_peak_gflops"]) * 1e3  # MFLOP/s
+    m, k, n = part["matmul_size"]
+    lines = ["## 4. How Wukong's cost grows (ctrbench only)", "", *_header(part),
+             f"Matmul peak: torch.matmul [{m}x{k}] x [{k}x{n}] fp32, best of 5, measured before and after in the same "
+             f"run: {', '.join(f'{g:.1f}' for g in part['matmul_peak_gflops'])} GFLOP/s (fractions below use the "
+             "median). Training on one pre-built batch of random indices (no data loading), Adam; train MFLOP per "
+             "example = 3 x the forward count of `ctrbench.flops` (backward ~ 2x forward), embedding_dim 16, "
+             "vocabulary 1,000 per feature.", ""]
+    titles = {"size": "Wukong size (Table 5's ladder scaled down: nF = nL and k / 4, MLP width / 32), 39 features, "
+                      "batch 256",
+              "batch": "batch size, Wukong l=8, nF = nL = 12, k=12, MLP 3x128, 39 features",
+              "features": "number of features, same Wukong, batch 256"}
+    for sweep, title in titles.items():
+        lines += [f"**vs {title}**", "", "| l | nF = nL | k | MLP | features | batch | train MFLOP/example "
+                  "| samples/s | MFLOP/s | of matmul peak |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in (r for r in part["rows"] if r["sweep"] == sweep):
+            lines.append(f"| {r['num_layers']} | {r['fmb_embeddings']} | {r['fm_rank']} | 3x{r['fmb_mlp_units'][0]} "
+                         f"| {r['features']} | {r['batch_size']} | {r['train_mflop_per_example']:.2f} "
+                         f"| {r['samples_per_second']:,.0f} | {r['mflops']:,.0f} | {r['mflops'] / peak:.1%} |")
+        lines.append("")
+    return lines
+
+
+def converge_section(part: dict[str, Any]) -> list[str]:
+    fx = part["fuxictr"]
+    return ["## Convergence on Frappe: FuxiCTR's DLRM", "", *_header(part),
+            "BARS DLRM_frappe_x1 config (model_zoo/configs/dlrm.yaml `frappe`), FuxiCTR's own `fit` (early stopping "
+            "on validation AUC, patience 2, best weights restored), seed 2021.", "",
+            "| library | epochs | valid AUC | test AUC | test logloss |", "|---|---|---|---|---|",
+            f"| FuxiCTR 2.3.10 | {fx['epochs']} | {fx['valid_auc']:.4f} | {fx['test_auc']:.4f} | {fx['test_logloss']:.4f} |",
+            ""]
+
+
+SECTIONS = {"train": train_section, "preprocess": preprocess_section, "eval": eval_section,
+            "scaling": scaling_section, "converge": converge_section}
+
+
+def render(parts: dict[str, dict[str, Any]]) -> str:
+    lines = ["# Performance: ctrbench vs FuxiCTR 2.3.10", "",
+             "Generated by `python -m benchmarks.run report` from the parts below (each with the command that "
+             "measured it). Do not edit by hand.", ""]
+    for name in PARTS:
+        if name in parts:
+            lines += SECTIONS[name](parts[name])
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_report(results_dir: Path, out: Path) -> None:
+    parts = {name: json.loads((results_dir / f"{name}.json").read_text())
+             for name in PARTS if (results_dir / f"{name}.json").is_file()}
+    out.write_text(render(parts))

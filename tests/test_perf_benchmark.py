@@ -1,0 +1,138 @@
+"""The performance benchmark's pieces that run fast: matmul probe, workers, FuxiCTR export, report."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from benchmarks import ours
+from benchmarks.report import paired_ratios, render, spread
+from benchmarks.run import (
+    export_for_fuxictr,
+    fuxictr_params,
+    matmul_peak_gflops,
+    run_measured,
+    run_worker,
+    scaling_point,
+)
+from ctrbench.data import load_split
+from ctrbench.errors import CtrbenchError
+from ctrbench.features import DatasetWriter, FeatureMap, FeatureSpec, to_parquet_frame
+
+
+def write_mixed_dataset(directory, rows: int = 40) -> FeatureMap:
+    """Two categorical and one numeric feature, the feature types the FuxiCTR export handles."""
+    rng = np.random.default_rng(0)
+    specs = [FeatureSpec(name="user", type="categorical", vocab_size=6, padding_idx=0, oov_idx=1),
+             FeatureSpec(name="price", type="numeric", transform="none"),
+             FeatureSpec(name="item", type="categorical", vocab_size=9, padding_idx=0, oov_idx=1)]
+    frame = pl.DataFrame({"user": rng.integers(0, 6, rows), "price": rng.normal(size=rows),
+                          "item": rng.integers(0, 9, rows), "label": (np.arange(rows) % 2).astype(np.float32)})
+    with DatasetWriter(directory) as writer:
+        for split in ("train", "valid", "test"):
+            writer.write_split(split, to_parquet_frame(frame, "label", specs))
+        return writer.commit(FeatureMap(dataset="mixed", label="label", features=specs))
+
+
+def test_matmul_peak_is_flops_over_best_time():
+    gflops = matmul_peak_gflops((64, 32, 16), repeats=2)
+    assert np.isfinite(gflops) and gflops > 0
+
+
+def test_spread_and_paired_ratios_by_hand():
+    assert spread([3.0, 1.0, 2.0], ".1f") == "2.0 (1.0-3.0)"
+    assert spread([5.0], ".1f") == "5.0"
+    rows = [{"repeat": 0, "side": "a", "x": 6.0}, {"repeat": 0, "side": "b", "x": 2.0},
+            {"repeat": 1, "side": "b", "x": 4.0}, {"repeat": 1, "side": "a", "x": 2.0},
+            {"repeat": 2, "side": "a", "x": 9.0}]  # repeat 2 has no partner and is left out
+    assert paired_ratios(rows, "x", "a", "b") == [3.0, 0.5]
+
+
+def test_export_for_fuxictr_keeps_indices_values_and_vocabularies(tmp_path):
+    fmap = write_mixed_dataset(tmp_path / "mixed")
+    out = export_for_fuxictr(fmap, tmp_path / "fx")
+    spec = json.loads((out / "feature_map.json").read_text())
+    assert spec["labels"] == ["label"]
+    assert [list(f) for f in spec["features"]] == [["user"], ["price"], ["item"]]
+    assert spec["features"][2]["item"] == {"source": "", "type": "categorical", "vocab_size": 9, "padding_idx": 0}
+    assert spec["features"][1]["price"]["type"] == "numeric"
+    batch = load_split(fmap, "valid")
+    arrays = np.load(out / "valid.npz")
+    np.testing.assert_array_equal(arrays["user"], batch.categorical[:, 0].numpy())
+    np.testing.assert_array_equal(arrays["item"], batch.categorical[:, 1].numpy())
+    np.testing.assert_array_equal(arrays["price"], batch.numeric[:, 0].numpy())
+    np.testing.assert_array_equal(arrays["label"], batch.label.numpy())
+
+
+def test_fuxictr_params_match_names_and_reject_unmatched_structures():
+    dlrm = {"embedding_dim": 10, "bottom_mlp_units": [], "top_mlp_units": [400, 400], "interaction": "cat",
+            "top_mlp_dropout": 0.4, "batch_norm": True}
+    assert fuxictr_params("dlrm", dlrm) == {"embedding_dim": 10, "top_mlp_units": [400, 400], "bottom_mlp_units": [],
+                                            "top_mlp_dropout": 0.4, "interaction_op": "cat", "batch_norm": True}
+    with pytest.raises(CtrbenchError, match="full cross network"):
+        fuxictr_params("dcnv2", {"embedding_dim": 10, "model_structure": "parallel", "num_cross_layers": 2,
+                                 "cross_network": "low_rank"})
+    with pytest.raises(CtrbenchError, match="no such model"):
+        fuxictr_params("wukong", {})
+
+
+def test_ours_train_job_times_the_requested_steps(tmp_path):
+    fmap = write_mixed_dataset(tmp_path / "mixed")
+    result = ours.train_job({
+        "data": str(fmap.root), "model": "dlrm", "seed": 0, "warmup_steps": 1, "steps": 2, "eval_batch_size": 16,
+        "model_params": {"embedding_dim": 4, "bottom_mlp_units": [], "top_mlp_units": [8]},
+        "train": {"batch_size": 16, "learning_rate": 1e-3, "embedding_regularizer": 0.1, "net_regularizer": 0.0,
+                  "max_grad_norm": 10.0}})
+    assert result["steps"] == 2
+    assert result["samples_per_second"] > 0 and result["inference_samples_per_second"] > 0
+
+
+def test_run_worker_reads_the_last_stdout_line_and_the_childs_peak_rss(tmp_path):
+    script = tmp_path / "worker.py"
+    script.write_text("import json, sys\nprint('noise')\njob = json.load(open(sys.argv[1]))\n"
+                      "print(json.dumps({'doubled': 2 * job['x']}))\n")
+    result = run_worker([sys.executable, str(script)], {"kind": "test", "x": 21})
+    assert result["doubled"] == 42
+    assert result["peak_rss_mib"] > 1 and result["wall_seconds"] > 0
+
+
+def test_run_measured_names_the_failing_command():
+    with pytest.raises(CtrbenchError, match="boom"):
+        run_measured([sys.executable, "-c", "import sys; sys.exit('boom')"])
+
+
+def test_scaling_point_mflops_is_flops_per_example_times_samples_per_second():
+    torch.manual_seed(0)
+    wukong = {"embedding_dim": 4, "num_layers": 1, "fmb_embeddings": 2, "lcb_embeddings": 2, "fm_rank": 2,
+              "fmb_mlp_units": [8], "head_mlp_units": [8]}
+    point = scaling_point(num_features=3, batch_size=8, wukong=wukong, steps=1)
+    assert point["train_mflop_per_example"] > 0
+    assert point["mflops"] == pytest.approx(point["train_mflop_per_example"] * point["samples_per_second"])
+
+
+def _machine_header(**extra):
+    return {"command": "python -m benchmarks.run X", "machine": {"cpu": "CPU", "cores": 2, "threads": 2, "torch": "t"},
+            "started": "2026-11-23 16:00 UTC", "minutes": 1.0, "load_before": 2.0, "load_after": 3.0, **extra}
+
+
+def test_report_tables_by_hand():
+    train = _machine_header(steps=8, warmup_steps=3, rows=[
+        {"dataset": "frappe", "model": "dlrm", "side": side, "repeat": r, "samples_per_second": sps,
+         "inference_samples_per_second": inf, "peak_rss_mib": 500.0}
+        for side, r, sps, inf in (("ctrbench", 0, 3000.0, 9000.0), ("fuxictr", 0, 1000.0, 3000.0),
+                                  ("fuxictr", 1, 2000.0, 3000.0), ("ctrbench", 1, 5000.0, 6000.0))])
+    evaluation = _machine_header(predictions=10, rows=[
+        {"side": "ctrbench", "repeat": 0, "seconds": 1.0, "auc": 0.75},
+        {"side": "sklearn", "repeat": 0, "seconds": 4.0, "auc": 0.75}])
+    text = render({"train": train, "eval": evaluation})
+    # medians 4,000 (3,000-5,000) vs 1,500 (1,000-2,000); per-repeat ratios 3.0 and 2.5 -> median 2.75
+    assert ("| frappe | dlrm | 4,000 (3,000-5,000) | 1,500 (1,000-2,000) | 2.75 (2.50-3.00)x "
+            "| 7,500 (6,000-9,000) | 3,000 (3,000-3,000) | 2.50 (2.00-3.00)x | 500 (500-500) / 500 (500-500) |") in text
+    assert "| ctrbench | 1.00 | 0.750000000 |" in text
+    assert "Speed-up: 4.0x" in text
+    assert "`python -m benchmarks.run X`" in text and "load average 2.0 before, 3.0 after" in text
