@@ -12,7 +12,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-PARTS = ("train", "preprocess", "eval", "scaling", "converge")
+PARTS = ("train", "preprocess", "eval", "scaling", "converge", "profile")
 
 
 def spread(values: list[float], fmt: str = ",.0f") -> str:
@@ -50,7 +50,10 @@ def train_section(part: dict[str, Any]) -> list[str]:
              f"Training samples/s over {part['steps']} steps after {part['warmup_steps']} warm-up steps, data "
              "loading included (each library's own in-memory loader); inference samples/s = predicting the "
              "whole validation split. Peak RSS is the worker process's (data, model, interpreter). "
-             "Median (min-max) over repeats; ratio = median of per-repeat ctrbench / FuxiCTR.", "",
+             "Median (min-max) over repeats; ratio = median of per-repeat ctrbench / FuxiCTR. "
+             + ("All jobs of a repeat ran at the same time (one process each), sharing the load alike."
+                if part.get("concurrent") else "Jobs ran one after the other, ctrbench and FuxiCTR alternating."),
+             "",
              "| dataset | model | ctrbench train samples/s | FuxiCTR train samples/s | train ratio | "
              "ctrbench inference/s | FuxiCTR inference/s | inference ratio | peak RSS MiB ctrbench / FuxiCTR |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -132,8 +135,25 @@ def converge_section(part: dict[str, Any]) -> list[str]:
             ""]
 
 
+def profile_section(part: dict[str, Any]) -> list[str]:
+    lines = ["## Profile of our training step, eager vs torch.compile", "", *_header(part),
+             f"Frappe configs, pre-built batches, {part['steps']} timed steps after {part['warmup_steps']} warm-up "
+             "steps (compilation happens in the warm-up). Samples per CPU second count this process's CPU time, "
+             "which background load disturbs less than wall time.", "",
+             "| model | torch.compile | samples/s | samples per CPU second |", "|---|---|---|---|"]
+    for r in part["rows"]:
+        lines.append(f"| {r['model']} | {'yes' if r['compiled'] else 'no'} | {r['samples_per_second']:,.0f} "
+                     f"| {r['samples_per_cpu_second']:,.0f} |")
+    for r in part["rows"]:
+        if "top_ops" in r:
+            lines += ["", f"Top operators of the eager {r['model']} step (torch.profiler, self CPU time):", "",
+                      "```", r["top_ops"].strip(), "```"]
+    return lines + [""]
+
+
 SECTIONS = {"train": train_section, "preprocess": preprocess_section, "eval": eval_section,
-            "scaling": scaling_section, "converge": converge_section}
+            "scaling": scaling_section, "converge": converge_section,
+            "profile": profile_section}
 
 
 def render(parts: dict[str, dict[str, Any]]) -> str:

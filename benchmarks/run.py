@@ -5,6 +5,7 @@
     python -m benchmarks.run eval        [--rows 10000000]
     python -m benchmarks.run scaling
     python -m benchmarks.run converge    --fxvenv /work/fxvenv --fuxictr-zoo DIR
+    python -m benchmarks.run profile     [--models dlrm]   # torch.profiler table, eager vs torch.compile
     python -m benchmarks.run report      # results/perf/*.json -> benchmarks/perf.md
 
 Each part writes `RESULTS/<part>.json` (default results/perf/) with the exact command, the machine,
@@ -176,36 +177,48 @@ def _train_fields(spec) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- parts
 
+def train_jobs(args, dataset: str, data_dir: Path, fx_dir: Path | None, repeat: int):
+    """(row fields, side, job) of one repeat: per model ours and FuxiCTR's, in alternating order."""
+    jobs = []
+    for model in args.models:
+        spec = resolve_spec(model, "frappe", 2021)  # the Frappe config, on both datasets
+        base = {"kind": "train", "seed": 2021 + repeat, "threads": args.threads, "warmup_steps": args.warmup,
+                "steps": args.steps, "eval_batch_size": spec.train.eval_batch_size, "train": _train_fields(spec)}
+        sides = ["ctrbench", "fuxictr"] if model in FUXICTR_CLASSES and fx_dir is not None else ["ctrbench"]
+        for side in (reversed(sides) if repeat % 2 else sides):
+            if side == "ctrbench":
+                job = {**base, "data": str(data_dir), "model": model, "model_params": spec.model_params}
+            else:
+                job = {**base, "data": str(fx_dir), "fuxictr_class": FUXICTR_CLASSES[model],
+                       "model_zoo_dir": str(args.fuxictr_zoo), "num_workers": 1,
+                       "model_params": fuxictr_params(model, spec.model_params)}
+            jobs.append(({"dataset": dataset, "model": model, "side": side, "repeat": repeat}, side, job))
+    return jobs
+
+
 def part_train(args, workers: Workers) -> dict[str, Any]:
-    """Part 1 (and inference of part 3): training and inference samples/s, peak RSS, per model and dataset."""
+    """Part 1 (and inference of part 3): training and inference samples/s, peak RSS, per model and dataset.
+
+    With `--concurrent`, all jobs of a repeat run at the same time (one process each), so every
+    measurement of the repeat shares the same background load; otherwise one after the other.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     rows = []
     for dataset, data_dir in args.datasets:
         fmap = FeatureMap.load(data_dir)
         fx_dir = export_for_fuxictr(fmap, args.work / f"fuxictr_{dataset}") if workers.fuxictr else None
         for repeat in range(args.repeats):
-            for model in args.models:
-                spec = resolve_spec(model, "frappe", 2021)  # the Frappe config, on both datasets
-                base = {"kind": "train", "seed": 2021 + repeat, "threads": args.threads, "warmup_steps": args.warmup,
-                        "steps": args.steps, "eval_batch_size": spec.train.eval_batch_size,
-                        "train": _train_fields(spec)}
-                sides = ["ctrbench", "fuxictr"] if model in FUXICTR_CLASSES and workers.fuxictr else ["ctrbench"]
-                if repeat % 2:
-                    sides.reverse()
-                for side in sides:
-                    if side == "ctrbench":
-                        job = {**base, "data": str(data_dir), "model": model, "model_params": spec.model_params}
-                    else:
-                        job = {**base, "data": str(fx_dir), "fuxictr_class": FUXICTR_CLASSES[model],
-                               "model_zoo_dir": str(args.fuxictr_zoo), "num_workers": 1,
-                               "model_params": fuxictr_params(model, spec.model_params)}
-                    load = load_average()
-                    result = workers.run(side, job)
-                    rows.append({"dataset": dataset, "model": model, "side": side, "repeat": repeat,
-                                 "load_before": load, **result})
-                    print(f"{dataset} {model} {side} #{repeat}: {result['samples_per_second']:,.0f} samples/s, "
-                          f"inference {result['inference_samples_per_second']:,.0f}/s, "
-                          f"{result.get('peak_rss_mib', 0):,.0f} MiB (load {load:.1f})", file=sys.stderr, flush=True)
-    return {"rows": rows, "warmup_steps": args.warmup, "steps": args.steps}
+            jobs = train_jobs(args, dataset, data_dir, fx_dir, repeat)
+            load = load_average()
+            with ThreadPoolExecutor(max_workers=len(jobs) if args.concurrent else 1) as pool:
+                results = list(pool.map(lambda item: workers.run(item[1], item[2]), jobs))
+            for (fields, _, _), result in zip(jobs, results):
+                rows.append({**fields, "load_before": load, **result})
+                print(f"{fields}: {result['samples_per_second']:,.0f} samples/s, inference "
+                      f"{result['inference_samples_per_second']:,.0f}/s, {result['peak_rss_mib']:,.0f} MiB",
+                      file=sys.stderr, flush=True)
+    return {"rows": rows, "warmup_steps": args.warmup, "steps": args.steps, "concurrent": args.concurrent}
 
 
 FRAPPE_FIELDS = ("user", "item", "daytime", "weekday", "isweekend", "homework", "cost", "weather", "country", "city")
@@ -361,8 +374,53 @@ def part_converge(args, workers: Workers) -> dict[str, Any]:
     return {"fuxictr": result}
 
 
+def part_profile(args, workers: Workers) -> dict[str, Any]:
+    """Where our training step spends its time (torch.profiler), and what torch.compile changes.
+
+    One process, the model's Frappe config on pre-built shuffled Frappe batches; throughput is given per
+    wall second and per CPU second of this process (the latter is steadier on a loaded machine).
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    from ctrbench.data import InMemory
+    from ctrbench.train import make_optimizer, train_step
+    from model_zoo import get_model_class
+
+    fmap = FeatureMap.load(args.frappe)
+    rows = []
+    for model_name in args.models:
+        spec = resolve_spec(model_name, "frappe", 2021)
+        generator = torch.Generator().manual_seed(0)
+        batches = list(InMemory(load_split(fmap, "train")).batches(spec.train.batch_size, True, generator))
+        batches = batches[:args.warmup + args.steps]
+        for compiled in (False, True):
+            torch.manual_seed(0)
+            model = get_model_class(model_name)(fmap, **spec.model_params)
+            if compiled:
+                model.compile()
+            optimizer = make_optimizer(model, spec.train)
+            model.train()
+            for step, batch in enumerate(batches[:args.warmup]):
+                train_step(model, batch, optimizer, spec.train, step + 1, None)
+            wall, cpu = time.perf_counter(), time.process_time()
+            for step, batch in enumerate(batches[args.warmup:]):
+                train_step(model, batch, optimizer, spec.train, step + 1, None)
+            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            samples = sum(len(b) for b in batches[args.warmup:])
+            row = {"model": model_name, "compiled": compiled, "samples_per_second": samples / wall,
+                   "samples_per_cpu_second": samples / cpu}
+            if not compiled:
+                with profile(activities=[ProfilerActivity.CPU]) as prof:
+                    for batch in batches[args.warmup:]:
+                        train_step(model, batch, optimizer, spec.train, 0, None)
+                row["top_ops"] = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12)
+            rows.append(row)
+            print({k: v for k, v in row.items() if k != "top_ops"}, file=sys.stderr, flush=True)
+    return {"rows": rows, "warmup_steps": args.warmup, "steps": args.steps}
+
+
 PARTS = {"train": part_train, "preprocess": part_preprocess, "eval": part_eval, "scaling": part_scaling,
-         "converge": part_converge}
+         "converge": part_converge, "profile": part_profile}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -382,6 +440,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=10, help="timed training steps")
     parser.add_argument("--rows", type=int, default=10_000_000, help="predictions for the AUC timing")
     parser.add_argument("--scaling-steps", type=int, default=5)
+    parser.add_argument("--concurrent", action="store_true",
+                        help="train: run all jobs of a repeat at once (for a machine whose load you cannot control)")
     return parser
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 
@@ -19,6 +20,7 @@ from benchmarks.run import (
     run_measured,
     run_worker,
     scaling_point,
+    train_jobs,
 )
 from ctrbench.data import load_split
 from ctrbench.errors import CtrbenchError
@@ -90,6 +92,19 @@ def test_ours_train_job_times_the_requested_steps(tmp_path):
                   "max_grad_norm": 10.0}})
     assert result["steps"] == 2
     assert result["samples_per_second"] > 0 and result["inference_samples_per_second"] > 0
+
+
+def test_train_jobs_pair_each_model_and_alternate_the_order(tmp_path):
+    args = argparse.Namespace(models=["dlrm", "wukong"], threads=2, warmup=1, steps=2, fuxictr_zoo=tmp_path)
+    order = lambda repeat: [(f["model"], side) for f, side, _ in  # noqa: E731
+                            train_jobs(args, "frappe", tmp_path / "ours", tmp_path / "fx", repeat)]
+    assert order(0) == [("dlrm", "ctrbench"), ("dlrm", "fuxictr"), ("wukong", "ctrbench")]  # no Wukong in FuxiCTR
+    assert order(1) == [("dlrm", "fuxictr"), ("dlrm", "ctrbench"), ("wukong", "ctrbench")]
+    jobs = {side: job for f, side, job in train_jobs(args, "frappe", tmp_path / "ours", tmp_path / "fx", 0)
+            if f["model"] == "dlrm"}
+    for key in ("train", "steps", "warmup_steps", "threads", "eval_batch_size", "seed"):
+        assert jobs["ctrbench"][key] == jobs["fuxictr"][key]  # matched settings
+    assert jobs["fuxictr"]["model_params"]["embedding_dim"] == jobs["ctrbench"]["model_params"]["embedding_dim"]
 
 
 def test_run_worker_reads_the_last_stdout_line_and_the_childs_peak_rss(tmp_path):
