@@ -60,13 +60,18 @@ def train_section(part: dict[str, Any]) -> list[str]:
     for (dataset, model), rows in _groups(part["rows"], "dataset", "model").items():
         sides = _groups(rows, "side")
         ours, theirs = sides.get(("ctrbench",), []), sides.get(("fuxictr",), [])
-        cell = lambda rs, key: spread([r[key] for r in rs]) if rs else "n/a"  # noqa: E731
-        ratio = lambda key: spread(paired_ratios(rows, key, "ctrbench", "fuxictr"), ".2f") + "x" if theirs else "n/a"  # noqa: E731
-        rss = f"{cell(ours, 'peak_rss_mib')} / {cell(theirs, 'peak_rss_mib')}"
-        lines.append(f"| {dataset} | {model} | {cell(ours, 'samples_per_second')} | {cell(theirs, 'samples_per_second')} "
-                     f"| {ratio('samples_per_second')} | {cell(ours, 'inference_samples_per_second')} "
-                     f"| {cell(theirs, 'inference_samples_per_second')} | {ratio('inference_samples_per_second')} "
-                     f"| {rss} |")
+
+        def cell(side_rows: list[dict[str, Any]], key: str) -> str:
+            return spread([r[key] for r in side_rows]) if side_rows else "n/a"
+
+        def ratio(key: str) -> str:
+            return spread(paired_ratios(rows, key, "ctrbench", "fuxictr"), ".2f") + "x" if theirs else "n/a"
+
+        lines.append(f"| {dataset} | {model} | {cell(ours, 'samples_per_second')} "
+                     f"| {cell(theirs, 'samples_per_second')} | {ratio('samples_per_second')} "
+                     f"| {cell(ours, 'inference_samples_per_second')} | {cell(theirs, 'inference_samples_per_second')} "
+                     f"| {ratio('inference_samples_per_second')} "
+                     f"| {cell(ours, 'peak_rss_mib')} / {cell(theirs, 'peak_rss_mib')} |")
     lines += ["", "FuxiCTR has no Wukong: Wukong is measured on the ctrbench side only.", ""]
     return lines
 
@@ -110,10 +115,11 @@ def scaling_section(part: dict[str, Any]) -> list[str]:
              "median). Training on one pre-built batch of random indices (no data loading), Adam; train MFLOP per "
              "example = 3 x the forward count of `ctrbench.flops` (backward ~ 2x forward), embedding_dim 16, "
              "vocabulary 1,000 per feature.", ""]
+    batch = part["scaling_batch"]
     titles = {"size": "Wukong size (Table 5's ladder scaled down: nF = nL and k / 4, MLP width / 32), 39 features, "
-                      "batch 256",
+                      f"batch {batch}",
               "batch": "batch size, Wukong l=8, nF = nL = 12, k=12, MLP 3x128, 39 features",
-              "features": "number of features, same Wukong, batch 256"}
+              "features": f"number of features, same Wukong, batch {batch}"}
     for sweep, title in titles.items():
         lines += [f"**vs {title}**", "", "| l | nF = nL | k | MLP | features | batch | train MFLOP/example "
                   "| samples/s | MFLOP/s | of matmul peak |", "|---|---|---|---|---|---|---|---|---|---|"]

@@ -304,7 +304,6 @@ def random_batch(fmap: FeatureMap, rows: int, seed: int = 0):
 # Table 5's Wukong ladder (l, nF = nL, k, MLP width; MLPs of 3 layers) scaled down: nF, nL and k / 4, MLP width / 32.
 WUKONG_LADDER = ((2, 2, 6, 64), (4, 8, 6, 64), (8, 8, 6, 64), (8, 12, 12, 128), (8, 24, 24, 256), (8, 24, 24, 512),
                  (8, 48, 48, 512))
-SCALING_BATCH = 256
 
 
 def measure_training(model, batch, steps: int, warmup: int = 2) -> float:
@@ -346,19 +345,20 @@ def part_scaling(args, workers: Workers) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     peak_before = matmul_peak_gflops()
     rows = []
-    for ladder_step in WUKONG_LADDER:
-        rows.append({"sweep": "size", **scaling_point(39, SCALING_BATCH, wukong_size(*ladder_step), args.scaling_steps)})
+    for ladder_step in WUKONG_LADDER[:args.ladder_points]:
+        rows.append({"sweep": "size", **scaling_point(39, args.scaling_batch, wukong_size(*ladder_step),
+                                                      args.scaling_steps)})
         print(rows[-1], file=sys.stderr, flush=True)
     middle = wukong_size(*WUKONG_LADDER[3])
-    for batch_size in (64, 256, 1024):
+    for batch_size in args.batch_sizes:
         rows.append({"sweep": "batch", **scaling_point(39, batch_size, middle, args.scaling_steps)})
         print(rows[-1], file=sys.stderr, flush=True)
-    for features in (10, 39, 100):
-        rows.append({"sweep": "features", **scaling_point(features, SCALING_BATCH, middle, args.scaling_steps)})
+    for features in args.feature_counts:
+        rows.append({"sweep": "features", **scaling_point(features, args.scaling_batch, middle, args.scaling_steps)})
         print(rows[-1], file=sys.stderr, flush=True)
     peak_after = matmul_peak_gflops()
-    return {"rows": rows, "matmul_peak_gflops": [peak_before, peak_after],
-            "matmul_size": [4096, 1024, 1024]}
+    return {"rows": rows, "matmul_peak_gflops": [peak_before, peak_after], "matmul_size": [4096, 1024, 1024],
+            "scaling_batch": args.scaling_batch}
 
 
 def part_converge(args, workers: Workers) -> dict[str, Any]:
@@ -423,6 +423,10 @@ PARTS = {"train": part_train, "preprocess": part_preprocess, "eval": part_eval, 
          "converge": part_converge, "profile": part_profile}
 
 
+def _int_list(value: str) -> list[int]:
+    return [int(v) for v in value.split(",")]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("part", choices=[*PARTS, "report"])
@@ -439,7 +443,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=int, default=3, help="training steps before timing starts")
     parser.add_argument("--steps", type=int, default=10, help="timed training steps")
     parser.add_argument("--rows", type=int, default=10_000_000, help="predictions for the AUC timing")
-    parser.add_argument("--scaling-steps", type=int, default=5)
+    parser.add_argument("--scaling-steps", type=int, default=5, help="timed steps per scaling point")
+    parser.add_argument("--scaling-batch", type=int, default=256, help="batch size of the size and feature sweeps")
+    parser.add_argument("--ladder-points", type=int, default=len(WUKONG_LADDER), help="first N sizes of the ladder")
+    parser.add_argument("--batch-sizes", type=_int_list, default=[64, 256, 1024], help="batch sweep, e.g. 64,256")
+    parser.add_argument("--feature-counts", type=_int_list, default=[10, 39, 100], help="feature sweep, e.g. 10,39")
     parser.add_argument("--concurrent", action="store_true",
                         help="train: run all jobs of a repeat at once (for a machine whose load you cannot control)")
     return parser

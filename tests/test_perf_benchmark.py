@@ -151,3 +151,13 @@ def test_report_tables_by_hand():
     assert "| ctrbench | 1.00 | 0.750000000 |" in text
     assert "Speed-up: 4.0x" in text
     assert "`python -m benchmarks.run X`" in text and "load average 2.0 before, 3.0 after" in text
+
+
+def test_scaling_section_gives_mflops_as_a_fraction_of_the_median_matmul_peak():
+    row = {"sweep": "size", "num_layers": 2, "fmb_embeddings": 4, "fm_rank": 6, "fmb_mlp_units": [64, 64, 64],
+           "features": 39, "batch_size": 64, "train_mflop_per_example": 2.5, "samples_per_second": 200.0,
+           "mflops": 500.0}
+    part = _machine_header(rows=[row], matmul_peak_gflops=[1.0, 3.0], matmul_size=[8, 4, 2], scaling_batch=64)
+    text = render({"scaling": part})
+    assert "| 2 | 4 | 6 | 3x64 | 39 | 64 | 2.50 | 200 | 500 | 25.0% |" in text  # 500 / (median 2 GFLOP/s)
+    assert "1.0, 3.0 GFLOP/s" in text
