@@ -455,6 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    command = shlex.join(["python", "-m", "benchmarks.run", *(sys.argv[1:] if argv is None else argv)])
     args.results.mkdir(parents=True, exist_ok=True)
     if args.part != "report":
         args.work.mkdir(parents=True, exist_ok=True)
@@ -465,12 +466,12 @@ def main(argv: list[str] | None = None) -> None:
         load_before = load_average()
         started = time.time()
         result = PARTS[args.part](args, workers)
-        result.update(command=shlex.join(["python", "-m", "benchmarks.run", *(argv or sys.argv[1:])]),
+        result.update(command=command,
                       machine=machine(args.threads), load_before=load_before, load_after=load_average(),
                       started=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
                       minutes=(time.time() - started) / 60)
         (args.results / f"{args.part}.json").write_text(json.dumps(result, indent=1))
-    write_report(args.results, args.report)
+    write_report(args.results, args.report, command)
     print(f"wrote {args.report}", file=sys.stderr)
 
 
