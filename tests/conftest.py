@@ -109,3 +109,25 @@ def bars_frappe_vocab() -> dict[str, int]:
     1.x builds (the xDeepFM and MaskNet BARS runs) had one row fewer per feature (no padding row)."""
     return {"user": 956, "item": 4084, "daytime": 9, "weekday": 9, "isweekend": 4, "homework": 5, "cost": 4,
             "weather": 11, "country": 82, "city": 235}
+
+
+@pytest.fixture
+def preprocess_rules(monkeypatch):
+    """`override(dataset, **keys)`: the converters read dataset_configs/<dataset>.yaml's `preprocess` section
+    with these keys changed, for this test only (later calls change more keys)."""
+    import preprocess.common
+    from ctrbench.datasets import load_dataset_config
+
+    configs = {}
+
+    def config(name):
+        if name not in configs:
+            configs[name] = load_dataset_config(name)
+        return configs[name]
+
+    def override(dataset, **changes):
+        config(dataset).preprocess = {**config(dataset).preprocess, **changes}
+
+    monkeypatch.setattr(preprocess.common, "load_dataset_config", config)
+    return override
+

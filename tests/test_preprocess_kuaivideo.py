@@ -5,6 +5,7 @@ CSVs whose pos_items / neg_items are `^`-joined item ids (empty for none) and an
 h5py as BARS's converter writes it (integer keys 0..n-1 there; here the fixture's item ids).
 """
 
+import functools
 import pickle
 import shutil
 from pathlib import Path
@@ -15,7 +16,6 @@ import polars as pl
 import pytest
 
 from ctrbench.cli import main
-from ctrbench.datasets import load_dataset_config
 from ctrbench.errors import CtrbenchError
 from ctrbench.features import FeatureMap
 from preprocess import PreprocessOptions
@@ -54,16 +54,10 @@ def make_release(tmp_path: Path, key_dtype=np.int64) -> Path:
 
 
 @pytest.fixture
-def rules(monkeypatch):
-    import preprocess.common
-
-    config = load_dataset_config("kuaivideo")
-    monkeypatch.setattr(preprocess.common, "load_dataset_config", lambda name: config)
-
-    def override(**changes):
-        config.preprocess = {**config.preprocess, **changes}
-    override(max_len=3)
-    return override
+def rules(preprocess_rules):
+    """Override keys of dataset_configs/kuaivideo.yaml's preprocess section (max_len=3 by default)."""
+    preprocess_rules("kuaivideo", max_len=3)
+    return functools.partial(preprocess_rules, "kuaivideo")
 
 
 def read_split(fmap: FeatureMap, split: str) -> dict[str, list]:

@@ -6,6 +6,7 @@ by h5py, and the THACIL CSVs with 512-d-style .npy cover-image matrices whose te
 Both fixtures hold the same interactions; an x1 item id is 10 + the raw id (test ids offset by the 4 train items).
 """
 
+import functools
 import shutil
 from pathlib import Path
 
@@ -17,7 +18,6 @@ import torch
 
 from ctrbench.cli import main
 from ctrbench.data import load_split
-from ctrbench.datasets import load_dataset_config
 from ctrbench.embedding import FeatureEmbedding
 from ctrbench.errors import CtrbenchError
 from ctrbench.features import FeatureMap
@@ -61,17 +61,10 @@ def make_release(tmp_path: Path, release: str) -> Path:
 
 
 @pytest.fixture
-def rules(monkeypatch):
-    """Override keys of dataset_configs/microvideo.yaml's preprocess section (max_len 3 by default)."""
-    import preprocess.common
-
-    config = load_dataset_config("microvideo")
-    monkeypatch.setattr(preprocess.common, "load_dataset_config", lambda name: config)
-
-    def override(**changes):
-        config.preprocess = {**config.preprocess, **changes}
-    override(max_len=3)
-    return override
+def rules(preprocess_rules):
+    """Override keys of dataset_configs/microvideo.yaml's preprocess section (max_len=3 by default)."""
+    preprocess_rules("microvideo", max_len=3)
+    return functools.partial(preprocess_rules, "microvideo")
 
 
 def read_split(fmap: FeatureMap, split: str) -> dict[str, list]:

@@ -6,6 +6,7 @@ brands are often NULL, timestamps are epoch seconds whose day is counted in UTC+
 2017-05-06 00:00 in Beijing but still 2017-05-05 in UTC), and BARS x1 rows are `0`-filled DMR data.
 """
 
+import functools
 import shutil
 from pathlib import Path
 
@@ -49,16 +50,10 @@ RAW_TEST = {
 
 
 @pytest.fixture
-def rules(monkeypatch):
-    import preprocess.common
-
-    config = load_dataset_config("taobaoads")
-    monkeypatch.setattr(preprocess.common, "load_dataset_config", lambda name: config)
-
-    def override(**changes):
-        config.preprocess = {**config.preprocess, **changes}
-    override(min_count=1, max_len=3)
-    return override
+def rules(preprocess_rules):
+    """Override keys of dataset_configs/taobaoads.yaml's preprocess section (min_count=1, max_len=3 by default)."""
+    preprocess_rules("taobaoads", min_count=1, max_len=3)
+    return functools.partial(preprocess_rules, "taobaoads")
 
 
 def read_split(fmap: FeatureMap, split: str) -> dict[str, list]:
