@@ -683,10 +683,13 @@ def with_histories(impressions: pl.DataFrame, events: pl.LazyFrame, histories: d
     part_of = (pl.col(user).hash(seed=0) % parts).alias("part")
     last_impression = impressions.lazy().group_by(user).agg(pl.col(time).max().alias("_last"))
     with progress(f"streaming the events into {parts} part(s) by user"):
+        # The streaming join and sink do not keep the input order; `_event` restores it, so that events
+        # at equal times stay in input order whatever the number of parts.
         (events.select(user, time, *histories.values())
+         .with_row_index("_event")
          .join(last_impression, on=user, how="inner")
          .filter(pl.col(time) < pl.col("_last"))
-         .select(part_of, user, time, *histories.values())
+         .select(part_of, "_event", user, time, *histories.values())
          .sink_parquet(pl.PartitionBy(scratch / "events", key="part", include_key=False), mkdir=True,
                        engine="streaming"))
     impressions = impressions.with_columns(part_of)
@@ -694,7 +697,7 @@ def with_histories(impressions: pl.DataFrame, events: pl.LazyFrame, histories: d
     def with_lists(part: int) -> pl.DataFrame:
         chunk = impressions.filter(pl.col("part") == part).drop("part")
         event_files = sorted((scratch / "events" / f"part={part}").glob("*.parquet"))
-        chunk_events = pl.read_parquet(event_files) if event_files else pl.DataFrame(
+        chunk_events = pl.read_parquet(event_files).sort("_event") if event_files else pl.DataFrame(
             schema=events.select(user, time, *histories.values()).collect_schema())
         offsets, rows = history_rows(chunk_events[user].to_numpy(), chunk_events[time].to_numpy(),
                                      chunk[user].to_numpy(), chunk[time].to_numpy(), max_len, keep)
