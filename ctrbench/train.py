@@ -33,6 +33,8 @@ from ctrbench.embedding import FeatureEmbedding
 from ctrbench.errors import CtrbenchError
 from ctrbench.metrics import evaluate
 
+Precision = Literal["fp32", "bf16"]
+
 
 @dataclass
 class TrainConfig:
@@ -53,6 +55,10 @@ class TrainConfig:
     max_grad_norm: float | None = 10.0
     monitor: dict[str, float] = field(default_factory=lambda: {"auc": 1.0})
     shuffle: bool = True
+    # bf16: forward passes (training and evaluation) under torch.autocast to bfloat16; weights,
+    # gradients, optimizer state and the loss stay float32. On CPUs with AVX512-BF16 or AMX its
+    # matmuls run several times faster than float32 ones.
+    precision: Precision = "fp32"
 
     def __post_init__(self) -> None:
         for key in ("batch_size", "eval_batch_size", "epochs"):
@@ -132,6 +138,11 @@ def regularization(model: nn.Module, config: TrainConfig) -> torch.Tensor | None
     return total
 
 
+def autocast(precision: Precision, device: torch.device) -> torch.autocast:
+    """The context a forward pass runs in for `TrainConfig.precision` (fp32: a no-op)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 def train_step(model: nn.Module, batch: Batch, optimizer: torch.optim.Optimizer, config: TrainConfig,
                step: int, last_loss: float | None) -> float:
     """One optimisation step on `batch` (already on the model's device); returns the loss.
@@ -139,8 +150,9 @@ def train_step(model: nn.Module, batch: Batch, optimizer: torch.optim.Optimizer,
     A non-finite loss or gradient norm raises `Diverged` before the weights change; `step` and
     `last_loss` (the previous step's loss) go into its record.
     """
-    logits = model(batch)
-    loss = nn.functional.binary_cross_entropy_with_logits(logits, batch.label)
+    with autocast(config.precision, batch.label.device):
+        logits = model(batch)
+    loss = nn.functional.binary_cross_entropy_with_logits(logits.float(), batch.label)
     reg = regularization(model, config)
     total = loss if reg is None else loss + reg
     optimizer.zero_grad(set_to_none=True)
@@ -159,18 +171,21 @@ def train_step(model: nn.Module, batch: Batch, optimizer: torch.optim.Optimizer,
 
 
 @torch.inference_mode()
-def predict(model: nn.Module, source: BatchSource, batch_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits and labels over a whole split, in order."""
+def predict(model: nn.Module, source: BatchSource, batch_size: int, device: torch.device,
+            precision: Precision = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
+    """Float32 logits and labels over a whole split, in order."""
     model.eval()
     logits, labels = [], []
     for batch in source.batches(batch_size, shuffle=False):
-        logits.append(model(batch.to(device)).float().cpu())
+        with autocast(precision, device):
+            output = model(batch.to(device))
+        logits.append(output.float().cpu())
         labels.append(batch.label)
     return torch.cat(logits), torch.cat(labels)
 
 
 def evaluate_split(model: nn.Module, source: BatchSource, config: TrainConfig, device: torch.device) -> dict[str, float]:
-    logits, labels = predict(model, source, config.eval_batch_size, device)
+    logits, labels = predict(model, source, config.eval_batch_size, device, config.precision)
     if not torch.isfinite(logits).all():
         raise Diverged(None, None, "non-finite predictions in evaluation")
     return evaluate(labels, logits)

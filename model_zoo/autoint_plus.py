@@ -11,7 +11,7 @@ from ctrbench.data import Batch
 from ctrbench.embedding import FeatureEmbedding
 from ctrbench.errors import CtrbenchError
 from ctrbench.features import FeatureMap
-from ctrbench.layers import MLP, xavier_init
+from ctrbench.layers import MLP, Dropout, xavier_init
 from model_zoo.base import CTRModel
 
 
@@ -42,7 +42,7 @@ class MultiHeadSelfAttention(nn.Module):
         self.use_residual = use_residual
         self.residual = (nn.Linear(input_dim, attention_dim, bias=False)
                          if use_residual and input_dim != attention_dim else None)
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else None
+        self.dropout = Dropout(dropout) if dropout > 0 else None
         self.layer_norm = nn.LayerNorm(attention_dim) if layer_norm else None
         xavier_init(self)
 

@@ -13,7 +13,7 @@ from ctrbench.data import Batch
 from ctrbench.embedding import FeatureEmbedding
 from ctrbench.errors import CtrbenchError
 from ctrbench.features import FeatureMap
-from ctrbench.layers import MLP, activation, xavier_init
+from ctrbench.layers import MLP, Dropout, activation, xavier_init
 from model_zoo.base import CTRModel
 
 
@@ -53,7 +53,7 @@ class MaskBlock(nn.Module):
         self.hidden = nn.Linear(hidden_width, output_width, bias=False)
         self.norm = nn.LayerNorm(output_width) if layer_norm else nn.Identity()
         self.activation = activation(activation_name)
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.dropout = Dropout(dropout) if dropout > 0 else nn.Identity()
         xavier_init(self)
 
     def forward(self, v_emb: torch.Tensor, v_hidden: torch.Tensor) -> torch.Tensor:

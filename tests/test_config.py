@@ -1,6 +1,9 @@
+import json
+
 import pytest
 
 from ctrbench.config import load_yaml
+from ctrbench.datasets import REPO_ROOT
 from ctrbench.errors import CtrbenchError
 from ctrbench.runner import parse_overrides, resolve_spec
 
@@ -45,3 +48,15 @@ def test_config_hash_changes_with_config_not_seed():
     c = resolve_spec("dlrm", "synthetic", 1, overrides=parse_overrides(["train.epochs=5"]))
     assert a.config_hash("h") == b.config_hash("h") != c.config_hash("h")
     assert a.config_hash("h") != a.config_hash("other data")
+
+
+def test_bf16_is_a_new_config_and_fp32_configs_keep_their_committed_hashes():
+    fp32 = resolve_spec("dlrm", "synthetic", 1)
+    bf16 = resolve_spec("dlrm", "synthetic", 1, overrides=parse_overrides(["train.precision=bf16"]))
+    assert "precision" not in fp32.config()["train"] and bf16.config()["train"]["precision"] == "bf16"
+    assert fp32.config_hash("h") != bf16.config_hash("h")
+    # every run committed before `precision` existed still finds its config (so a rerun resumes, not repeats)
+    records = [json.loads(line) for line in (REPO_ROOT / "leaderboards" / "results.jsonl").read_text().splitlines()]
+    for record in records:
+        spec = resolve_spec(record["model"], record["dataset"], record["seed"], overrides=record["config"])
+        assert spec.config_hash(record["data_hash"]) == record["config_hash"], record["model"]

@@ -93,3 +93,25 @@ def test_resume_from_checkpoint_matches_uninterrupted(synthetic_fmap, splits, tm
     _, resumed = _fit(synthetic_fmap, splits, config=config, checkpoint_path=checkpoint)
     assert resumed.test == straight.test
     assert [h["valid_auc"] for h in resumed.history] == [h["valid_auc"] for h in straight.history]
+
+
+def test_bf16_runs_the_forward_pass_in_bfloat16_and_keeps_float32_weights(synthetic_fmap, splits, monkeypatch):
+    seen = []
+    original = train_module.nn.functional.binary_cross_entropy_with_logits
+
+    def recording_loss(logits, labels):
+        seen.append(logits.dtype)
+        return original(logits, labels)
+
+    config = TrainConfig(batch_size=512, epochs=1, learning_rate=3e-3, precision="bf16")
+    monkeypatch.setattr(train_module.nn.functional, "binary_cross_entropy_with_logits", recording_loss)
+    model, result = _fit(synthetic_fmap, splits, config=config)
+    assert set(seen) == {torch.float32}  # the loss is taken in float32 ...
+    with train_module.autocast("bf16", torch.device("cpu")):
+        assert model(next(splits["valid"].batches(8))).dtype == torch.bfloat16  # ... of bfloat16 logits
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert result.status == "ok" and result.test["auc"] > 0.6
+    logits, _ = train_module.predict(model, splits["valid"], 1024, torch.device("cpu"), "bf16")
+    assert logits.dtype == torch.float32
+    _, fp32 = _fit(synthetic_fmap, splits, config=TrainConfig(batch_size=512, epochs=1, learning_rate=3e-3))
+    assert result.test["auc"] != fp32.test["auc"] and abs(result.test["auc"] - fp32.test["auc"]) < 0.01
