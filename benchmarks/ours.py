@@ -21,12 +21,14 @@ import torch
 
 from ctrbench.data import InMemory, load_split
 from ctrbench.features import FeatureMap
+from ctrbench.flops import model_stats
 from ctrbench.train import TrainConfig, make_optimizer, predict, train_step
 from model_zoo import get_model_class
 
 
 def train_job(job: dict[str, Any]) -> dict[str, Any]:
-    """Samples/s over `steps` training steps after `warmup_steps`, then inference samples/s on valid."""
+    """Samples/s over `steps` training steps after `warmup_steps`, then inference samples/s on valid
+    (both at the job's `train.precision`), and the model's forward MFLOP per example."""
     fmap = FeatureMap.load(job["data"])
     config = TrainConfig(**job["train"])
     started = time.perf_counter()
@@ -34,6 +36,7 @@ def train_job(job: dict[str, Any]) -> dict[str, Any]:
     load_seconds = time.perf_counter() - started
     torch.manual_seed(job["seed"])
     model = get_model_class(job["model"])(fmap, **job["model_params"])
+    mflop_per_example = model_stats(model, next(train.batches(256))).mflop_per_example
     optimizer = make_optimizer(model, config)
     generator = torch.Generator().manual_seed(job["seed"])
     model.train()
@@ -51,10 +54,11 @@ def train_job(job: dict[str, Any]) -> dict[str, Any]:
     train_seconds = time.perf_counter() - started
     valid = InMemory(load_split(fmap, "valid"))
     started = time.perf_counter()
-    logits, _ = predict(model, valid, job["eval_batch_size"], torch.device("cpu"))
+    logits, _ = predict(model, valid, job["eval_batch_size"], torch.device("cpu"), config.precision)
     predict_seconds = time.perf_counter() - started
     return {"samples_per_second": samples / train_seconds, "train_seconds": train_seconds, "steps": steps,
-            "inference_samples_per_second": len(logits) / predict_seconds, "load_seconds": load_seconds}
+            "inference_samples_per_second": len(logits) / predict_seconds, "load_seconds": load_seconds,
+            "forward_mflop_per_example": mflop_per_example}
 
 
 JOBS = {"train": train_job}

@@ -46,6 +46,7 @@ def _groups(rows: list[dict[str, Any]], *keys: str) -> dict[tuple, list[dict[str
 
 
 def train_section(part: dict[str, Any]) -> list[str]:
+    peaks = {precision: statistics.median(values) for precision, values in part["matmul_peak_gflops"].items()}
     lines = ["## 1. Training and inference throughput", "", *_header(part),
              f"Training samples/s over {part['steps']} timed steps after {part['warmup_steps']} warm-up step(s), data "
              "loading included (each library's own in-memory loader); inference samples/s = predicting the "
@@ -54,24 +55,38 @@ def train_section(part: dict[str, Any]) -> list[str]:
              + ("All jobs of a repeat ran at the same time (one process each), sharing the load alike."
                 if part.get("concurrent") else "Jobs ran one after the other, ctrbench and FuxiCTR alternating."),
              "",
-             "| dataset | model | ctrbench train samples/s | FuxiCTR train samples/s | train ratio | "
-             "ctrbench inference/s | FuxiCTR inference/s | inference ratio | peak RSS MiB ctrbench / FuxiCTR |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "Precision: ctrbench's `train.precision` (bf16 = forward passes under bfloat16 autocast, float32 "
+             "weights and optimizer); FuxiCTR trains in float32. GFLOP/s = train samples/s x 3 x the model's forward "
+             "FLOPs per example (`ctrbench.flops`; backward ~ 2x forward; same model structure on both sides), and "
+             "its share of the same-precision matmul peak, measured in the same run (torch.matmul [4096x1024] x "
+             f"[1024x1024], before and after): fp32 {peaks['fp32']:.0f}, bf16 {peaks['bf16']:.0f} GFLOP/s.", "",
+             "| dataset | model | precision | ctrbench train samples/s | FuxiCTR train samples/s | train ratio | "
+             "ctrbench inference/s | FuxiCTR inference/s | inference ratio | train GFLOP/s (of peak) ctrbench / FuxiCTR "
+             "| peak RSS MiB ctrbench / FuxiCTR |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for (dataset, model), rows in _groups(part["rows"], "dataset", "model").items():
-        sides = _groups(rows, "side")
-        ours, theirs = sides.get(("ctrbench",), []), sides.get(("fuxictr",), [])
+        theirs = [r for r in rows if r["side"] == "fuxictr"]
+        for (precision,), ours in _groups([r for r in rows if r["side"] == "ctrbench"], "precision").items():
 
-        def cell(side_rows: list[dict[str, Any]], key: str) -> str:
-            return spread([r[key] for r in side_rows]) if side_rows else "n/a"
+            def cell(side_rows: list[dict[str, Any]], key: str) -> str:
+                return spread([r[key] for r in side_rows]) if side_rows else "n/a"
 
-        def ratio(key: str) -> str:
-            return spread(paired_ratios(rows, key, "ctrbench", "fuxictr"), ".2f") + "x" if theirs else "n/a"
+            def ratio(key: str) -> str:
+                return spread(paired_ratios(ours + theirs, key, "ctrbench", "fuxictr"), ".2f") + "x" if theirs else "n/a"
 
-        lines.append(f"| {dataset} | {model} | {cell(ours, 'samples_per_second')} "
-                     f"| {cell(theirs, 'samples_per_second')} | {ratio('samples_per_second')} "
-                     f"| {cell(ours, 'inference_samples_per_second')} | {cell(theirs, 'inference_samples_per_second')} "
-                     f"| {ratio('inference_samples_per_second')} "
-                     f"| {cell(ours, 'peak_rss_mib')} / {cell(theirs, 'peak_rss_mib')} |")
+            def gflops(side_rows: list[dict[str, Any]], peak: float) -> str:
+                if not side_rows:
+                    return "n/a"
+                achieved = statistics.median(r["samples_per_second"] for r in side_rows) * 3 * ours[0][
+                    "forward_mflop_per_example"] / 1e3
+                return f"{achieved:.0f} ({achieved / peak:.0%})"
+
+            lines.append(f"| {dataset} | {model} | {precision} | {cell(ours, 'samples_per_second')} "
+                         f"| {cell(theirs, 'samples_per_second')} | {ratio('samples_per_second')} "
+                         f"| {cell(ours, 'inference_samples_per_second')} | {cell(theirs, 'inference_samples_per_second')} "
+                         f"| {ratio('inference_samples_per_second')} "
+                         f"| {gflops(ours, peaks[precision])} / {gflops(theirs, peaks['fp32'])} "
+                         f"| {cell(ours, 'peak_rss_mib')} / {cell(theirs, 'peak_rss_mib')} |")
     lines += ["", "FuxiCTR has no Wukong: Wukong is measured on the ctrbench side only.", ""]
     return lines
 
@@ -133,28 +148,44 @@ def scaling_section(part: dict[str, Any]) -> list[str]:
 
 
 def converge_section(part: dict[str, Any]) -> list[str]:
-    fx = part["fuxictr"]
-    return ["## Convergence on Frappe: FuxiCTR's DLRM", "", *_header(part),
-            "BARS DLRM_frappe_x1 config (model_zoo/configs/dlrm.yaml `frappe`), FuxiCTR's own `fit` (early stopping "
-            "on validation AUC, patience 2, best weights restored), seed 2021.", "",
-            "| library | epochs | valid AUC | test AUC | test logloss |", "|---|---|---|---|---|",
-            f"| FuxiCTR 2.3.10 | {fx['epochs']} | {fx['valid_auc']:.4f} | {fx['test_auc']:.4f} | {fx['test_logloss']:.4f} |",
-            ""]
+    fx, ours = part["fuxictr"], part.get("ours", [])
+    lines = ["## Convergence on Frappe: DLRM in both libraries", "", *_header(part),
+             "BARS DLRM_frappe_x1 config (model_zoo/configs/dlrm.yaml `frappe`), early stopping on validation AUC "
+             "(patience 2, best weights restored). FuxiCTR: its own `fit`, float32. ctrbench: `ctrbench.runner.bench` "
+             "(the code of `ctrbench bench`), runs kept in `converge_ours.jsonl` beside this report's JSON; "
+             "train samples/s there is the whole run's, evaluation excluded.", "",
+             "| library | precision | seed | epochs | valid AUC | test AUC | test logloss | train samples/s |",
+             "|---|---|---|---|---|---|---|---|",
+             f"| FuxiCTR 2.3.10 | fp32 | {fx['seed']} | {fx['epochs']} | {fx['valid_auc']:.4f} "
+             f"| {fx['test_auc']:.4f} | {fx['test_logloss']:.4f} | n/a |"]
+    for r in ours:
+        lines.append(f"| ctrbench | {r['precision']} | {r['seed']} | {r['epochs']} | {r['valid_auc']:.4f} "
+                     f"| {r['test_auc']:.4f} | {r['test_logloss']:.4f} | {r['samples_per_second']:,.0f} |")
+    lines.append("")
+    for (precision,), runs in _groups(ours, "precision").items():
+        aucs = [r["test_auc"] for r in runs]
+        if len(aucs) == 1:
+            lines.append(f"ctrbench {precision}: test AUC {aucs[0]:.4f} (1 seed).")
+            continue
+        mean, std = statistics.fmean(aucs), statistics.stdev(aucs)
+        lines.append(f"ctrbench {precision}: test AUC {mean:.4f} ± {std:.4f} (standard deviation over {len(aucs)} "
+                     f"seeds); FuxiCTR's {fx['test_auc']:.4f} differs from that mean by {fx['test_auc'] - mean:+.4f}.")
+    return lines + [""]
 
 
 def profile_section(part: dict[str, Any]) -> list[str]:
-    lines = ["## Profile of our training step, eager vs torch.compile", "", *_header(part),
+    lines = ["## Profile of our training step: precision, eager vs torch.compile", "", *_header(part),
              f"Frappe configs, pre-built batches, {part['steps']} timed steps after {part['warmup_steps']} warm-up "
              "steps (compilation happens in the warm-up). Samples per CPU second count this process's CPU time, "
              "which background load disturbs less than wall time.", "",
-             "| model | torch.compile | samples/s | samples per CPU second |", "|---|---|---|---|"]
+             "| model | precision | torch.compile | samples/s | samples per CPU second |", "|---|---|---|---|---|"]
     for r in part["rows"]:
-        lines.append(f"| {r['model']} | {'yes' if r['compiled'] else 'no'} | {r['samples_per_second']:,.0f} "
-                     f"| {r['samples_per_cpu_second']:,.0f} |")
+        lines.append(f"| {r['model']} | {r['precision']} | {'yes' if r['compiled'] else 'no'} "
+                     f"| {r['samples_per_second']:,.0f} | {r['samples_per_cpu_second']:,.0f} |")
     for r in part["rows"]:
         if "top_ops" in r:
-            lines += ["", f"Top operators of the eager {r['model']} step (torch.profiler, self CPU time):", "",
-                      "```", r["top_ops"].strip(), "```"]
+            lines += ["", f"Top operators of the eager {r['precision']} {r['model']} step (torch.profiler, self CPU "
+                      "time):", "", "```", r["top_ops"].strip(), "```"]
     return lines + [""]
 
 

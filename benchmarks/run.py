@@ -23,6 +23,7 @@ regularisers and `torch.set_num_threads`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shlex
@@ -31,7 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import torch
@@ -40,7 +41,8 @@ from benchmarks.report import write_report
 from ctrbench.data import load_split
 from ctrbench.errors import CtrbenchError
 from ctrbench.features import FeatureMap, FeatureSpec
-from ctrbench.runner import _cpu_name, resolve_spec
+from ctrbench.runner import _cpu_name, bench, resolve_spec
+from ctrbench.train import Precision
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_RESULTS = REPO / "results" / "perf"
@@ -56,10 +58,11 @@ def load_average() -> float:
     return float(Path("/proc/loadavg").read_text().split()[0])
 
 
-def matmul_peak_gflops(size: tuple[int, int, int] = (4096, 1024, 1024), repeats: int = 5) -> float:
-    """Best-of-`repeats` fp32 GFLOP/s of one torch.matmul [m, k] x [k, n] at the current thread count."""
+def matmul_peak_gflops(size: tuple[int, int, int] = (4096, 1024, 1024), repeats: int = 5,
+                       dtype: torch.dtype = torch.float32) -> float:
+    """Best-of-`repeats` GFLOP/s of one torch.matmul [m, k] x [k, n] at the current thread count."""
     m, k, n = size
-    a, b = torch.randn(m, k), torch.randn(k, n)
+    a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
     torch.matmul(a, b)  # first call allocates and picks the kernel
     best = float("inf")
     for _ in range(repeats):
@@ -169,6 +172,7 @@ def fuxictr_params(model: str, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _train_fields(spec) -> dict[str, Any]:
+    """The training settings both sides share (FuxiCTR trains in float32 only)."""
     t = spec.train
     return {"batch_size": t.batch_size, "learning_rate": t.learning_rate, "embedding_regularizer": t.embedding_regularizer,
             "net_regularizer": t.net_regularizer, "max_grad_norm": t.max_grad_norm}
@@ -177,21 +181,26 @@ def _train_fields(spec) -> dict[str, Any]:
 # ---------------------------------------------------------------- parts
 
 def train_jobs(args, dataset: str, data_dir: Path, fx_dir: Path | None, repeat: int):
-    """(row fields, side, job) of one repeat: per model ours and FuxiCTR's, in alternating order."""
+    """(row fields, side, job) of one repeat: per model ours at each of `args.precisions` and FuxiCTR's
+    (float32), in alternating order."""
     jobs = []
     for model in args.models:
         spec = resolve_spec(model, "frappe", 2021)  # the Frappe config, on both datasets
         base = {"kind": "train", "seed": 2021 + repeat, "threads": args.threads, "warmup_steps": args.warmup,
                 "steps": args.steps, "eval_batch_size": spec.train.eval_batch_size, "train": _train_fields(spec)}
-        sides = ["ctrbench", "fuxictr"] if model in FUXICTR_CLASSES and fx_dir is not None else ["ctrbench"]
-        for side in (reversed(sides) if repeat % 2 else sides):
+        sides = [("ctrbench", precision) for precision in args.precisions]
+        if model in FUXICTR_CLASSES and fx_dir is not None:
+            sides.append(("fuxictr", "fp32"))
+        for side, precision in (reversed(sides) if repeat % 2 else sides):
             if side == "ctrbench":
-                job = {**base, "data": str(data_dir), "model": model, "model_params": spec.model_params}
+                job = {**base, "data": str(data_dir), "model": model, "model_params": spec.model_params,
+                       "train": {**base["train"], "precision": precision}}
             else:
                 job = {**base, "data": str(fx_dir), "fuxictr_class": FUXICTR_CLASSES[model],
                        "model_zoo_dir": str(args.fuxictr_zoo), "num_workers": 1,
                        "model_params": fuxictr_params(model, spec.model_params)}
-            jobs.append(({"dataset": dataset, "model": model, "side": side, "repeat": repeat}, side, job))
+            fields = {"dataset": dataset, "model": model, "side": side, "precision": precision, "repeat": repeat}
+            jobs.append((fields, side, job))
     return jobs
 
 
@@ -204,6 +213,7 @@ def part_train(args, workers: Workers) -> dict[str, Any]:
     from concurrent.futures import ThreadPoolExecutor
 
     rows = []
+    peaks = {"fp32": [matmul_peak_gflops()], "bf16": [matmul_peak_gflops(dtype=torch.bfloat16)]}
     for dataset, data_dir in args.datasets:
         fmap = FeatureMap.load(data_dir)
         fx_dir = export_for_fuxictr(fmap, args.work / f"fuxictr_{dataset}") if workers.fuxictr else None
@@ -217,7 +227,10 @@ def part_train(args, workers: Workers) -> dict[str, Any]:
                 print(f"{fields}: {result['samples_per_second']:,.0f} samples/s, inference "
                       f"{result['inference_samples_per_second']:,.0f}/s, {result['peak_rss_mib']:,.0f} MiB",
                       file=sys.stderr, flush=True)
-    return {"rows": rows, "warmup_steps": args.warmup, "steps": args.steps, "concurrent": args.concurrent}
+    peaks["fp32"].append(matmul_peak_gflops())
+    peaks["bf16"].append(matmul_peak_gflops(dtype=torch.bfloat16))
+    return {"rows": rows, "warmup_steps": args.warmup, "steps": args.steps, "concurrent": args.concurrent,
+            "matmul_peak_gflops": peaks}
 
 
 FRAPPE_FIELDS = ("user", "item", "daytime", "weekday", "isweekend", "homework", "cost", "weather", "country", "city")
@@ -361,20 +374,34 @@ def part_scaling(args, workers: Workers) -> dict[str, Any]:
 
 
 def part_converge(args, workers: Workers) -> dict[str, Any]:
-    """FuxiCTR's DLRM trained to convergence on Frappe with the BARS config (ours comes from `ctrbench bench`)."""
+    """Frappe's DLRM (BARS config) trained to convergence by both libraries: FuxiCTR's own `fit` for seed
+    2021, and ours through `ctrbench.runner.bench` at each of `--precisions` for `--converge-seeds` seeds,
+    stored in RESULTS/converge_ours.jsonl (runs already stored there are kept, not trained again)."""
     fmap = FeatureMap.load(args.frappe)
     fx_dir = export_for_fuxictr(fmap, args.work / "fuxictr_frappe")
     spec = resolve_spec("dlrm", "frappe", 2021)
-    result = workers.run("fuxictr", {
+    fuxictr = {"seed": 2021, **workers.run("fuxictr", {
         "kind": "converge", "seed": 2021, "threads": args.threads, "data": str(fx_dir), "epochs": spec.train.epochs,
         "fuxictr_class": "DLRM", "model_zoo_dir": str(args.fuxictr_zoo), "num_workers": 1,
         "log_file": str(args.work / "fuxictr_converge.log"),
-        "model_params": fuxictr_params("dlrm", spec.model_params), "train": _train_fields(spec)})
-    return {"fuxictr": result}
+        "model_params": fuxictr_params("dlrm", spec.model_params), "train": _train_fields(spec)})}
+    ours = []
+    for precision in args.precisions:
+        records = bench("frappe", ["dlrm"], args.converge_seeds, args.frappe.parent, args.results / "converge_ours.jsonl",
+                        overrides={"train": {"precision": precision}}, progress=False,
+                        command=f"python -m benchmarks.run converge --precisions {precision} "
+                                f"--converge-seeds {args.converge_seeds}")
+        ours += [{"precision": precision, "seed": r["seed"], "epochs": r["epochs"], "valid_auc": r["valid"]["auc"],
+                  "test_auc": r["test"]["auc"], "test_logloss": r["test"]["logloss"],
+                  "samples_per_second": r["samples_per_second"], "git_commit": r["git_commit"]} for r in records]
+    return {"fuxictr": fuxictr, "ours": ours}
+
+
+PROFILE_VARIANTS = (("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True))  # (precision, compiled)
 
 
 def part_profile(args, workers: Workers) -> dict[str, Any]:
-    """Where our training step spends its time (torch.profiler), and what torch.compile changes.
+    """Where our training step spends its time (torch.profiler), at each precision, eager and compiled.
 
     One process, the model's Frappe config on pre-built shuffled Frappe batches; throughput is given per
     wall second and per CPU second of this process (the latter is steadier on a loaded machine).
@@ -392,26 +419,27 @@ def part_profile(args, workers: Workers) -> dict[str, Any]:
         generator = torch.Generator().manual_seed(0)
         batches = list(InMemory(load_split(fmap, "train")).batches(spec.train.batch_size, True, generator))
         batches = batches[:args.warmup + args.steps]
-        for compiled in (False, True):
+        for precision, compiled in PROFILE_VARIANTS:
+            config = dataclasses.replace(spec.train, precision=precision)
             torch.manual_seed(0)
             model = get_model_class(model_name)(fmap, **spec.model_params)
             if compiled:
                 model.compile()
-            optimizer = make_optimizer(model, spec.train)
+            optimizer = make_optimizer(model, config)
             model.train()
             for step, batch in enumerate(batches[:args.warmup]):
-                train_step(model, batch, optimizer, spec.train, step + 1, None)
+                train_step(model, batch, optimizer, config, step + 1, None)
             wall, cpu = time.perf_counter(), time.process_time()
             for step, batch in enumerate(batches[args.warmup:]):
-                train_step(model, batch, optimizer, spec.train, step + 1, None)
+                train_step(model, batch, optimizer, config, step + 1, None)
             wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
             samples = sum(len(b) for b in batches[args.warmup:])
-            row = {"model": model_name, "compiled": compiled, "samples_per_second": samples / wall,
-                   "samples_per_cpu_second": samples / cpu}
+            row = {"model": model_name, "precision": precision, "compiled": compiled,
+                   "samples_per_second": samples / wall, "samples_per_cpu_second": samples / cpu}
             if not compiled:
                 with profile(activities=[ProfilerActivity.CPU]) as prof:
                     for batch in batches[args.warmup:]:
-                        train_step(model, batch, optimizer, spec.train, 0, None)
+                        train_step(model, batch, optimizer, config, 0, None)
                 row["top_ops"] = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12)
             rows.append(row)
             print({k: v for k, v in row.items() if k != "top_ops"}, file=sys.stderr, flush=True)
@@ -439,8 +467,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--precisions", default="fp32,bf16", help="train: ctrbench's train.precision values to time")
     parser.add_argument("--warmup", type=int, default=3, help="training steps before timing starts")
     parser.add_argument("--steps", type=int, default=10, help="timed training steps")
+    parser.add_argument("--converge-seeds", type=int, default=3, help="converge: seeds of our runs per precision")
     parser.add_argument("--rows", type=int, default=10_000_000, help="predictions for the AUC timing")
     parser.add_argument("--scaling-steps", type=int, default=5, help="timed steps per scaling point")
     parser.add_argument("--scaling-batch", type=int, default=256, help="batch size of the size and feature sweeps")
@@ -453,12 +483,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     command = shlex.join(["python", "-m", "benchmarks.run", *(sys.argv[1:] if argv is None else argv)])
     args.results.mkdir(parents=True, exist_ok=True)
     if args.part != "report":
         args.work.mkdir(parents=True, exist_ok=True)
         args.models = [m.strip() for m in args.models.split(",")]
+        args.precisions = [p.strip() for p in args.precisions.split(",")]
+        if unknown := set(args.precisions) - set(get_args(Precision)):
+            parser.error(f"--precisions: unknown {sorted(unknown)}; expected a comma-separated list of "
+                         f"{', '.join(get_args(Precision))}")
         args.datasets = [("frappe", args.frappe)] + ([("criteo_like", args.criteo_like)] if args.criteo_like else [])
         workers = Workers(args.fxvenv, args.threads)
         torch.set_num_threads(args.threads)

@@ -89,22 +89,28 @@ def test_ours_train_job_times_the_requested_steps(tmp_path):
         "data": str(fmap.root), "model": "dlrm", "seed": 0, "warmup_steps": 1, "steps": 2, "eval_batch_size": 16,
         "model_params": {"embedding_dim": 4, "bottom_mlp_units": [], "top_mlp_units": [8]},
         "train": {"batch_size": 16, "learning_rate": 1e-3, "embedding_regularizer": 0.1, "net_regularizer": 0.0,
-                  "max_grad_norm": 10.0}})
+                  "max_grad_norm": 10.0, "precision": "bf16"}})
     assert result["steps"] == 2
     assert result["samples_per_second"] > 0 and result["inference_samples_per_second"] > 0
+    assert result["forward_mflop_per_example"] > 0
 
 
 def test_train_jobs_pair_each_model_and_alternate_the_order(tmp_path):
-    args = argparse.Namespace(models=["dlrm", "wukong"], threads=2, warmup=1, steps=2, fuxictr_zoo=tmp_path)
-    order = lambda repeat: [(f["model"], side) for f, side, _ in  # noqa: E731
+    args = argparse.Namespace(models=["dlrm", "wukong"], threads=2, warmup=1, steps=2, fuxictr_zoo=tmp_path,
+                              precisions=["fp32", "bf16"])
+    order = lambda repeat: [(f["model"], side, f["precision"]) for f, side, _ in  # noqa: E731
                             train_jobs(args, "frappe", tmp_path / "ours", tmp_path / "fx", repeat)]
-    assert order(0) == [("dlrm", "ctrbench"), ("dlrm", "fuxictr"), ("wukong", "ctrbench")]  # no Wukong in FuxiCTR
-    assert order(1) == [("dlrm", "fuxictr"), ("dlrm", "ctrbench"), ("wukong", "ctrbench")]
-    jobs = {side: job for f, side, job in train_jobs(args, "frappe", tmp_path / "ours", tmp_path / "fx", 0)
-            if f["model"] == "dlrm"}
-    for key in ("train", "steps", "warmup_steps", "threads", "eval_batch_size", "seed"):
-        assert jobs["ctrbench"][key] == jobs["fuxictr"][key]  # matched settings
-    assert jobs["fuxictr"]["model_params"]["embedding_dim"] == jobs["ctrbench"]["model_params"]["embedding_dim"]
+    assert order(0) == [("dlrm", "ctrbench", "fp32"), ("dlrm", "ctrbench", "bf16"), ("dlrm", "fuxictr", "fp32"),
+                        ("wukong", "ctrbench", "fp32"), ("wukong", "ctrbench", "bf16")]  # no Wukong in FuxiCTR
+    assert order(1) == [("dlrm", "fuxictr", "fp32"), ("dlrm", "ctrbench", "bf16"), ("dlrm", "ctrbench", "fp32"),
+                        ("wukong", "ctrbench", "bf16"), ("wukong", "ctrbench", "fp32")]
+    jobs = {(side, f["precision"]): job for f, side, job in
+            train_jobs(args, "frappe", tmp_path / "ours", tmp_path / "fx", 0) if f["model"] == "dlrm"}
+    ours, bf16, theirs = jobs["ctrbench", "fp32"], jobs["ctrbench", "bf16"], jobs["fuxictr", "fp32"]
+    for key in ("steps", "warmup_steps", "threads", "eval_batch_size", "seed"):
+        assert ours[key] == theirs[key]  # matched settings
+    assert ours["train"] == {**theirs["train"], "precision": "fp32"} and bf16["train"]["precision"] == "bf16"
+    assert theirs["model_params"]["embedding_dim"] == ours["model_params"]["embedding_dim"]
 
 
 def test_run_worker_reads_the_last_stdout_line_and_the_childs_peak_rss(tmp_path):
@@ -136,18 +142,26 @@ def _machine_header(**extra):
 
 
 def test_report_tables_by_hand():
-    train = _machine_header(steps=8, warmup_steps=3, rows=[
-        {"dataset": "frappe", "model": "dlrm", "side": side, "repeat": r, "samples_per_second": sps,
-         "inference_samples_per_second": inf, "peak_rss_mib": 500.0}
-        for side, r, sps, inf in (("ctrbench", 0, 3000.0, 9000.0), ("fuxictr", 0, 1000.0, 3000.0),
-                                  ("fuxictr", 1, 2000.0, 3000.0), ("ctrbench", 1, 5000.0, 6000.0))])
+    train = _machine_header(steps=8, warmup_steps=3, matmul_peak_gflops={"fp32": [90.0, 110.0], "bf16": [400.0]}, rows=[
+        {"dataset": "frappe", "model": "dlrm", "side": side, "precision": precision, "repeat": r,
+         "samples_per_second": sps, "inference_samples_per_second": inf, "peak_rss_mib": 500.0,
+         "forward_mflop_per_example": 2.0}
+        for side, precision, r, sps, inf in (
+            ("ctrbench", "fp32", 0, 3000.0, 9000.0), ("ctrbench", "bf16", 0, 6000.0, 9000.0),
+            ("fuxictr", "fp32", 0, 1000.0, 3000.0), ("fuxictr", "fp32", 1, 2000.0, 3000.0),
+            ("ctrbench", "bf16", 1, 10000.0, 6000.0), ("ctrbench", "fp32", 1, 5000.0, 6000.0))])
     evaluation = _machine_header(predictions=10, rows=[
         {"side": "ctrbench", "repeat": 0, "seconds": 1.0, "auc": 0.75},
         {"side": "sklearn", "repeat": 0, "seconds": 4.0, "auc": 0.75}])
     text = render({"train": train, "eval": evaluation})
-    # medians 4,000 (3,000-5,000) vs 1,500 (1,000-2,000); per-repeat ratios 3.0 and 2.5 -> median 2.75
-    assert ("| frappe | dlrm | 4,000 (3,000-5,000) | 1,500 (1,000-2,000) | 2.75 (2.50-3.00)x "
-            "| 7,500 (6,000-9,000) | 3,000 (3,000-3,000) | 2.50 (2.00-3.00)x | 500 (500-500) / 500 (500-500) |") in text
+    # medians 4,000 (3,000-5,000) vs 1,500 (1,000-2,000); per-repeat ratios 3.0 and 2.5 -> median 2.75;
+    # GFLOP/s = 4,000 x 3 x 2 MFLOP = 24 of the median fp32 peak 100; FuxiCTR's 1,500 x 6 MFLOP = 9
+    assert ("| frappe | dlrm | fp32 | 4,000 (3,000-5,000) | 1,500 (1,000-2,000) | 2.75 (2.50-3.00)x "
+            "| 7,500 (6,000-9,000) | 3,000 (3,000-3,000) | 2.50 (2.00-3.00)x | 24 (24%) / 9 (9%) "
+            "| 500 (500-500) / 500 (500-500) |") in text
+    # bf16: ratios 6.0 and 5.0; 8,000 x 6 MFLOP = 48 GFLOP/s of the bf16 peak 400
+    assert "| frappe | dlrm | bf16 | 8,000 (6,000-10,000) | 1,500 (1,000-2,000) | 5.50 (5.00-6.00)x " in text
+    assert "| 48 (12%) / 9 (9%) |" in text
     assert "| ctrbench | 1.00 | 0.750000000 |" in text
     assert "Speed-up: 4.0x" in text
     assert "`python -m benchmarks.run X`" in text and "load average 2.0 before, 3.0 after" in text
@@ -161,3 +175,28 @@ def test_scaling_section_gives_mflops_as_a_fraction_of_the_median_matmul_peak():
     text = render({"scaling": part})
     assert "| 2 | 4 | 6 | 3x64 | 39 | 64 | 2.50 | 200 | 500 | 25.0% |" in text  # 500 / (median 2 GFLOP/s)
     assert "1.0, 3.0 GFLOP/s" in text
+
+
+def test_converge_section_lists_both_libraries_and_our_mean_per_precision():
+    runs = [{"precision": precision, "seed": seed, "epochs": 20, "valid_auc": auc + 0.001, "test_auc": auc,
+             "test_logloss": 0.15, "samples_per_second": 1000.0 * (2 if precision == "bf16" else 1), "git_commit": "c"}
+            for precision, seed, auc in (("fp32", 2021, 0.9850), ("fp32", 2022, 0.9840), ("bf16", 2021, 0.9845))]
+    part = _machine_header(fuxictr={"seed": 2021, "epochs": 28, "valid_auc": 0.9861, "test_auc": 0.9855,
+                                    "test_logloss": 0.1508}, ours=runs)
+    text = render({"converge": part})
+    assert "| FuxiCTR 2.3.10 | fp32 | 2021 | 28 | 0.9861 | 0.9855 | 0.1508 | n/a |" in text
+    assert "| ctrbench | bf16 | 2021 | 20 | 0.9855 | 0.9845 | 0.1500 | 2,000 |" in text
+    # mean 0.9845, sample standard deviation of (0.9850, 0.9840) = 0.000707
+    assert "ctrbench fp32: test AUC 0.9845 ± 0.0007 (standard deviation over 2 seeds); FuxiCTR's 0.9855 differs " \
+           "from that mean by +0.0010." in text
+    assert "ctrbench bf16: test AUC 0.9845 (1 seed)." in text
+
+
+def test_profile_section_gives_each_variant_and_the_eager_operator_tables():
+    rows = [{"model": "dlrm", "precision": precision, "compiled": compiled, "samples_per_second": sps,
+             "samples_per_cpu_second": 2 * sps, **({} if compiled else {"top_ops": f"table {precision}"})}
+            for precision, compiled, sps in (("fp32", False, 100.0), ("fp32", True, 150.0), ("bf16", False, 300.0))]
+    text = render({"profile": _machine_header(rows=rows, steps=3, warmup_steps=2)})
+    assert "| dlrm | fp32 | yes | 150 | 300 |" in text and "| dlrm | bf16 | no | 300 | 600 |" in text
+    assert "Top operators of the eager bf16 dlrm step" in text and "```\ntable bf16\n```" in text
+    assert "Top operators of the eager fp32 dlrm step" in text
