@@ -96,12 +96,12 @@ def train_job(job: dict) -> dict:
 
 
 def converge_job(job: dict) -> dict:
-    import torch
+    from fuxictr.pytorch.torch_utils import seed_everything
 
     fmap = _feature_map(job)
     with tempfile.TemporaryDirectory() as model_root:
         os.makedirs(os.path.join(model_root, fmap.dataset_id))  # FuxiCTR's fit saves its checkpoint there
-        torch.manual_seed(job["seed"])
+        seed_everything(job["seed"])  # as FuxiCTR's run_expid does: python, numpy and torch
         model = _model(job, fmap, model_root)
         batch_size = job["train"]["batch_size"]
         train_gen = _loader(fmap, job, "train", batch_size, shuffle=True)

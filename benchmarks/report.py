@@ -148,28 +148,23 @@ def scaling_section(part: dict[str, Any]) -> list[str]:
 
 
 def converge_section(part: dict[str, Any]) -> list[str]:
-    fx, ours = part["fuxictr"], part.get("ours", [])
+    runs = [{**r, "library": "FuxiCTR 2.3.10"} for r in part["fuxictr"]] + [{**r, "library": "ctrbench"} for r in part["ours"]]
     lines = ["## Convergence on Frappe: DLRM in both libraries", "", *_header(part),
              "BARS DLRM_frappe_x1 config (model_zoo/configs/dlrm.yaml `frappe`), early stopping on validation AUC "
              "(patience 2, best weights restored). FuxiCTR: its own `fit`, float32. ctrbench: `ctrbench.runner.bench` "
-             "(the code of `ctrbench bench`), runs kept in `converge_ours.jsonl` beside this report's JSON; "
-             "train samples/s there is the whole run's, evaluation excluded.", "",
+             "(the code of `ctrbench bench`), runs kept in `converge_ours.jsonl` beside this report's JSON with the "
+             "command that made each; train samples/s there is the whole run's, evaluation excluded.", "",
              "| library | precision | seed | epochs | valid AUC | test AUC | test logloss | train samples/s |",
-             "|---|---|---|---|---|---|---|---|",
-             f"| FuxiCTR 2.3.10 | fp32 | {fx['seed']} | {fx['epochs']} | {fx['valid_auc']:.4f} "
-             f"| {fx['test_auc']:.4f} | {fx['test_logloss']:.4f} | n/a |"]
-    for r in ours:
-        lines.append(f"| ctrbench | {r['precision']} | {r['seed']} | {r['epochs']} | {r['valid_auc']:.4f} "
-                     f"| {r['test_auc']:.4f} | {r['test_logloss']:.4f} | {r['samples_per_second']:,.0f} |")
-    lines.append("")
-    for (precision,), runs in _groups(ours, "precision").items():
-        aucs = [r["test_auc"] for r in runs]
-        if len(aucs) == 1:
-            lines.append(f"ctrbench {precision}: test AUC {aucs[0]:.4f} (1 seed).")
-            continue
-        mean, std = statistics.fmean(aucs), statistics.stdev(aucs)
-        lines.append(f"ctrbench {precision}: test AUC {mean:.4f} ± {std:.4f} (standard deviation over {len(aucs)} "
-                     f"seeds); FuxiCTR's {fx['test_auc']:.4f} differs from that mean by {fx['test_auc'] - mean:+.4f}.")
+             "|---|---|---|---|---|---|---|---|"]
+    for r in runs:
+        speed = f"{r['samples_per_second']:,.0f}" if "samples_per_second" in r else "n/a"
+        lines.append(f"| {r['library']} | {r['precision']} | {r['seed']} | {r['epochs']} | {r['valid_auc']:.4f} "
+                     f"| {r['test_auc']:.4f} | {r['test_logloss']:.4f} | {speed} |")
+    lines += ["", "| library | precision | seeds | test AUC, mean ± sample std |", "|---|---|---|---|"]
+    for (library, precision), group in _groups(runs, "library", "precision").items():
+        aucs = [r["test_auc"] for r in group]
+        std = f" ± {statistics.stdev(aucs):.4f}" if len(aucs) > 1 else ""
+        lines.append(f"| {library} | {precision} | {len(aucs)} | {statistics.fmean(aucs):.4f}{std} |")
     return lines + [""]
 
 

@@ -41,7 +41,7 @@ from benchmarks.report import write_report
 from ctrbench.data import load_split
 from ctrbench.errors import CtrbenchError
 from ctrbench.features import FeatureMap, FeatureSpec
-from ctrbench.runner import _cpu_name, bench, resolve_spec
+from ctrbench.runner import BASE_SEED, _cpu_name, bench, resolve_spec
 from ctrbench.train import Precision
 
 REPO = Path(__file__).resolve().parent.parent
@@ -374,17 +374,20 @@ def part_scaling(args, workers: Workers) -> dict[str, Any]:
 
 
 def part_converge(args, workers: Workers) -> dict[str, Any]:
-    """Frappe's DLRM (BARS config) trained to convergence by both libraries: FuxiCTR's own `fit` for seed
-    2021, and ours through `ctrbench.runner.bench` at each of `--precisions` for `--converge-seeds` seeds,
-    stored in RESULTS/converge_ours.jsonl (runs already stored there are kept, not trained again)."""
+    """Frappe's DLRM (BARS config) trained to convergence by both libraries, seeds 2021.. (`--converge-seeds`):
+    FuxiCTR's own `fit`, and ours through `ctrbench.runner.bench` at each of `--precisions`, stored in
+    RESULTS/converge_ours.jsonl (runs already stored there are kept, not trained again)."""
     fmap = FeatureMap.load(args.frappe)
     fx_dir = export_for_fuxictr(fmap, args.work / "fuxictr_frappe")
     spec = resolve_spec("dlrm", "frappe", 2021)
-    fuxictr = {"seed": 2021, **workers.run("fuxictr", {
-        "kind": "converge", "seed": 2021, "threads": args.threads, "data": str(fx_dir), "epochs": spec.train.epochs,
-        "fuxictr_class": "DLRM", "model_zoo_dir": str(args.fuxictr_zoo), "num_workers": 1,
-        "log_file": str(args.work / "fuxictr_converge.log"),
-        "model_params": fuxictr_params("dlrm", spec.model_params), "train": _train_fields(spec)})}
+    fuxictr = []
+    for seed in range(BASE_SEED, BASE_SEED + args.converge_seeds):
+        fuxictr.append({"precision": "fp32", "seed": seed, **workers.run("fuxictr", {
+            "kind": "converge", "seed": seed, "threads": args.threads, "data": str(fx_dir), "epochs": spec.train.epochs,
+            "fuxictr_class": "DLRM", "model_zoo_dir": str(args.fuxictr_zoo), "num_workers": 1,
+            "log_file": str(args.work / f"fuxictr_converge_{seed}.log"),
+            "model_params": fuxictr_params("dlrm", spec.model_params), "train": _train_fields(spec)})})
+        print(f"FuxiCTR seed {seed}: {fuxictr[-1]}", file=sys.stderr, flush=True)
     ours = []
     for precision in args.precisions:
         records = bench("frappe", ["dlrm"], args.converge_seeds, args.frappe.parent, args.results / "converge_ours.jsonl",
@@ -470,7 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--precisions", default="fp32,bf16", help="train: ctrbench's train.precision values to time")
     parser.add_argument("--warmup", type=int, default=3, help="training steps before timing starts")
     parser.add_argument("--steps", type=int, default=10, help="timed training steps")
-    parser.add_argument("--converge-seeds", type=int, default=3, help="converge: seeds of our runs per precision")
+    parser.add_argument("--converge-seeds", type=int, default=3, help="converge: seeds per library and precision")
     parser.add_argument("--rows", type=int, default=10_000_000, help="predictions for the AUC timing")
     parser.add_argument("--scaling-steps", type=int, default=5, help="timed steps per scaling point")
     parser.add_argument("--scaling-batch", type=int, default=256, help="batch size of the size and feature sweeps")
