@@ -391,9 +391,7 @@ def part_converge(args, workers: Workers) -> dict[str, Any]:
     ours = []
     for precision in args.precisions:
         records = bench("frappe", ["dlrm"], args.converge_seeds, args.frappe.parent, args.results / "converge_ours.jsonl",
-                        overrides={"train": {"precision": precision}}, progress=False,
-                        command=f"python -m benchmarks.run converge --precisions {precision} "
-                                f"--converge-seeds {args.converge_seeds}")
+                        overrides={"train": {"precision": precision}}, progress=False, command=args.command)
         ours += [{"precision": precision, "seed": r["seed"], "epochs": r["epochs"], "valid_auc": r["valid"]["auc"],
                   "test_auc": r["test"]["auc"], "test_logloss": r["test"]["logloss"],
                   "samples_per_second": r["samples_per_second"], "git_commit": r["git_commit"]} for r in records]
@@ -489,6 +487,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
     command = shlex.join(["python", "-m", "benchmarks.run", *(sys.argv[1:] if argv is None else argv)])
+    args.command = command
     args.results.mkdir(parents=True, exist_ok=True)
     if args.part != "report":
         args.work.mkdir(parents=True, exist_ok=True)
