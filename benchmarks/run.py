@@ -49,6 +49,18 @@ DEFAULT_RESULTS = REPO / "results" / "perf"
 DEFAULT_REPORT = REPO / "benchmarks" / "perf.md"
 MODELS = ("dlrm", "dcnv2", "xdeepfm", "wukong")
 FUXICTR_CLASSES = {"dlrm": "DLRM", "dcnv2": "DCNv2", "xdeepfm": "xDeepFM"}  # FuxiCTR has no Wukong
+# Its npz loader column-stacks ids and values into one float64 array, and its DLRM passes numeric features
+# to the bottom MLP without a cast, so float64 meets float32 weights: a RuntimeError in its first step.
+FUXICTR_DLRM_NUMERIC = "FuxiCTR 2.3.10's DLRM fails on numeric features (float64 from its npz loader into its float32 bottom MLP)"
+
+
+def fuxictr_cannot_run(model: str, fmap: FeatureMap) -> str | None:
+    """Why FuxiCTR cannot train `model` on this data, or None."""
+    if model not in FUXICTR_CLASSES:
+        return "FuxiCTR has no such model"
+    if model == "dlrm" and any(f.type == "numeric" for f in fmap.features):
+        return FUXICTR_DLRM_NUMERIC
+    return None
 
 
 # ---------------------------------------------------------------- machine and load
@@ -180,20 +192,20 @@ def _train_fields(spec) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- parts
 
-def train_jobs(args, dataset: str, data_dir: Path, fx_dir: Path | None, repeat: int):
+def train_jobs(args, dataset: str, fmap: FeatureMap, fx_dir: Path | None, repeat: int):
     """(row fields, side, job) of one repeat: per model ours at each of `args.precisions` and FuxiCTR's
-    (float32), in alternating order."""
+    (float32) where it can run, in alternating order."""
     jobs = []
     for model in args.models:
         spec = resolve_spec(model, "frappe", 2021)  # the Frappe config, on both datasets
         base = {"kind": "train", "seed": 2021 + repeat, "threads": args.threads, "warmup_steps": args.warmup,
                 "steps": args.steps, "eval_batch_size": spec.train.eval_batch_size, "train": _train_fields(spec)}
         sides = [("ctrbench", precision) for precision in args.precisions]
-        if model in FUXICTR_CLASSES and fx_dir is not None:
+        if fx_dir is not None and fuxictr_cannot_run(model, fmap) is None:
             sides.append(("fuxictr", "fp32"))
         for side, precision in (reversed(sides) if repeat % 2 else sides):
             if side == "ctrbench":
-                job = {**base, "data": str(data_dir), "model": model, "model_params": spec.model_params,
+                job = {**base, "data": str(fmap.root), "model": model, "model_params": spec.model_params,
                        "train": {**base["train"], "precision": precision}}
             else:
                 job = {**base, "data": str(fx_dir), "fuxictr_class": FUXICTR_CLASSES[model],
@@ -212,13 +224,15 @@ def part_train(args, workers: Workers) -> dict[str, Any]:
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    rows = []
+    rows, fuxictr_missing = [], {}
     peaks = {"fp32": [matmul_peak_gflops()], "bf16": [matmul_peak_gflops(dtype=torch.bfloat16)]}
     for dataset, data_dir in args.datasets:
         fmap = FeatureMap.load(data_dir)
         fx_dir = export_for_fuxictr(fmap, args.work / f"fuxictr_{dataset}") if workers.fuxictr else None
+        fuxictr_missing.update({f"{dataset} {model}": why for model in args.models
+                                if (why := fuxictr_cannot_run(model, fmap)) is not None})
         for repeat in range(args.repeats):
-            jobs = train_jobs(args, dataset, data_dir, fx_dir, repeat)
+            jobs = train_jobs(args, dataset, fmap, fx_dir, repeat)
             load = load_average()
             with ThreadPoolExecutor(max_workers=len(jobs) if args.concurrent else 1) as pool:
                 results = list(pool.map(lambda item: workers.run(item[1], item[2]), jobs))
@@ -230,7 +244,7 @@ def part_train(args, workers: Workers) -> dict[str, Any]:
     peaks["fp32"].append(matmul_peak_gflops())
     peaks["bf16"].append(matmul_peak_gflops(dtype=torch.bfloat16))
     return {"rows": rows, "warmup_steps": args.warmup, "steps": args.steps, "concurrent": args.concurrent,
-            "matmul_peak_gflops": peaks}
+            "matmul_peak_gflops": peaks, "fuxictr_missing": fuxictr_missing}
 
 
 FRAPPE_FIELDS = ("user", "item", "daytime", "weekday", "isweekend", "homework", "cost", "weather", "country", "city")

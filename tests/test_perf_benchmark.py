@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 
@@ -14,7 +15,9 @@ import torch
 from benchmarks import ours
 from benchmarks.report import paired_ratios, render, spread
 from benchmarks.run import (
+    FUXICTR_DLRM_NUMERIC,
     export_for_fuxictr,
+    fuxictr_cannot_run,
     fuxictr_params,
     matmul_peak_gflops,
     run_measured,
@@ -98,14 +101,19 @@ def test_ours_train_job_times_the_requested_steps(tmp_path):
 def test_train_jobs_pair_each_model_and_alternate_the_order(tmp_path):
     args = argparse.Namespace(models=["dlrm", "wukong"], threads=2, warmup=1, steps=2, fuxictr_zoo=tmp_path,
                               precisions=["fp32", "bf16"])
-    order = lambda repeat: [(f["model"], side, f["precision"]) for f, side, _ in  # noqa: E731
-                            train_jobs(args, "frappe", tmp_path / "ours", tmp_path / "fx", repeat)]
+    fmap = write_mixed_dataset(tmp_path / "mixed")
+    categorical = dataclasses.replace(fmap, features=[f for f in fmap.features if f.type == "categorical"])
+    order = lambda repeat, fmap=categorical: [(f["model"], side, f["precision"]) for f, side, _ in  # noqa: E731
+                                              train_jobs(args, "frappe", fmap, tmp_path / "fx", repeat)]
     assert order(0) == [("dlrm", "ctrbench", "fp32"), ("dlrm", "ctrbench", "bf16"), ("dlrm", "fuxictr", "fp32"),
                         ("wukong", "ctrbench", "fp32"), ("wukong", "ctrbench", "bf16")]  # no Wukong in FuxiCTR
     assert order(1) == [("dlrm", "fuxictr", "fp32"), ("dlrm", "ctrbench", "bf16"), ("dlrm", "ctrbench", "fp32"),
                         ("wukong", "ctrbench", "bf16"), ("wukong", "ctrbench", "fp32")]
+    # FuxiCTR's DLRM cannot take numeric features: on such data only ours runs
+    assert ("dlrm", "fuxictr", "fp32") not in order(0, fmap) and fuxictr_cannot_run("dlrm", fmap) == FUXICTR_DLRM_NUMERIC
+    assert fuxictr_cannot_run("dcnv2", fmap) is None and fuxictr_cannot_run("wukong", fmap) == "FuxiCTR has no such model"
     jobs = {(side, f["precision"]): job for f, side, job in
-            train_jobs(args, "frappe", tmp_path / "ours", tmp_path / "fx", 0) if f["model"] == "dlrm"}
+            train_jobs(args, "frappe", categorical, tmp_path / "fx", 0) if f["model"] == "dlrm"}
     ours, bf16, theirs = jobs["ctrbench", "fp32"], jobs["ctrbench", "bf16"], jobs["fuxictr", "fp32"]
     for key in ("steps", "warmup_steps", "threads", "eval_batch_size", "seed"):
         assert ours[key] == theirs[key]  # matched settings
@@ -142,7 +150,8 @@ def _machine_header(**extra):
 
 
 def test_report_tables_by_hand():
-    train = _machine_header(steps=8, warmup_steps=3, matmul_peak_gflops={"fp32": [90.0, 110.0], "bf16": [400.0]}, rows=[
+    train = _machine_header(steps=8, warmup_steps=3, matmul_peak_gflops={"fp32": [90.0, 110.0], "bf16": [400.0]},
+                            fuxictr_missing={"frappe wukong": "FuxiCTR has no such model"}, rows=[
         {"dataset": "frappe", "model": "dlrm", "side": side, "precision": precision, "repeat": r,
          "samples_per_second": sps, "inference_samples_per_second": inf, "peak_rss_mib": 500.0,
          "forward_mflop_per_example": 2.0}
@@ -162,6 +171,7 @@ def test_report_tables_by_hand():
     # bf16: ratios 6.0 and 5.0; 8,000 x 6 MFLOP = 48 GFLOP/s of the bf16 peak 400
     assert "| frappe | dlrm | bf16 | 8,000 (6,000-10,000) | 1,500 (1,000-2,000) | 5.50 (5.00-6.00)x " in text
     assert "| 48 (12%) / 9 (9%) |" in text
+    assert "No FuxiCTR row for frappe wukong: FuxiCTR has no such model." in text
     assert "| ctrbench | 1.00 | 0.750000000 |" in text
     assert "Speed-up: 4.0x" in text
     assert "`python -m benchmarks.run X`" in text and "load average 2.0 before, 3.0 after" in text
