@@ -154,13 +154,11 @@ def converge_section(part: dict[str, Any]) -> list[str]:
              "BARS DLRM_frappe_x1 config (model_zoo/configs/dlrm.yaml `frappe`), early stopping on validation AUC "
              "(patience 2, best weights restored). FuxiCTR: its own `fit`, float32. ctrbench: `ctrbench.runner.bench` "
              "(the code of `ctrbench bench`), runs kept in `converge_ours.jsonl` beside this report's JSON with the "
-             "command that made each; train samples/s there is the whole run's, evaluation excluded.", "",
-             "| library | precision | seed | epochs | valid AUC | test AUC | test logloss | train samples/s |",
-             "|---|---|---|---|---|---|---|---|"]
+             "command, commit and thread count that made each (their speeds are not comparable: see part 1).", "",
+             "| library | precision | seed | epochs | valid AUC | test AUC | test logloss |", "|---|---|---|---|---|---|---|"]
     for r in runs:
-        speed = f"{r['samples_per_second']:,.0f}" if "samples_per_second" in r else "n/a"
         lines.append(f"| {r['library']} | {r['precision']} | {r['seed']} | {r['epochs']} | {r['valid_auc']:.4f} "
-                     f"| {r['test_auc']:.4f} | {r['test_logloss']:.4f} | {speed} |")
+                     f"| {r['test_auc']:.4f} | {r['test_logloss']:.4f} |")
     lines += ["", "| library | precision | seeds | test AUC, mean ± sample std |", "|---|---|---|---|"]
     for (library, precision), group in _groups(runs, "library", "precision").items():
         aucs = [r["test_auc"] for r in group]

@@ -407,8 +407,8 @@ def part_converge(args, workers: Workers) -> dict[str, Any]:
         records = bench("frappe", ["dlrm"], args.converge_seeds, args.frappe.parent, args.results / "converge_ours.jsonl",
                         overrides={"train": {"precision": precision}}, progress=False, command=args.command)
         ours += [{"precision": precision, "seed": r["seed"], "epochs": r["epochs"], "valid_auc": r["valid"]["auc"],
-                  "test_auc": r["test"]["auc"], "test_logloss": r["test"]["logloss"],
-                  "samples_per_second": r["samples_per_second"], "git_commit": r["git_commit"]} for r in records]
+                  "test_auc": r["test"]["auc"], "test_logloss": r["test"]["logloss"], "git_commit": r["git_commit"]}
+                 for r in records]
     return {"fuxictr": fuxictr, "ours": ours}
 
 
