@@ -41,8 +41,8 @@ class Dropout(nn.Module):
 
     On CPU the mask comes from 16-bit lanes of random 64-bit words (m = lane >= p * 2^16, p rounded
     to a multiple of 2^-16, the keep probability's exact inverse as the scale), because torch's CPU
-    `bernoulli_` inside `nn.Dropout` costs about as much as the 400x400 matmul before it: profiling
-    BARS's Frappe DLRM put it at 40% of a bf16 training step; this mask takes ~1/5 of its time.
+    `bernoulli_` inside `nn.Dropout` cost BARS's Frappe DLRM about as much as the 400x400 matmul before
+    it (`python -m benchmarks.run profile`; README "Performance" has the before and after).
     On other devices it is `nn.functional.dropout`. Like `nn.Dropout`, it draws from torch's global
     generator (so `torch.manual_seed` makes it reproducible) and is the identity in eval mode.
     """
