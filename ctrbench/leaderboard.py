@@ -281,6 +281,11 @@ def table3_markdown(boards: list[DatasetBoard], command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _config_cell(result: ConfigResult) -> str:
+    bf16 = result.config.get("train", {}).get("precision") == "bf16"
+    return f"`{result.config_hash}`" + (" bf16" if bf16 else "")
+
+
 def dataset_markdown(board: DatasetBoard, command: str) -> str:
     chosen = [r.ours if r.ours and r.ours.ok else None for r in board.rows]
     columns = _metric_columns(board)
@@ -290,11 +295,12 @@ def dataset_markdown(board: DatasetBoard, command: str) -> str:
         **columns,
         "Best epoch": [f"{mean_std([run['best_epoch'] for run in c.ok])[0]:.1f}" if c else DASH for c in chosen],
         "Configs tried": [str(r.configs_tried) if r.ours else DASH for r in board.rows],
-        "Config": [f"`{r.ours.config_hash}`" if r.ours else DASH for r in board.rows],
+        "Config": [_config_cell(r.ours) if r.ours else DASH for r in board.rows],
     }
     lines = [
         f"# {board.display}", "",
-        SELECTION_NOTE + " Config: the hash of the chosen config (`config_hash` in the results store).", "",
+        SELECTION_NOTE + " Config: the hash of the chosen config (`config_hash` in the results store), marked "
+        "bf16 when it trains with `train.precision: bf16`.", "",
         *_provenance(command, [board]),
         *_dataset_table(board, metrics), "",
         "## Size and compute", "",

@@ -174,6 +174,13 @@ def test_leaderboard_numbers_next_to_the_paper(tmp_path):
     assert (tmp_path / "frappe_auc_vs_mflop.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_dataset_page_marks_a_bf16_config(tmp_path):
+    bf16 = record("dlrm", "frappe", "fff", 2021, 0.999, 0.99, 0.1)
+    bf16["config"]["train"]["precision"] = "bf16"
+    write_leaderboards([*frappe_records(), bf16], tmp_path, "ctrbench leaderboard --out X")
+    assert "| 3 | `fff` bf16 |" in (tmp_path / "frappe.md").read_text()  # chosen on validation, 3 configs tried
+
+
 def test_delta_rounds_before_its_sign():
     assert [_delta(0.98679, 0.9868), _delta(0.9853, 0.9846), _delta(0.9, 0.91), _delta(None, 0.9)] == [
         "+0.0000", "+0.0007", "-0.0100", "–"]
