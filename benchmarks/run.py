@@ -332,19 +332,27 @@ WUKONG_LADDER = ((2, 2, 6, 64), (4, 8, 6, 64), (8, 8, 6, 64), (8, 12, 12, 128), 
                  (8, 48, 48, 512))
 
 
+def timed_steps(model, optimizer, config, batches: list, warmup: int) -> tuple[float, float]:
+    """Wall and CPU seconds (this process's) of ctrbench's `train_step` over `batches[warmup:]`, after
+    untimed steps on `batches[:warmup]` (pre-built batches: no data loading)."""
+    from ctrbench.train import train_step
+
+    model.train()
+    for step, batch in enumerate(batches[:warmup]):
+        train_step(model, batch, optimizer, config, step + 1, None)
+    wall, cpu = time.perf_counter(), time.process_time()
+    for step, batch in enumerate(batches[warmup:]):
+        train_step(model, batch, optimizer, config, step + 1, None)
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
 def measure_training(model, batch, steps: int, warmup: int = 2) -> float:
-    """Training samples/s of `model` on one pre-built batch (no data loading), Adam, ctrbench's train_step."""
-    from ctrbench.train import TrainConfig, make_optimizer, train_step
+    """Training samples/s of `model` on one pre-built batch, Adam."""
+    from ctrbench.train import TrainConfig, make_optimizer
 
     config = TrainConfig(batch_size=len(batch))
-    optimizer = make_optimizer(model, config)
-    model.train()
-    for step in range(warmup):
-        train_step(model, batch, optimizer, config, step + 1, None)
-    started = time.perf_counter()
-    for step in range(steps):
-        train_step(model, batch, optimizer, config, step + 1, None)
-    return steps * len(batch) / (time.perf_counter() - started)
+    wall, _ = timed_steps(model, make_optimizer(model, config), config, [batch] * (warmup + steps), warmup)
+    return steps * len(batch) / wall
 
 
 def scaling_point(num_features: int, batch_size: int, wukong: dict[str, Any], steps: int) -> dict[str, Any]:
@@ -441,13 +449,7 @@ def part_profile(args, workers: Workers) -> dict[str, Any]:
             if compiled:
                 model.compile()
             optimizer = make_optimizer(model, config)
-            model.train()
-            for step, batch in enumerate(batches[:args.warmup]):
-                train_step(model, batch, optimizer, config, step + 1, None)
-            wall, cpu = time.perf_counter(), time.process_time()
-            for step, batch in enumerate(batches[args.warmup:]):
-                train_step(model, batch, optimizer, config, step + 1, None)
-            wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+            wall, cpu = timed_steps(model, optimizer, config, batches, args.warmup)
             samples = sum(len(b) for b in batches[args.warmup:])
             row = {"model": model_name, "precision": precision, "compiled": compiled,
                    "samples_per_second": samples / wall, "samples_per_cpu_second": samples / cpu}
