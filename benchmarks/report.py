@@ -45,6 +45,10 @@ def _groups(rows: list[dict[str, Any]], *keys: str) -> dict[tuple, list[dict[str
     return groups
 
 
+def _cell(rows: list[dict[str, Any]], key: str) -> str:
+    return spread([r[key] for r in rows]) if rows else "n/a"
+
+
 def train_section(part: dict[str, Any]) -> list[str]:
     peaks = {precision: statistics.median(values) for precision, values in part["matmul_peak_gflops"].items()}
     lines = ["## 1. Training and inference throughput", "", *_header(part),
@@ -68,9 +72,6 @@ def train_section(part: dict[str, Any]) -> list[str]:
         theirs = [r for r in rows if r["side"] == "fuxictr"]
         for (precision,), ours in _groups([r for r in rows if r["side"] == "ctrbench"], "precision").items():
 
-            def cell(side_rows: list[dict[str, Any]], key: str) -> str:
-                return spread([r[key] for r in side_rows]) if side_rows else "n/a"
-
             def ratio(key: str) -> str:
                 return spread(paired_ratios(ours + theirs, key, "ctrbench", "fuxictr"), ".2f") + "x" if theirs else "n/a"
 
@@ -81,12 +82,12 @@ def train_section(part: dict[str, Any]) -> list[str]:
                     "forward_mflop_per_example"] / 1e3
                 return f"{achieved:.0f} ({achieved / peak:.0%})"
 
-            lines.append(f"| {dataset} | {model} | {precision} | {cell(ours, 'samples_per_second')} "
-                         f"| {cell(theirs, 'samples_per_second')} | {ratio('samples_per_second')} "
-                         f"| {cell(ours, 'inference_samples_per_second')} | {cell(theirs, 'inference_samples_per_second')} "
+            lines.append(f"| {dataset} | {model} | {precision} | {_cell(ours, 'samples_per_second')} "
+                         f"| {_cell(theirs, 'samples_per_second')} | {ratio('samples_per_second')} "
+                         f"| {_cell(ours, 'inference_samples_per_second')} | {_cell(theirs, 'inference_samples_per_second')} "
                          f"| {ratio('inference_samples_per_second')} "
                          f"| {gflops(ours, peaks[precision])} / {gflops(theirs, peaks['fp32'])} "
-                         f"| {cell(ours, 'peak_rss_mib')} / {cell(theirs, 'peak_rss_mib')} |")
+                         f"| {_cell(ours, 'peak_rss_mib')} / {_cell(theirs, 'peak_rss_mib')} |")
     lines.append("")
     lines += [f"No FuxiCTR row for {what}: {why}." for what, why in part["fuxictr_missing"].items()]
     return lines + [""]
