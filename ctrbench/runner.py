@@ -9,6 +9,7 @@ finished run to the results store and skipping runs already stored; `bench` plan
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import platform
@@ -113,15 +114,23 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def environment(device: torch.device) -> dict[str, Any]:
-    commit = _git("rev-parse", "HEAD") or None
+@functools.cache
+def code_version() -> tuple[str | None, bool | None]:
+    """The git commit this process's code came from and whether tracked files had uncommitted changes,
+    read once, when the process first asks (before its first run): edits made while a long benchmark
+    runs do not change the code it runs, so they must not mark its records dirty."""
     changes = _git("status", "--porcelain", "--untracked-files=no")
+    return _git("rev-parse", "HEAD") or None, None if changes is None else bool(changes)
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    commit, dirty = code_version()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
     return {
         "versions": {"ctrbench": ctrbench.__version__, "torch": torch.__version__, "python": platform.python_version(),
                      "polars": polars.__version__, "pyarrow": pyarrow.__version__},
         "git_commit": commit,
-        "git_dirty": None if changes is None else bool(changes),  # uncommitted changes to tracked files
+        "git_dirty": dirty,  # uncommitted changes to tracked files when the process started
         "device": {"type": device.type, "name": name, "threads": torch.get_num_threads()},
     }
 
@@ -169,6 +178,7 @@ class DatasetSplits:
 def execute(spec: RunSpec, data: DatasetSplits, device: torch.device, label: str = "", progress: bool = True,
             checkpoint_path: Path | None = None, command: str | None = None) -> dict[str, Any]:
     """Train one run and return its results record; `command` is the command line that asked for it."""
+    code_version()  # read before training, so the record names the code that ran
     seed_everything(spec.seed)
     model = build_model(spec, data.fmap)
     stats = model_stats(model, next(data.valid.batches(256)))
