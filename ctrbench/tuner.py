@@ -42,24 +42,28 @@ Axes = dict[str, dict[str, list[Any]]]  # section -> hyperparameter -> the value
 
 
 def load_space(path: Path, model: str) -> Axes:
-    """Read and check a search space: every key must be a hyperparameter of `model` or of training."""
+    """Read and check a search space file: a single `tuner_space:` key holding the grid."""
     data = load_yaml(path)
     if not isinstance(data, dict) or set(data) != {"tuner_space"}:
         raise CtrbenchError(f"{path}: expected a single top-level key 'tuner_space' holding model: and/or train: mappings")
-    space = check_kwargs(data["tuner_space"], {s: dict[str, Any] for s in SECTIONS}, f"{path}: tuner_space")
+    return check_space(data["tuner_space"], model, f"{path}: tuner_space")
+
+
+def check_space(space: Any, model: str, where: str) -> Axes:
+    """Check a grid: every key must be a hyperparameter of `model` or of training, every value valid."""
+    space = check_kwargs(space, {s: dict[str, Any] for s in SECTIONS}, where)
     hints = {"model": signature_hints(get_model_class(model)), "train": signature_hints(TrainConfig)}
     axes: Axes = {section: {} for section in SECTIONS}
     for section, values in space.items():
-        where = f"{path}: tuner_space.{section}"
         for key, value in values.items():
             options = value if isinstance(value, list) else [value]
             if not options:
-                raise CtrbenchError(f"{where}.{key}: an empty list leaves nothing to try; give at least one value")
+                raise CtrbenchError(f"{where}.{section}.{key}: an empty list leaves nothing to try; give at least one value")
             for option in options:
-                check_kwargs({key: option}, hints[section], where)
+                check_kwargs({key: option}, hints[section], f"{where}.{section}")
             axes[section][key] = options
     if not any(axes.values()):
-        raise CtrbenchError(f"{path}: tuner_space has no hyperparameters; add model: or train: keys with lists of values")
+        raise CtrbenchError(f"{where}: the space has no hyperparameters; add model: or train: keys with lists of values")
     return axes
 
 
