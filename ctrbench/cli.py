@@ -22,6 +22,7 @@ import signal
 import statistics
 import sys
 import threading
+import time
 from pathlib import Path
 
 from rich.console import Console
@@ -118,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
                                         "interrupted benchmark resumes where it stopped.")
     p.add_argument("--models", default="all", help="'all' (the paper's eight) or a comma-separated list")
     p.add_argument("--seeds", type=_positive_int, default=1, help="number of seeds per model (2021, 2022, ...)")
+    p.add_argument("--protocol", default=None,
+                   help="give every model the same tuning budget before its seeds: a protocol of "
+                        "model_zoo/configs/protocol.yaml, e.g. 'paper' (embedding dim: the dataset's default or 128, "
+                        "then the same number of search-space points per model, chosen on validation AUC)")
+    p.add_argument("--workers", type=_positive_int, default=1,
+                   help="train this many runs at once in separate processes, the CPU cores split between them")
     _add_plan_options(p)
     _add_run_options(p)
 
@@ -208,15 +215,43 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    from ctrbench.runner import bench, parse_overrides
+    from ctrbench.runner import bench, duration, in_workers, parse_overrides
 
-    records = bench(args.dataset, args.models, seeds=args.seeds, data_dir=args.data_dir, results_path=args.results,
-                    config_dir=args.config_dir, quick=args.quick, device=args.device,
-                    overrides=parse_overrides(args.overrides), progress=not args.no_progress,
-                    command=args.command_line, checkpoint_dir=args.checkpoint_dir)
+    started = time.time()
+    options = dict(dataset=args.dataset, models=args.models, seeds=args.seeds, data_dir=args.data_dir,
+                   results_path=args.results, config_dir=args.config_dir, quick=args.quick, device=args.device,
+                   overrides=parse_overrides(args.overrides), command=args.command_line,
+                   checkpoint_dir=args.checkpoint_dir)
+    if args.protocol is not None:
+        from ctrbench.protocol import bench_protocol, load_protocol
+
+        options["protocol"] = args.protocol
+        load_protocol(args.protocol, args.config_dir)  # a bad name stops before any worker starts
+        target = bench_protocol
+    else:
+        target = bench
+    if args.workers > 1:
+        in_workers(args.workers, target, **options, progress=False)
+    outcome = target(**options, progress=not args.no_progress and args.workers == 1)
+    if args.protocol is not None:
+        plans, records = outcome
+        _print_protocol(plans, args.protocol)
+    else:
+        records = outcome
     _print_results(records)
-    console.print(f"results stored in {args.results}; `ctrbench leaderboard --results {args.results}` "
-                  "writes the markdown tables", highlight=False)
+    console.print(f"benchmark wall time {duration(time.time() - started)}; results stored in {args.results}; "
+                  f"`ctrbench leaderboard --results {args.results}` writes the markdown tables", highlight=False)
+
+
+def _print_protocol(plans, protocol: str) -> None:
+    table = Table(title=f"Protocol {protocol!r}: configs tried per model, chosen on validation AUC (seed 2021)")
+    for column in ("model", "configs tried", "chosen embedding dim", "chosen config"):
+        table.add_column(column)
+    for plan in plans:
+        winner = plan.winner
+        table.add_row(plan.model, str(len(plan.tried)), str(winner.model_params.get("embedding_dim", "-")),
+                      plan.winner_hash)
+    stdout.print(table)
 
 
 def cmd_tune(args: argparse.Namespace) -> None:

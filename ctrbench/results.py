@@ -8,8 +8,8 @@ stopped.
 
 Model selection happens here, once, for the leaderboard and the tuner alike: the runs of one
 (dataset, model, config) over its seeds form a `ConfigResult`, and for each (dataset, model) the
-chosen config is the one with the best mean validation AUC (never test). A config that diverged on
-any seed ranks below every config that did not.
+chosen config is the one with the best mean validation AUC (never test) over the seeds every
+candidate has. A config that diverged on any seed ranks below every config that did not.
 """
 
 from __future__ import annotations
@@ -131,8 +131,17 @@ class ConfigResult:
         values = self.metric("valid", "auc")
         return statistics.fmean(values) if values else float("-inf")
 
-    def rank(self) -> tuple[bool, float]:
-        return self.diverged == 0, self.valid_auc
+    def rank(self, seeds: set[int] | None = None) -> tuple[bool, float]:
+        """Sort key for model selection: no diverged seed first, then mean validation AUC (over `seeds`
+        when given, so that configs run with different numbers of seeds compare on the same ones)."""
+        if seeds is None:
+            return self.diverged == 0, self.valid_auc
+        values = [r["valid"]["auc"] for r in self.ok if r["seed"] in seeds]
+        return self.diverged == 0, statistics.fmean(values) if values else float("-inf")
+
+    @property
+    def seeds(self) -> set[int]:
+        return {r["seed"] for r in self.runs}
 
     @property
     def params(self) -> int:
@@ -156,9 +165,15 @@ def group_configs(records: list[dict[str, Any]]) -> list[ConfigResult]:
 def select_best(records: list[dict[str, Any]]) -> dict[tuple[str, str], tuple[ConfigResult, int]]:
     """(dataset, model) -> (the config with the best mean validation AUC, how many configs were tried).
 
-    Ties go to the config whose hash sorts first, so the choice never depends on record order.
+    Configs are compared on the seeds they all have (a protocol's candidates on seed 2021, even after
+    its winner got more seeds), or on all their seeds when they share none. Ties go to the config whose
+    hash sorts first, so the choice never depends on record order.
     """
     candidates: dict[tuple[str, str], list[ConfigResult]] = defaultdict(list)
     for result in group_configs(records):
         candidates[(result.dataset, result.model)].append(result)
-    return {key: (max(results, key=ConfigResult.rank), len(results)) for key, results in sorted(candidates.items())}
+    chosen = {}
+    for key, results in sorted(candidates.items()):
+        common = set.intersection(*(result.seeds for result in results)) or None
+        chosen[key] = (max(results, key=lambda result: result.rank(common)), len(results))
+    return chosen

@@ -12,11 +12,15 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import multiprocessing
+import os
 import platform
 import statistics
 import subprocess
+import sys
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -77,16 +81,24 @@ def parse_overrides(assignments: list[str]) -> dict[str, dict[str, Any]]:
     return overrides
 
 
-def resolve_spec(model: str, dataset: str, seed: int, config_dir: Path | None = None,
-                 overrides: dict[str, dict[str, Any]] | None = None) -> RunSpec:
-    cls = get_model_class(model)
+def model_config_entry(model: str, dataset: str, config_dir: Path | None = None) -> tuple[dict[str, Any], str]:
+    """The `<dataset>:` entry of `model_zoo/configs/<model>.yaml` ({} when there is none) and where it is."""
+    get_model_class(model)  # an unknown model name stops here
     path = Path(config_dir or MODEL_CONFIG_DIR) / f"{model}.yaml"
     entries = (load_yaml(path) or {}) if path.is_file() else {}
     if not isinstance(entries, dict):
-        raise CtrbenchError(f"{path}: expected a mapping of dataset name -> {{model: ..., train: ...}}")
+        raise CtrbenchError(f"{path}: expected a mapping of dataset name -> {{model: ..., train: ..., search: ...}}")
     check_kwargs({k: None for k in entries}, {name: Any for name in dataset_names()}, f"{path}")
     where = f"{path}: {dataset}"
-    entry = check_kwargs(entries.get(dataset), {"model": dict[str, Any], "train": dict[str, Any]}, where)
+    # `search:` is the model's search space on the dataset, read by `ctrbench.protocol`
+    entry = check_kwargs(entries.get(dataset), {"model": dict[str, Any], "train": dict[str, Any], "search": Any}, where)
+    return entry, where
+
+
+def resolve_spec(model: str, dataset: str, seed: int, config_dir: Path | None = None,
+                 overrides: dict[str, dict[str, Any]] | None = None) -> RunSpec:
+    cls = get_model_class(model)
+    entry, where = model_config_entry(model, dataset, config_dir)
     overrides = overrides or {}
     model_values = {**(entry.get("model") or {}), **overrides.get("model", {})}
     train_values = {**(entry.get("train") or {}), **overrides.get("train", {})}
@@ -231,11 +243,56 @@ class Eta:
         return sum(statistics.fmean(self.seconds[m]) if self.seconds.get(m) else overall for m in models)
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
     if seconds < 90:
         return f"{seconds:.0f}s"
     minutes = round(seconds / 60)
     return f"{minutes} min" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}"
+
+
+def checkpoint_path(checkpoint_dir: Path, spec: RunSpec, config_hash: str) -> Path:
+    return checkpoint_dir / f"{spec.dataset}_{spec.model}_{config_hash}_{spec.seed}.pt"
+
+
+def train_unclaimed(spec: RunSpec, data: DatasetSplits, store: ResultsStore, device: torch.device, label: str,
+                    checkpoint_dir: Path, command: str | None = None, progress: bool = True,
+                    eta_note: str = "") -> dict[str, Any] | None:
+    """Train `spec` and append its record to `store`, unless another process holds its claim or it is
+    stored already: then return None.
+
+    The run saves its training state to a checkpoint after every epoch (deleted once the run is
+    recorded), so a killed run resumes from its last finished epoch. A process claims a run with a
+    lock beside its checkpoint; the lock is released if the process dies, however it dies.
+    """
+    config_hash = spec.config_hash(data.fmap.content_hash)
+    key = (spec.model, spec.dataset, config_hash, spec.seed)
+    checkpoint = checkpoint_path(checkpoint_dir, spec, config_hash)
+    claim_path = checkpoint.with_name(checkpoint.name + ".lock")
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        claim = FileLock(claim_path).acquire(timeout=0)
+    except Timeout:
+        return None
+    with claim:
+        if key in store.keys():  # another process finished it since the plan was made
+            checkpoint.unlink(missing_ok=True)
+            return None
+        console.print(f"{label}: config {config_hash}{eta_note}", highlight=False)
+        started = time.time()
+        record = execute(spec, data, device, label, progress, checkpoint_path=checkpoint, command=command)
+        store.append(record)
+        checkpoint.unlink(missing_ok=True)
+    claim_path.unlink(missing_ok=True)  # safe: a process that still opens it finds the run stored
+    if record["status"] == "ok":
+        console.print(f"{label} -> test AUC {record['test']['auc']:.4f}  logloss {record['test']['logloss']:.4f}  "
+                      f"({record['epochs']} epochs, {duration(time.time() - started)})", highlight=False)
+    else:
+        console.print(f"{label} -> diverged (LossX): {record['diverged']}; continuing", highlight=False)
+    return record
+
+
+def default_checkpoint_dir(store: ResultsStore, checkpoint_dir: Path | None) -> Path:
+    return Path(checkpoint_dir) if checkpoint_dir is not None else store.path.parent / "checkpoints"
 
 
 def run_plan(plan: list[RunSpec], data: DatasetSplits, store: ResultsStore, device: torch.device,
@@ -245,52 +302,34 @@ def run_plan(plan: list[RunSpec], data: DatasetSplits, store: ResultsStore, devi
     stored records.
 
     Each run saves its training state under `checkpoint_dir` (default `<store dir>/checkpoints/`)
-    after every epoch, so a benchmark killed mid-run resumes from that run's last finished epoch; the
-    checkpoint is deleted once the run is recorded. A process claims a run with a lock beside its
-    checkpoint, so several processes given the same plan share the work instead of repeating it. A
-    diverged run is recorded as such and the plan continues.
+    after every epoch, so a benchmark killed mid-run resumes from that run's last finished epoch.
+    Several processes given the same plan share the work instead of repeating it (`train_unclaimed`);
+    runs another process is still training are left to it. A diverged run is recorded as such and
+    the plan continues.
     """
-    checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else store.path.parent / "checkpoints"
+    checkpoint_dir = default_checkpoint_dir(store, checkpoint_dir)
     hashes = [spec.config_hash(data.fmap.content_hash) for spec in plan]
     keys = [(spec.model, spec.dataset, config_hash, spec.seed) for spec, config_hash in zip(plan, hashes)]
-    checkpoints = [checkpoint_dir / f"{spec.dataset}_{spec.model}_{config_hash}_{spec.seed}.pt"
-                   for spec, config_hash in zip(plan, hashes)]
     stored = store.keys()
-    for key, checkpoint in zip(keys, checkpoints):
+    for spec, key, config_hash in zip(plan, keys, hashes):
         if key in stored:  # left behind by a process stopped between storing its run and deleting this
-            checkpoint.unlink(missing_ok=True)
+            checkpoint_path(checkpoint_dir, spec, config_hash).unlink(missing_ok=True)
     todo = [i for i, key in enumerate(keys) if key not in stored]
     console.print(f"{len(plan)} runs planned on {data.fmap.dataset}: {len(plan) - len(todo)} already in {store.path}, "
                   f"{len(todo)} to train", highlight=False)
     eta = Eta()
     for position, index in enumerate(todo, start=1):
-        spec, config_hash = plan[index], hashes[index]
-        label = f"[{position}/{len(todo)}] {spec.model} seed {spec.seed}"
-        checkpoint = checkpoints[index]
-        claim_path = checkpoint.with_name(checkpoint.name + ".lock")
-        checkpoint.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            claim = FileLock(claim_path).acquire(timeout=0)
-        except Timeout:
-            console.print(f"{label}: another process is training this run; skipped", highlight=False)
-            continue
-        with claim:
-            if keys[index] in store.keys():  # another process finished it since we looked
-                continue
-            left = eta.remaining([plan[i].model for i in todo[position - 1:]])
-            console.print(f"{label}: config {config_hash}"
-                          + ("" if left is None else f"; about {_duration(left)} left in this benchmark"), highlight=False)
-            started = time.time()
-            record = execute(spec, data, device, label, progress, checkpoint_path=checkpoint, command=command)
-            store.append(record)
-            checkpoint.unlink(missing_ok=True)
-        claim_path.unlink(missing_ok=True)  # safe: a process that still opens it finds the run stored
-        eta.add(spec.model, time.time() - started)
-        if record["status"] == "ok":
-            console.print(f"{label} -> test AUC {record['test']['auc']:.4f}  logloss {record['test']['logloss']:.4f}  "
-                          f"({record['epochs']} epochs, {_duration(time.time() - started)})", highlight=False)
+        spec = plan[index]
+        left = eta.remaining([plan[i].model for i in todo[position - 1:]])
+        started = time.time()
+        record = train_unclaimed(spec, data, store, device, f"[{position}/{len(todo)}] {spec.model} seed {spec.seed}",
+                                 checkpoint_dir, command, progress,
+                                 "" if left is None else f"; about {duration(left)} left in this benchmark")
+        if record is None:
+            console.print(f"[{position}/{len(todo)}] {spec.model} seed {spec.seed}: another process is training this "
+                          "run; skipped", highlight=False)
         else:
-            console.print(f"{label} -> diverged (LossX): {record['diverged']}; continuing", highlight=False)
+            eta.add(spec.model, time.time() - started)
     records = {run_key(r): r for r in store.records()}
     missing = [key for key in keys if key not in records]
     if missing:
@@ -327,3 +366,39 @@ def with_quick(overrides: dict[str, dict[str, Any]] | None, quick: bool) -> dict
     if quick:
         overrides["train"] = {"epochs": QUICK_EPOCHS, **overrides["train"]}
     return overrides
+
+
+def _worker(threads: int, target: Callable[..., Any], kwargs: dict[str, Any]) -> None:
+    """One worker process of `in_workers`: `threads` torch threads, errors as one line and exit 2."""
+    torch.set_num_threads(threads)
+    try:
+        target(**kwargs)
+    except CtrbenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def in_workers(workers: int, target: Callable[..., Any], **kwargs: Any) -> None:
+    """Run `target(**kwargs)` in `workers` processes at once, the machine's cores split evenly between
+    them; they share the work through the results store's claims. Returns when all have finished."""
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    console.print(f"{workers} worker processes, {threads} thread{'s' if threads > 1 else ''} each", highlight=False)
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=_worker, args=(threads, target, kwargs)) for _ in range(workers)]
+    try:
+        for process in processes:
+            process.start()
+            time.sleep(1.0)  # staggered, so that they claim different runs first
+        for process in processes:
+            process.join()
+    finally:  # SIGTERM or an error here: stop the workers too (their finished runs are stored)
+        for process in processes:
+            if process.is_alive():
+                process.terminate()
+                process.join()
+    failed = [p.exitcode for p in processes if p.exitcode != 0]
+    if failed:
+        raise CtrbenchError(f"{len(failed)} of {workers} worker processes failed (exit codes {failed}; their messages "
+                            "are above); every finished run is stored, rerun to resume")
