@@ -34,7 +34,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from ctrbench.datasets import REPO_ROOT, dataset_names, load_dataset_config
-from ctrbench.features import atomic_write_text
+from ctrbench.features import atomic_write_bytes, atomic_write_text
 from ctrbench.results import ConfigResult, mean_std, select_best
 
 PAPER_DIR = REPO_ROOT / "leaderboards" / "paper"
@@ -352,6 +352,6 @@ def write_leaderboards(records: list[dict[str, Any]], out_dir: str | Path, comma
             continue
         atomic_write_text(out_dir / f"{board.name}.md", dataset_markdown(board, command))
         plot = out_dir / f"{board.name}_auc_vs_mflop.png"
-        plot.write_bytes(auc_vs_mflop_png(board))
+        atomic_write_bytes(plot, auc_vs_mflop_png(board))
         written += [out_dir / f"{board.name}.md", plot]
     return written

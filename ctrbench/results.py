@@ -14,19 +14,25 @@ candidate has. A config that diverged on any seed ranks below every config that 
 
 from __future__ import annotations
 
+import io
 import json
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from filelock import FileLock
 
 from ctrbench.errors import CtrbenchError
-from ctrbench.features import atomic_write_text
+from ctrbench.features import atomic_write_bytes, atomic_write_text
+
+if TYPE_CHECKING:  # torch is imported by training only; reading the store does not need it
+    import torch
 
 DEFAULT_RESULTS = Path("results") / "results.jsonl"
+PREDICTIONS_DIR = "predictions"
 KEY_FIELDS = ("model", "dataset", "config_hash", "seed")
 # What model selection, the leaderboard and the results table read from every record.
 REQUIRED_FIELDS = (*KEY_FIELDS, "status", "config", "valid", "test", "dense_params", "embedding_params",
@@ -77,9 +83,27 @@ class ResultsStore:
     def keys(self) -> set[tuple]:
         return {run_key(r) for r in self.records()}
 
-    def append(self, record: dict[str, Any]) -> None:
+    @property
+    def predictions_dir(self) -> Path:
+        """Where runs' test predictions are kept: `predictions/` beside the store."""
+        return self.path.parent / PREDICTIONS_DIR
+
+    def predictions_path(self, record: dict[str, Any]) -> Path:
+        return self.predictions_dir / f"{record['dataset']}_{record['model']}_{record['config_hash']}_{record['seed']}.npy"
+
+    def predictions(self, record: dict[str, Any]) -> np.ndarray | None:
+        """The run's test logits (float32, test rows in order), or None when they were not kept."""
+        path = self.predictions_path(record)
+        return np.load(path) if path.is_file() else None
+
+    def append(self, record: dict[str, Any], test_logits: torch.Tensor | None = None) -> None:
+        """Add a finished run; its test logits (when given) go first to their own file, 4 bytes a row."""
         line = json.dumps(record, sort_keys=True)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if test_logits is not None:
+            buffer = io.BytesIO()
+            np.save(buffer, test_logits.detach().cpu().numpy().astype(np.float32, copy=False))
+            atomic_write_bytes(self.predictions_path(record), buffer.getvalue())
         with self.lock:
             existing = self.path.read_text() if self.path.exists() else ""
             if existing and not existing.endswith("\n"):

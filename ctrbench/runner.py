@@ -188,8 +188,9 @@ class DatasetSplits:
 
 
 def execute(spec: RunSpec, data: DatasetSplits, device: torch.device, label: str = "", progress: bool = True,
-            checkpoint_path: Path | None = None, command: str | None = None) -> dict[str, Any]:
-    """Train one run and return its results record; `command` is the command line that asked for it."""
+            checkpoint_path: Path | None = None, command: str | None = None) -> tuple[dict[str, Any], torch.Tensor | None]:
+    """Train one run; return its results record and its test logits (None when it diverged or the
+    dataset has no test split). `command` is the command line that asked for it."""
     code_version()  # read before training, so the record names the code that ran
     seed_everything(spec.seed)
     model = build_model(spec, data.fmap)
@@ -197,7 +198,7 @@ def execute(spec: RunSpec, data: DatasetSplits, device: torch.device, label: str
     started = time.time()
     result = fit(model, data.train, data.valid, data.test, spec.train, spec.seed, device=device,
                  label=label, progress=progress, checkpoint_path=checkpoint_path)
-    return {
+    record = {
         "model": spec.model,
         "display_name": get_model_class(spec.model).display_name,
         "dataset": spec.dataset,
@@ -223,6 +224,7 @@ def execute(spec: RunSpec, data: DatasetSplits, device: torch.device, label: str
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **environment(device),
     }
+    return record, result.test_logits
 
 
 class Eta:
@@ -279,8 +281,8 @@ def train_unclaimed(spec: RunSpec, data: DatasetSplits, store: ResultsStore, dev
             return None
         console.print(f"{label}: config {config_hash}{eta_note}", highlight=False)
         started = time.time()
-        record = execute(spec, data, device, label, progress, checkpoint_path=checkpoint, command=command)
-        store.append(record)
+        record, test_logits = execute(spec, data, device, label, progress, checkpoint_path=checkpoint, command=command)
+        store.append(record, test_logits)
         checkpoint.unlink(missing_ok=True)
     claim_path.unlink(missing_ok=True)  # safe: a process that still opens it finds the run stored
     if record["status"] == "ok":

@@ -85,6 +85,7 @@ class FitResult:
     samples_per_second: float
     history: list[dict[str, Any]]
     diverged: dict[str, Any] | None = None
+    test_logits: torch.Tensor | None = None  # [test rows] float32, in row order (significance tests)
 
 
 class Diverged(Exception):
@@ -184,11 +185,13 @@ def predict(model: nn.Module, source: BatchSource, batch_size: int, device: torc
     return torch.cat(logits), torch.cat(labels)
 
 
-def evaluate_split(model: nn.Module, source: BatchSource, config: TrainConfig, device: torch.device) -> dict[str, float]:
+def evaluate_split(model: nn.Module, source: BatchSource, config: TrainConfig,
+                   device: torch.device) -> tuple[dict[str, float], torch.Tensor]:
+    """The split's metrics and the float32 logits they came from, in row order."""
     logits, labels = predict(model, source, config.eval_batch_size, device, config.precision)
     if not torch.isfinite(logits).all():
         raise Diverged(None, None, "non-finite predictions in evaluation")
-    return evaluate(labels, logits)
+    return evaluate(labels, logits), logits
 
 
 def _monitor_value(metrics: dict[str, float], weights: dict[str, float]) -> float:
@@ -300,7 +303,7 @@ def fit(
             seconds = time.perf_counter() - started
             state["train_seconds"] += seconds
             state["samples"] += epoch_samples
-            metrics = evaluate_split(model, valid, config, device)
+            metrics, _ = evaluate_split(model, valid, config, device)
             value = _monitor_value(metrics, config.monitor)
             improved = value > state["best"] + 1e-6
             if improved:
@@ -327,8 +330,8 @@ def fit(
                     "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "loop": state,
                 })
         model.load_state_dict(state["best_weights"])
-        valid_metrics = evaluate_split(model, valid, config, device)
-        test_metrics = evaluate_split(model, test, config, device) if test is not None else {}
+        valid_metrics, _ = evaluate_split(model, valid, config, device)
+        test_metrics, test_logits = evaluate_split(model, test, config, device) if test is not None else ({}, None)
     except Diverged as exc:
         if exc.info["step"] is None:  # found in evaluation: after the last step taken
             exc.info.update(step=state["steps"], last_finite_loss=last_loss)
@@ -342,5 +345,6 @@ def fit(
         status="ok", valid=valid_metrics, test=test_metrics, best_epoch=state["best_epoch"],
         epochs=state["epoch"], steps=state["steps"], train_seconds=state["train_seconds"],
         samples_per_second=state["samples"] / max(state["train_seconds"], 1e-9), history=state["history"],
+        test_logits=test_logits,
     )
 

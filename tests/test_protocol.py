@@ -193,3 +193,25 @@ def test_protocol_end_to_end_with_two_workers_then_resume(configs, data_dir, tmp
     with contextlib.chdir(tmp_path):
         assert main(args) == 0
     assert len((tmp_path / "results.jsonl").read_text().splitlines()) == len(records)  # nothing retrained
+
+
+def test_each_run_keeps_its_test_predictions(data_dir, tmp_path):
+    """The store keeps every run's test logits beside it (float32, test rows in order); the AUC computed
+    from them is the run's recorded test AUC."""
+    import numpy as np
+    import torch
+
+    from ctrbench.data import load_split
+    from ctrbench.datasets import load_feature_map
+    from ctrbench.metrics import auc
+
+    store = tmp_path / "store" / "results.jsonl"
+    with contextlib.chdir(tmp_path):
+        assert main(["train", "--model", "lr", "--dataset", "synthetic", "--data-dir", str(data_dir), "--results",
+                     str(store), "--quick", "--device", "cpu", "--no-progress"]) == 0
+    (record,) = ResultsStore(store).records()
+    logits = ResultsStore(store).predictions(record)
+    labels = load_split(load_feature_map("synthetic", data_dir), "test").label
+    assert logits.dtype == np.float32 and logits.shape == (len(labels),)
+    assert auc(labels, torch.from_numpy(logits)) == record["test"]["auc"]
+    assert ResultsStore(store).predictions_path(record).parent == store.parent / "predictions"
