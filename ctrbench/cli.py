@@ -208,9 +208,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     spec = resolve_spec(args.model, args.dataset, args.seed, args.config_dir, overrides)
     store = ResultsStore(args.results)  # a bad --results stops here, not after training
     data = DatasetSplits.open(args.dataset, args.data_dir)
-    record, test_logits = execute(spec, data, pick_device(args.device), label=args.model, progress=not args.no_progress,
+    record, predictions = execute(spec, data, pick_device(args.device), label=args.model, progress=not args.no_progress,
                                   checkpoint_path=args.checkpoint, command=args.command_line)
-    store.append(record, test_logits)
+    store.append(record, predictions)
     _print_results([record])
 
 

@@ -20,7 +20,7 @@ import statistics
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from filelock import FileLock
@@ -28,8 +28,6 @@ from filelock import FileLock
 from ctrbench.errors import CtrbenchError
 from ctrbench.features import atomic_write_bytes, atomic_write_text
 
-if TYPE_CHECKING:  # torch is imported by training only; reading the store does not need it
-    import torch
 
 DEFAULT_RESULTS = Path("results") / "results.jsonl"
 PREDICTIONS_DIR = "predictions"
@@ -38,6 +36,20 @@ KEY_FIELDS = ("model", "dataset", "config_hash", "seed")
 REQUIRED_FIELDS = (*KEY_FIELDS, "status", "config", "valid", "test", "dense_params", "embedding_params",
                    "mflop_per_example", "samples_per_second", "device")
 STATUSES = ("ok", "diverged")
+
+
+@dataclass(frozen=True)
+class TestPredictions:
+    """A run's test-split outputs, rows in the split's order."""
+
+    logits: np.ndarray  # float32 [rows]
+    labels: np.ndarray  # 0/1 [rows]
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
 
 
 def run_key(record: dict[str, Any]) -> tuple:
@@ -91,19 +103,26 @@ class ResultsStore:
     def predictions_path(self, record: dict[str, Any]) -> Path:
         return self.predictions_dir / f"{record['dataset']}_{record['model']}_{record['config_hash']}_{record['seed']}.npy"
 
-    def predictions(self, record: dict[str, Any]) -> np.ndarray | None:
-        """The run's test logits (float32, test rows in order), or None when they were not kept."""
-        path = self.predictions_path(record)
-        return np.load(path) if path.is_file() else None
+    def labels_path(self, dataset: str, data_hash: str) -> Path:
+        return self.predictions_dir / f"{dataset}_{data_hash[:12]}_labels.npy"
 
-    def append(self, record: dict[str, Any], test_logits: torch.Tensor | None = None) -> None:
-        """Add a finished run; its test logits (when given) go first to their own file, 4 bytes a row."""
+    def predictions(self, record: dict[str, Any]) -> TestPredictions | None:
+        """The run's test logits and labels, or None when they were not kept."""
+        logits, labels = self.predictions_path(record), self.labels_path(record["dataset"], record["data_hash"])
+        if not (logits.is_file() and labels.is_file()):
+            return None
+        return TestPredictions(np.load(logits), np.load(labels))
+
+    def append(self, record: dict[str, Any], predictions: TestPredictions | None = None) -> None:
+        """Add a finished run; its test predictions (when given) go first to their own files: the logits
+        (4 bytes a test row) per run, the labels (1 byte a row) once per build of the dataset."""
         line = json.dumps(record, sort_keys=True)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if test_logits is not None:
-            buffer = io.BytesIO()
-            np.save(buffer, test_logits.detach().cpu().numpy().astype(np.float32, copy=False))
-            atomic_write_bytes(self.predictions_path(record), buffer.getvalue())
+        if predictions is not None:
+            labels = self.labels_path(record["dataset"], record["data_hash"])
+            if not labels.is_file():
+                atomic_write_bytes(labels, _npy(predictions.labels.astype(np.uint8)))
+            atomic_write_bytes(self.predictions_path(record), _npy(predictions.logits.astype(np.float32, copy=False)))
         with self.lock:
             existing = self.path.read_text() if self.path.exists() else ""
             if existing and not existing.endswith("\n"):

@@ -86,6 +86,7 @@ class FitResult:
     history: list[dict[str, Any]]
     diverged: dict[str, Any] | None = None
     test_logits: torch.Tensor | None = None  # [test rows] float32, in row order (significance tests)
+    test_labels: torch.Tensor | None = None  # [test rows], the same order
 
 
 class Diverged(Exception):
@@ -186,12 +187,12 @@ def predict(model: nn.Module, source: BatchSource, batch_size: int, device: torc
 
 
 def evaluate_split(model: nn.Module, source: BatchSource, config: TrainConfig,
-                   device: torch.device) -> tuple[dict[str, float], torch.Tensor]:
-    """The split's metrics and the float32 logits they came from, in row order."""
+                   device: torch.device) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
+    """The split's metrics and the float32 logits and labels they came from, in row order."""
     logits, labels = predict(model, source, config.eval_batch_size, device, config.precision)
     if not torch.isfinite(logits).all():
         raise Diverged(None, None, "non-finite predictions in evaluation")
-    return evaluate(labels, logits), logits
+    return evaluate(labels, logits), logits, labels
 
 
 def _monitor_value(metrics: dict[str, float], weights: dict[str, float]) -> float:
@@ -303,7 +304,7 @@ def fit(
             seconds = time.perf_counter() - started
             state["train_seconds"] += seconds
             state["samples"] += epoch_samples
-            metrics, _ = evaluate_split(model, valid, config, device)
+            metrics, _, _ = evaluate_split(model, valid, config, device)
             value = _monitor_value(metrics, config.monitor)
             improved = value > state["best"] + 1e-6
             if improved:
@@ -330,8 +331,9 @@ def fit(
                     "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "loop": state,
                 })
         model.load_state_dict(state["best_weights"])
-        valid_metrics, _ = evaluate_split(model, valid, config, device)
-        test_metrics, test_logits = evaluate_split(model, test, config, device) if test is not None else ({}, None)
+        valid_metrics, _, _ = evaluate_split(model, valid, config, device)
+        test_metrics, test_logits, test_labels = (evaluate_split(model, test, config, device) if test is not None
+                                                  else ({}, None, None))
     except Diverged as exc:
         if exc.info["step"] is None:  # found in evaluation: after the last step taken
             exc.info.update(step=state["steps"], last_finite_loss=last_loss)
@@ -345,6 +347,6 @@ def fit(
         status="ok", valid=valid_metrics, test=test_metrics, best_epoch=state["best_epoch"],
         epochs=state["epoch"], steps=state["steps"], train_seconds=state["train_seconds"],
         samples_per_second=state["samples"] / max(state["train_seconds"], 1e-9), history=state["history"],
-        test_logits=test_logits,
+        test_logits=test_logits, test_labels=test_labels,
     )
 

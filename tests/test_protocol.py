@@ -196,8 +196,8 @@ def test_protocol_end_to_end_with_two_workers_then_resume(configs, data_dir, tmp
 
 
 def test_each_run_keeps_its_test_predictions(data_dir, tmp_path):
-    """The store keeps every run's test logits beside it (float32, test rows in order); the AUC computed
-    from them is the run's recorded test AUC."""
+    """The store keeps every run's test logits beside it (float32, test rows in order) and the test labels
+    once per build of the dataset; the AUC computed from them is the run's recorded test AUC."""
     import numpy as np
     import torch
 
@@ -205,13 +205,16 @@ def test_each_run_keeps_its_test_predictions(data_dir, tmp_path):
     from ctrbench.datasets import load_feature_map
     from ctrbench.metrics import auc
 
-    store = tmp_path / "store" / "results.jsonl"
+    store = ResultsStore(tmp_path / "store" / "results.jsonl")
     with contextlib.chdir(tmp_path):
-        assert main(["train", "--model", "lr", "--dataset", "synthetic", "--data-dir", str(data_dir), "--results",
-                     str(store), "--quick", "--device", "cpu", "--no-progress"]) == 0
-    (record,) = ResultsStore(store).records()
-    logits = ResultsStore(store).predictions(record)
+        for model in ("lr", "dlrm"):
+            assert main(["train", "--model", model, "--dataset", "synthetic", "--data-dir", str(data_dir), "--results",
+                         str(store.path), "--quick", "--device", "cpu", "--no-progress"]) == 0
     labels = load_split(load_feature_map("synthetic", data_dir), "test").label
-    assert logits.dtype == np.float32 and logits.shape == (len(labels),)
-    assert auc(labels, torch.from_numpy(logits)) == record["test"]["auc"]
-    assert ResultsStore(store).predictions_path(record).parent == store.parent / "predictions"
+    for record in store.records():
+        predictions = store.predictions(record)
+        assert predictions.logits.dtype == np.float32 and predictions.logits.shape == (len(labels),)
+        assert np.array_equal(predictions.labels, labels.numpy())
+        assert auc(torch.from_numpy(predictions.labels), torch.from_numpy(predictions.logits)) == record["test"]["auc"]
+    files = sorted(p.name for p in store.predictions_dir.iterdir())
+    assert len(files) == 3 and sum(name.endswith("_labels.npy") for name in files) == 1  # 2 runs, labels once

@@ -36,7 +36,7 @@ def test_early_stopping_restores_best_epoch(synthetic_fmap, splits, monkeypatch)
 
     def scripted_evaluation(model, source, config, device):
         snapshots.append(copy.deepcopy(model.state_dict()))
-        return {"auc": next(scripted_auc), "logloss": 0.5}, torch.zeros(1)
+        return {"auc": next(scripted_auc), "logloss": 0.5}, torch.zeros(1), torch.zeros(1)
 
     monkeypatch.setattr(train_module, "evaluate_split", scripted_evaluation)
     config = TrainConfig(batch_size=512, epochs=10, learning_rate=1e-3, early_stop_patience=2)
@@ -59,7 +59,7 @@ def test_lr_reduced_on_plateau(synthetic_fmap, splits, monkeypatch):
         return optimizer
 
     monkeypatch.setattr(train_module, "make_optimizer", recording_optimizer)
-    monkeypatch.setattr(train_module, "evaluate_split", lambda *a: ({"auc": next(scripted_auc), "logloss": 0.5}, torch.zeros(1)))
+    monkeypatch.setattr(train_module, "evaluate_split", lambda *a: ({"auc": next(scripted_auc), "logloss": 0.5}, torch.zeros(1), torch.zeros(1)))
     config = TrainConfig(batch_size=512, epochs=10, learning_rate=1e-3, early_stop_patience=2)
     _fit(synthetic_fmap, splits, config=config)
     assert [g["lr"] for g in seen_lrs[0]] == pytest.approx([1e-5, 1e-5])
