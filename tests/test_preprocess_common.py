@@ -29,7 +29,6 @@ from preprocess.common import (
     rules_from_section,
     sample_negatives,
     scan_csv,
-    sequence_items,
     split_rows,
     with_histories,
     write_pretrained_table,
@@ -258,12 +257,32 @@ def test_with_histories_in_parts_gives_the_same_rows(tmp_path):
                                             ("oldest", [[2, 3, 1], [0, 0, 0], [0, 0, 4], [2, 3, 4]])])
 def test_encode_sequence_truncates_and_front_pads(keep, expected):
     vocab = Vocabulary(pl.Series(["a", "b", "c"]))  # a: 2, b: 3, c: 4
-    text = pl.DataFrame({"s": ["a^b^zz", "", "c", "a^b^c^c"]})
-    items = sequence_items(pl.col("s"), pl.String)
-    assert text.select(encode_sequence(items, vocab, 3, keep)).to_series().to_list() == expected
-    lists = pl.DataFrame({"s": [["a", "b", "zz"], [], None, ["a", "b", "c", "c"]]})
-    encoded = lists.select(encode_sequence(sequence_items(pl.col("s"), pl.List(pl.String)), vocab, 3, keep))
-    assert encoded.to_series().to_list() == [expected[0], [0, 0, 0], [0, 0, 0], expected[3]]
+    text = pl.Series("s", ["a^b^zz", "", "c", "a^b^c^c"])
+    [encoded] = encode_sequence(text, [vocab], 3, keep)
+    assert encoded.to_list() == expected and encoded.dtype == pl.List(pl.Int32)
+    lists = pl.Series("s", [["a", "b", "zz"], [], None, ["a", "b", "c", "c"]])
+    [encoded] = encode_sequence(lists, [vocab], 3, keep)
+    assert encoded.to_list() == [expected[0], [0, 0, 0], [0, 0, 0], expected[3]]
+    ids = Vocabulary(pl.Series(["10", "30", "20"]))  # integer ids, encoded by array lookup: 10: 2, 30: 3, 20: 4
+    other = Vocabulary(pl.Series(["20"]))  # a second vocabulary of the same column: one split for both
+    both = encode_sequence(pl.Series("s", ["10^30^99", None, "20", "10^30^20^20"]), [ids, other], 3, keep)
+    assert [encoded.to_list() for encoded in both] == [expected, [[1, 1, 1], [0, 0, 0], [0, 0, 2],
+                                                                  [1, 2, 2] if keep == "recent" else [1, 1, 2]]]
+
+
+def test_integer_lookup_matches_the_hash_map():
+    """Vocabularies of ids take an array lookup (built once); any value, id or not, gets what `encode` gives."""
+    text = Vocabulary(pl.Series(["7", "0", "12", "3"]))
+    values = pl.Series(["7", "07", "+7", "-7", " 7", "0", "-0", "12", "13", "99999999999999999999", "", None, "3"])
+    assert text._integer_table is not None
+    assert text.lookup(values).tolist() == text.encode(values).to_list() == [2, 1, 1, 1, 1, 3, 1, 4, 1, 1, 1, 1, 5]
+    numbers = Vocabulary(pl.Series([7, 0, 12]))
+    values = pl.Series([7, -7, 0, 12, 13, None, 1 << 40])
+    assert numbers.lookup(values).tolist() == numbers.encode(values).to_list() == [2, 1, 3, 4, 1, 1, 1]
+    for other in (["7", "07"], ["a", "1"], [5, -1], [1 << 40]):  # not all canonical ids, or too sparse: hash map
+        vocab = Vocabulary(pl.Series(other))
+        assert vocab._integer_table is None
+        assert vocab.lookup(pl.Series(other)).tolist() == list(range(2, 2 + len(other)))
 
 
 def test_shared_vocabulary_keeps_a_value_frequent_in_one_column():
