@@ -71,15 +71,19 @@ def load_average() -> float:
 
 
 def matmul_peak_gflops(size: tuple[int, int, int] = (4096, 1024, 1024), repeats: int = 5,
-                       dtype: torch.dtype = torch.float32) -> float:
-    """Best-of-`repeats` GFLOP/s of one torch.matmul [m, k] x [k, n] at the current thread count."""
+                       dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> float:
+    """Best-of-`repeats` GFLOP/s of one torch.matmul [m, k] x [k, n] on `device` (a CPU: at the current
+    thread count; a GPU: each call timed to its end, so the kernel, not its launch)."""
     m, k, n = size
-    a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+    a, b = torch.randn(m, k, dtype=dtype, device=device), torch.randn(k, n, dtype=dtype, device=device)
+    finish = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
     torch.matmul(a, b)  # first call allocates and picks the kernel
+    finish()
     best = float("inf")
     for _ in range(repeats):
         started = time.perf_counter()
         torch.matmul(a, b)
+        finish()
         best = min(best, time.perf_counter() - started)
     return 2 * m * k * n / best / 1e9
 

@@ -314,6 +314,8 @@ def test_two_process_run_trains_on_every_cpu_sharding_type(runs):
     losses = [entry["loss"] for entry in a["history"]]
     assert len(losses) == STEPS // 20 and max(losses[-3:]) < losses[0] - 0.03
     assert a["eval"]["rows"] == runs["test_rows"] and a["eval"]["auc"] > 0.65
+    memory = a["peak_memory"]  # each rank's own peak RSS, gathered: the CPU's "memory per GPU"
+    assert memory["kind"] == "peak_rss" and len(memory["bytes_per_rank"]) == 2 and min(memory["bytes_per_rank"]) > 2**27
 
 
 def test_sharded_and_single_process_runs_agree(runs):

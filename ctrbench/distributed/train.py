@@ -16,6 +16,7 @@ import dataclasses
 import json
 import logging
 import os
+import resource
 import socket
 import sys
 import time
@@ -97,6 +98,19 @@ def _gather_on_rank0(values: torch.Tensor, rows: list[int], group: dist.ProcessG
     if rank != 0:
         return None
     return torch.cat([part[:count] for part, count in zip(gathered, rows)]).cpu()
+
+
+def _peak_memory(device: torch.device, group: dist.ProcessGroup) -> dict[str, Any]:
+    """Every rank's peak memory so far, gathered on all ranks: `torch.cuda.max_memory_allocated` on a GPU
+    (tensors only; the CUDA context and the allocator's cache come on top), the process's peak RSS on the CPU."""
+    if device.type == "cuda":
+        kind, value = "cuda_max_memory_allocated", torch.cuda.max_memory_allocated(device)
+    else:
+        kind, value = "peak_rss", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    mine = torch.tensor([value], dtype=torch.int64, device=device)
+    gathered = [torch.empty_like(mine) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(gathered, mine, group=group)
+    return {"kind": kind, "bytes_per_rank": [int(t.item()) for t in gathered]}
 
 
 def run(config: DistributedConfig, group: dist.ProcessGroup | None = None,
@@ -190,6 +204,7 @@ def run(config: DistributedConfig, group: dist.ProcessGroup | None = None,
     logits, labels = _predict(TrainPipelineSparseDist(model, optimizer, device), eval_batches)
     logits = _gather_on_rank0(logits, eval_rows, group)
     labels = _gather_on_rank0(labels, eval_rows, group)
+    memory = _peak_memory(device, group)
     if rank != 0:
         return None
     result = {
@@ -199,6 +214,7 @@ def run(config: DistributedConfig, group: dist.ProcessGroup | None = None,
         "train_seconds": round(train_seconds, 3),
         "samples_per_second": round((end - start) * config.batch_size / train_seconds, 1) if end > start else None,
         "eval": {"splits": config.eval_splits, "rows": len(labels), **evaluate(labels, logits)},
+        "peak_memory": memory,
         "history": history,
     }
     console.print(f"{config.model}: AUC {result['eval']['auc']:.5f}  logloss {result['eval']['logloss']:.5f} "
