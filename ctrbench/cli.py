@@ -147,7 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
                             description="Regenerate Table 2 (test AUC / LogLoss), Table 3 (params / MFLOP), a "
                                         "page and a test-AUC-vs-MFLOP plot per dataset, ours next to the paper's.")
     p.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="results store (JSON Lines)")
-    p.add_argument("--out", type=Path, default=Path("leaderboards"), help="output directory")
+    p.add_argument("--out", type=Path, default=None,
+                   help="output directory (default: RESULTS_DIR/leaderboard, beside the results; the published "
+                        "leaderboards/ is written with --results leaderboards/results.jsonl --out leaderboards)")
 
     p = commands.add_parser("models", help="list the model zoo",
                             description="List the models; with --dataset and --flops, their size and compute.")
@@ -284,10 +286,12 @@ def cmd_tune(args: argparse.Namespace) -> None:
 def cmd_leaderboard(args: argparse.Namespace) -> None:
     from ctrbench.leaderboard import write_leaderboards
 
-    records = ResultsStore(args.results).records()
+    store = ResultsStore(args.results)
+    records = store.records()
     if not records:
         raise CtrbenchError(f"{args.results}: no results yet; run `ctrbench bench --dataset D` first")
-    for path in write_leaderboards(records, args.out, args.command_line):
+    out = args.out or args.results.parent / "leaderboard"
+    for path in write_leaderboards(records, out, args.command_line, store.predictions):
         console.print(f"wrote {path}", highlight=False)
 
 

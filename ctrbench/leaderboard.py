@@ -24,18 +24,18 @@ metadata), so regenerating gives byte-identical files.
 from __future__ import annotations
 
 import csv
-import io
+import shlex
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from matplotlib.figure import Figure
-
 from ctrbench.datasets import REPO_ROOT, dataset_names, load_dataset_config
 from ctrbench.features import atomic_write_bytes, atomic_write_text
-from ctrbench.results import ConfigResult, mean_std, select_best
+from ctrbench.results import ConfigResult, RunPredictions, mean_std, select_best
+from ctrbench.plots import Point, auc_vs_mflop_png
+from ctrbench.stats import Comparison, compare_to_best
 
 PAPER_DIR = REPO_ROOT / "leaderboards" / "paper"
 DASH = "–"
@@ -64,6 +64,15 @@ class PaperNumbers:
         )
 
 
+@dataclass(frozen=True)
+class Budget:
+    """What tuning one model on one dataset cost: every run stored for it on the current build."""
+
+    runs: int
+    train_hours: float  # summed over those runs
+    cap: str | None  # why the protocol gave this model a smaller budget, if it did
+
+
 @dataclass
 class Row:
     """One model on one dataset: our chosen config (if any) and the paper's numbers (if any)."""
@@ -75,6 +84,8 @@ class Row:
     paper_logloss: float | None
     paper_params: int | None
     paper_mflop: float | None
+    budget: Budget | None = None
+    verdict: Comparison | None = None  # against the best model of the dataset; None: best, or not testable
 
     def mean(self, metric: str) -> float | None:
         values = self.ours.metric("test", metric) if self.ours else []
@@ -87,6 +98,7 @@ class DatasetBoard:
     name: str | None  # our dataset name, None for a dataset we have no runs on
     rows: list[Row]
     other_builds: int = 0  # runs left out because they used another build of the dataset
+    best: str | None = None  # the model the verdicts compare with, once significance is known
 
     @property
     def commands(self) -> list[str]:
@@ -104,6 +116,49 @@ def current_build(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], 
     return kept, Counter(r["dataset"] for r in records if r.get("data_hash") != newest[r["dataset"]])
 
 
+def budgets(records: list[dict[str, Any]]) -> dict[tuple[str, str], Budget]:
+    """(dataset, model) -> its runs, their summed training time and the cap of the protocol that made
+    them (`--protocol NAME` in their commands), if the protocol caps that model there."""
+    from ctrbench.protocol import load_protocol  # noqa: PLC0415 (the protocol file is read only here)
+
+    runs: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for record in records:
+        runs[(record["dataset"], record["model"])].append(record)
+    result = {}
+    for (dataset, model), group in runs.items():
+        protocols = {c.split()[c.split().index("--protocol") + 1] for c in (r.get("command") or "" for r in group)
+                     if "--protocol" in c.split()[:-1]}
+        caps = [cap.reason for name in sorted(protocols) if (cap := load_protocol(name).cap(dataset, model))]
+        hours = sum(r.get("train_seconds") or 0.0 for r in group) / 3600
+        result[(dataset, model)] = Budget(len(group), hours, caps[0] if caps else None)
+    return result
+
+
+def significance(board: DatasetBoard, predictions: Callable[[dict[str, Any]], RunPredictions | None]) -> None:
+    """Set each row's verdict against the dataset's best model (highest mean test AUC), from the runs'
+    stored test predictions; rows whose predictions are not all stored keep None."""
+    rows = [r for r in board.rows if r.ours and r.ours.ok]
+    if len(rows) < 2:
+        return
+    best = max(rows, key=lambda r: r.mean("auc"))
+
+    def by_seed(row: Row) -> dict[int, RunPredictions] | None:
+        stored = {run["seed"]: predictions(run) for run in row.ours.ok}
+        return None if any(p is None for p in stored.values()) else stored
+
+    best_predictions = by_seed(best)
+    others = {row.model: by_seed(row) for row in rows if row is not best}
+    others = {model: stored for model, stored in others.items() if stored is not None}
+    if best_predictions is None or not others:
+        return
+    labels = next(iter(best_predictions.values())).labels
+    verdicts = compare_to_best(labels, {s: p.logits for s, p in best_predictions.items()},
+                               {m: {s: p.logits for s, p in stored.items()} for m, stored in others.items()})
+    for row in rows:
+        row.verdict = next((v for v in verdicts if v.model == row.model), None)
+    board.best = best.model
+
+
 def build_boards(records: list[dict[str, Any]], paper: PaperNumbers) -> list[DatasetBoard]:
     """One board per dataset: the paper's datasets in its order, then ours that it lacks, by name.
 
@@ -113,6 +168,7 @@ def build_boards(records: list[dict[str, Any]], paper: PaperNumbers) -> list[Dat
     ours: dict[str, dict[str, tuple[ConfigResult, int]]] = defaultdict(dict)
     names: dict[str, str] = {}
     records, other_builds = current_build(records)
+    budget = budgets(records)
     for (dataset, _), (result, tried) in select_best(records).items():
         display = display_of.get(dataset, dataset)
         ours[display][result.display_name] = (result, tried)
@@ -126,7 +182,8 @@ def build_boards(records: list[dict[str, Any]], paper: PaperNumbers) -> list[Dat
             result, tried = ours[display].get(model, (None, 0))
             auc, logloss = paper.table2.get((display, model), (None, None))
             params, mflop = paper.table3.get((display, model), (None, None))
-            rows.append(Row(model, result, tried, auc, logloss, params, mflop))
+            rows.append(Row(model, result, tried, auc, logloss, params, mflop,
+                            budget.get((names.get(display), result.model)) if result else None))
         name = names.get(display)
         boards.append(DatasetBoard(display, name, rows, other_builds[name] if name else 0))
     return boards
@@ -168,7 +225,8 @@ def _ours_metric(row: Row, metric: str) -> str:
     if row.ours is None:
         return "not run"
     values = row.ours.metric("test", metric)
-    return _mean_std(values) if values else "LossX"
+    tied = TIED if metric == "auc" and row.verdict is not None and not row.verdict.differs else ""
+    return (_mean_std(values) + tied) if values else "LossX"
 
 
 def _device(device: dict[str, Any]) -> str:
@@ -191,9 +249,34 @@ def _markdown(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
+# Options that never change what a run computes (where the processed data and checkpoints live, how
+# progress is shown, how many processes share the work): option -> whether it takes a value.
+PLACE_OPTIONS = {"--data-dir": True, "--checkpoint-dir": True, "--no-progress": False, "--workers": True}
+
+
+def portable_command(command: str) -> str:
+    """A command as a user would type it: the options above dropped, absolute paths made relative to the
+    repository (a path outside it keeps its file name only); every option that changes a result kept."""
+    words, kept = shlex.split(command), []
+    skip = False
+    for word in words:
+        if skip:
+            skip = False
+            continue
+        name = word.partition("=")[0]
+        if name in PLACE_OPTIONS:
+            skip = PLACE_OPTIONS[name] and "=" not in word
+            continue
+        if word.startswith("/"):
+            path = Path(word)
+            word = str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else path.name
+        kept.append(word)
+    return shlex.join(kept)
+
+
 def _provenance(command: str, boards: list[DatasetBoard]) -> list[str]:
-    lines = [f"Generated by `{command}` from the runs made by:", ""]
-    lines += [f"- `{c}`" for c in sorted({c for board in boards for c in board.commands})] + [""]
+    lines = [f"Generated by `{portable_command(command)}` from the runs made by:", ""]
+    lines += [f"- `{c}`" for c in sorted({portable_command(c) for board in boards for c in board.commands})] + [""]
     for board in boards:
         if board.other_builds:
             runs = f"{board.other_builds} run{'s' if board.other_builds > 1 else ''}"
@@ -253,9 +336,15 @@ def _dataset_table(board: DatasetBoard, columns: dict[str, list[str]]) -> list[s
                                            for i, row in enumerate(board.rows)])
 
 
+TIED = " ≈"
 SELECTION_NOTE = ("Ours: the config with the best mean validation AUC for each (dataset, model), never chosen on test; "
                   "mean ± sample std over its seeds. LossX: every seed of that config diverged (non-finite loss). "
-                  "Δ = ours − paper. Best per dataset in bold, ours and the paper's separately.")
+                  "Δ = ours − paper. Best per dataset in bold, ours and the paper's separately. "
+                  f"{TIED.strip()}: not distinguishable from our best model on that dataset (`ctrbench/stats.py`: it "
+                  "differs only if DeLong's paired test on every seed and a paired t-test over seeds both give p < 0.05 "
+                  "after Holm's correction); unmarked: it differs, or no test predictions are stored for it.")
+MFLOP_NOTE = ("MFLOP: ours count the forward pass (2 FLOPs per multiply-add, `ctrbench/flops.py`); the paper's Table 3 "
+              "counts forward + backward, 3x the forward pass: divide the paper's figure by 3 to compare.")
 
 
 def table2_markdown(boards: list[DatasetBoard], command: str) -> str:
@@ -271,9 +360,8 @@ def table2_markdown(boards: list[DatasetBoard], command: str) -> str:
 def table3_markdown(boards: list[DatasetBoard], command: str) -> str:
     lines = [
         "# Table 3: model size and compute, ours next to the paper's", "",
-        "Parameters are trainable parameters (embedding tables + dense layers); MFLOP/example counts the "
-        "forward pass's matrix products (2 FLOPs per multiply-add, `ctrbench/flops.py`). Ours: the config "
-        "chosen on validation AUC as in Table 2; train samples/s is the mean over its seeds on the device "
+        "Parameters are trainable parameters (embedding tables + dense layers). " + MFLOP_NOTE + " Ours: the "
+        "config chosen on validation AUC as in Table 2; train samples/s is the mean over its seeds on the device "
         "shown. Paper: Table 3 (`leaderboards/paper/table3.csv`).", "",
         *_provenance(command, boards),
         *_grouped_table(boards, _size_columns),
@@ -281,9 +369,26 @@ def table3_markdown(boards: list[DatasetBoard], command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+CAPPED = "(capped)"
+
+
 def _config_cell(result: ConfigResult) -> str:
     bf16 = result.config.get("train", {}).get("precision") == "bf16"
-    return f"`{result.config_hash}`" + (" bf16" if bf16 else "")
+    quick = any("--quick" in (r.get("command") or "").split() for r in result.runs)
+    return f"`{result.config_hash}`" + (" bf16" if bf16 else "") + (" quick" if quick else "")
+
+
+def _hours(hours: float) -> str:
+    return f"{hours * 60:.0f} min" if hours < 1 else f"{hours:.1f} h"
+
+
+def _verdict_cell(row: Row, board: DatasetBoard) -> str:
+    if row.model == board.best:
+        return "(best)"
+    if row.verdict is None:
+        return DASH
+    pvalues = ", ".join(f"{p:.2g}" for p in row.verdict.delong_p)
+    return f"{'differs' if row.verdict.differs else 'tied'} ({pvalues} / {row.verdict.seed_p:.2g})"
 
 
 def dataset_markdown(board: DatasetBoard, command: str) -> str:
@@ -296,53 +401,49 @@ def dataset_markdown(board: DatasetBoard, command: str) -> str:
         "Best epoch": [f"{mean_std([run['best_epoch'] for run in c.ok])[0]:.1f}" if c else DASH for c in chosen],
         "Configs tried": [str(r.configs_tried) if r.ours else DASH for r in board.rows],
         "Config": [_config_cell(r.ours) if r.ours else DASH for r in board.rows],
+        "Runs": [str(r.budget.runs) + (f" {CAPPED}" if r.budget.cap else "") if r.budget else DASH for r in board.rows],
+        "Training time": [_hours(r.budget.train_hours) if r.budget else DASH for r in board.rows],
+        f"vs {board.best or 'best'}: p DeLong per seed / p seeds": [_verdict_cell(r, board) for r in board.rows],
     }
+    caps = [f"- {CAPPED} {r.model}: a smaller tuning budget than the others: {r.budget.cap}"
+            for r in board.rows if r.budget and r.budget.cap]
     lines = [
         f"# {board.display}", "",
         SELECTION_NOTE + " Config: the hash of the chosen config (`config_hash` in the results store), marked "
-        "bf16 when it trains with `train.precision: bf16`.", "",
+        "bf16 when it trains with `train.precision: bf16` and quick when a run of it was capped by `--quick`. "
+        "Runs and training time: every run stored for the model on this build of the data (all configs tried, "
+        "all seeds), the cost of its tuning budget.", "",
         *_provenance(command, [board]),
         *_dataset_table(board, metrics), "",
+        *([*caps, ""] if caps else []),
         "## Size and compute", "",
+        MFLOP_NOTE, "",
         *_dataset_table(board, _size_columns(board)), "",
         f"![Test AUC vs MFLOP per example on {board.display}]({board.name}_auc_vs_mflop.png)",
     ]
     return "\n".join(lines) + "\n"
 
 
-def auc_vs_mflop_png(board: DatasetBoard) -> bytes:
-    """Test AUC against MFLOP per example: ours (mean, std error bars) and the paper's, labelled by model."""
-    figure = Figure(figsize=(7, 4.5), dpi=100)
-    axes = figure.add_subplot()
-    ours = [(r.model, r.ours.first["mflop_per_example"], *mean_std(r.ours.metric("test", "auc")))
+def plot_points(board: DatasetBoard) -> tuple[list[Point], list[Point]]:
+    """Ours (mean ± std over seeds; the best and the models tied with it highlighted) and the paper's
+    (its forward + backward MFLOP divided by 3, the convention of ours)."""
+    ours = [Point(r.model, r.ours.first["mflop_per_example"], *mean_std(r.ours.metric("test", "auc")),
+                  highlight=r.model == board.best or (r.verdict is not None and not r.verdict.differs))
             for r in board.rows if r.ours and r.ours.ok]
-    paper = [(r.model, r.paper_mflop, r.paper_auc, 0.0) for r in board.rows
+    paper = [Point(r.model, r.paper_mflop / 3, r.paper_auc) for r in board.rows
              if r.paper_mflop is not None and r.paper_auc is not None]
-    for points, style in ((paper, dict(fmt="s", color="tab:gray", mfc="none", label="paper (Tables 2 and 3)")),
-                          (ours, dict(fmt="o", color="tab:blue", capsize=3, label="ours (mean ± std over seeds)"))):
-        if not points:
-            continue
-        models, mflop, auc, std = zip(*points)
-        axes.errorbar(mflop, auc, yerr=std if any(std) else None, **style)
-        for model, x, y in zip(models, mflop, auc):
-            axes.annotate(model, (x, y), xytext=(4, 4), textcoords="offset points", fontsize=8, color=style["color"])
-    axes.set_xscale("symlog", linthresh=0.01)  # spans 0 (LR, xDeepFM) to hundreds of MFLOP
-    axes.set_xlabel("MFLOP per example (symmetric log scale)")
-    axes.set_ylabel("test AUC")
-    axes.set_title(f"{board.display}: test AUC vs compute")
-    axes.grid(alpha=0.3)
-    axes.margins(0.12)  # room for the labels of the outermost points
-    axes.legend(fontsize=8, loc="lower right")
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", metadata={"Software": None})
-    return buffer.getvalue()
+    return ours, paper
 
 
-def write_leaderboards(records: list[dict[str, Any]], out_dir: str | Path, command: str) -> list[Path]:
-    """Write the tables and plots described above; return the paths written."""
+def write_leaderboards(records: list[dict[str, Any]], out_dir: str | Path, command: str,
+                       predictions: Callable[[dict[str, Any]], RunPredictions | None] = lambda record: None,
+                       ) -> list[Path]:
+    """Write the tables and plots described above; return the paths written. `predictions` gives a
+    run's stored test predictions (`ResultsStore.predictions`), for the significance verdicts."""
     out_dir = Path(out_dir)
     boards = build_boards(records, PaperNumbers.load())
+    for board in boards:
+        significance(board, predictions)
     written = []
     for name, text in (("table2.md", table2_markdown(boards, command)), ("table3.md", table3_markdown(boards, command))):
         atomic_write_text(out_dir / name, text)
@@ -352,6 +453,6 @@ def write_leaderboards(records: list[dict[str, Any]], out_dir: str | Path, comma
             continue
         atomic_write_text(out_dir / f"{board.name}.md", dataset_markdown(board, command))
         plot = out_dir / f"{board.name}_auc_vs_mflop.png"
-        atomic_write_bytes(plot, auc_vs_mflop_png(board))
+        atomic_write_bytes(plot, auc_vs_mflop_png(board.display, *plot_points(board)))
         written += [out_dir / f"{board.name}.md", plot]
     return written

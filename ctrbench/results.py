@@ -39,7 +39,7 @@ STATUSES = ("ok", "diverged")
 
 
 @dataclass(frozen=True)
-class TestPredictions:
+class RunPredictions:
     """A run's test-split outputs, rows in the split's order."""
 
     logits: np.ndarray  # float32 [rows]
@@ -106,14 +106,14 @@ class ResultsStore:
     def labels_path(self, dataset: str, data_hash: str) -> Path:
         return self.predictions_dir / f"{dataset}_{data_hash[:12]}_labels.npy"
 
-    def predictions(self, record: dict[str, Any]) -> TestPredictions | None:
+    def predictions(self, record: dict[str, Any]) -> RunPredictions | None:
         """The run's test logits and labels, or None when they were not kept."""
         logits, labels = self.predictions_path(record), self.labels_path(record["dataset"], record["data_hash"])
         if not (logits.is_file() and labels.is_file()):
             return None
-        return TestPredictions(np.load(logits), np.load(labels))
+        return RunPredictions(np.load(logits), np.load(labels))
 
-    def append(self, record: dict[str, Any], predictions: TestPredictions | None = None) -> None:
+    def append(self, record: dict[str, Any], predictions: RunPredictions | None = None) -> None:
         """Add a finished run; its test predictions (when given) go first to their own files: the logits
         (4 bytes a test row) per run, the labels (1 byte a row) once per build of the dataset."""
         line = json.dumps(record, sort_keys=True)

@@ -38,7 +38,7 @@ from ctrbench.datasets import REPO_ROOT, dataset_names, load_dataset_config, loa
 from ctrbench.errors import CtrbenchError
 from ctrbench.features import FeatureMap
 from ctrbench.flops import model_stats
-from ctrbench.results import DEFAULT_RESULTS, ResultsStore, TestPredictions, run_key
+from ctrbench.results import DEFAULT_RESULTS, ResultsStore, RunPredictions, run_key
 from ctrbench.console import console
 from ctrbench.train import TrainConfig, fit, seed_everything
 from model_zoo import get_model_class
@@ -188,7 +188,7 @@ class DatasetSplits:
 
 
 def execute(spec: RunSpec, data: DatasetSplits, device: torch.device, label: str = "", progress: bool = True,
-            checkpoint_path: Path | None = None, command: str | None = None) -> tuple[dict[str, Any], TestPredictions | None]:
+            checkpoint_path: Path | None = None, command: str | None = None) -> tuple[dict[str, Any], RunPredictions | None]:
     """Train one run; return its results record and its test predictions (None when it diverged or the
     dataset has no test split). `command` is the command line that asked for it."""
     code_version()  # read before training, so the record names the code that ran
@@ -226,7 +226,7 @@ def execute(spec: RunSpec, data: DatasetSplits, device: torch.device, label: str
     }
     if result.test_logits is None:
         return record, None
-    return record, TestPredictions(result.test_logits.numpy(), result.test_labels.numpy())
+    return record, RunPredictions(result.test_logits.numpy(), result.test_labels.numpy())
 
 
 class Eta:

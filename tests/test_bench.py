@@ -433,3 +433,14 @@ def test_best_entry_lists_only_non_default_training_values():
     result, _ = select_best(records)[("synthetic", "dlrm")]
     text = best_entry_yaml(TuneResult({"model": {}, "train": {}}, [result]), "ctrbench tune ...")
     assert text.splitlines()[-3:] == ["synthetic:", "  model: {embedding_dim: 8}", "  train: {batch_size: 1024, learning_rate: 0.003}"]
+
+
+def test_commands_are_shown_as_a_user_would_type_them():
+    from ctrbench.leaderboard import portable_command
+
+    machine = (f"ctrbench bench --dataset frappe --data-dir /work/data --results {REPO}/leaderboards/results.jsonl "
+               "--checkpoint-dir /tmp/x --workers 2 --no-progress --set model.embedding_dim=128 --seeds 3")
+    assert portable_command(machine) == ("ctrbench bench --dataset frappe --results leaderboards/results.jsonl "
+                                         "--set model.embedding_dim=128 --seeds 3")
+    assert portable_command("ctrbench bench --data-dir=/abs/data --results /elsewhere/r.jsonl") == \
+        "ctrbench bench --results r.jsonl"

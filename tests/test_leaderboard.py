@@ -1,0 +1,82 @@
+"""The leaderboard's budget columns, significance markers, notes and portability."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+
+import numpy as np
+
+from ctrbench.cli import main
+from ctrbench.leaderboard import write_leaderboards
+from ctrbench.results import ResultsStore, RunPredictions
+
+ROWS = 3_000
+
+
+def run(model: str, seed: int, test_auc: float, config_hash: str = "h1", command: str = "", **extra) -> dict:
+    display = {"dlrm": "DLRM", "wukong": "Wukong", "afn_plus": "AFN+", "dcnv2": "DCNv2"}[model]
+    return {"model": model, "display_name": display, "dataset": "frappe", "config_hash": f"{model}-{config_hash}",
+            "seed": seed, "config": {"model": {}, "train": {}}, "status": "ok", "data_hash": "d",
+            "valid": {"auc": 0.9, "logloss": 0.3}, "test": {"auc": test_auc, "logloss": 0.3}, "best_epoch": 3,
+            "epochs": 5, "samples_per_second": 1000.0, "dense_params": 10, "embedding_params": 10,
+            "mflop_per_example": 1.0, "device": {"type": "cpu", "name": "cpu"}, "train_seconds": 1800.0,
+            "command": command or f"ctrbench bench --dataset frappe --models {model} --data-dir /home/me/data", **extra}
+
+
+def synthetic_predictions():
+    """Wukong best; DLRM much noisier (differs); DCNv2 Wukong plus a little noise (tied)."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, ROWS)
+    noise = {"wukong": 1.0, "dlrm": 3.0}
+    table = {}
+    for seed in (2021, 2022, 2023):
+        for model, scale in noise.items():
+            table[(model, seed)] = (labels + rng.normal(0, scale, ROWS)).astype(np.float32)
+        table[("dcnv2", seed)] = table[("wukong", seed)] + rng.normal(0, 0.01, ROWS).astype(np.float32)
+    return labels, table
+
+
+def test_budget_significance_and_notes(tmp_path):
+    labels, table = synthetic_predictions()
+    records = [run(m, s, auc) for m, auc in (("wukong", 0.98), ("dlrm", 0.95), ("dcnv2", 0.979))
+               for s in (2021, 2022, 2023)]
+    records.append(run("dlrm", 2021, 0.94, config_hash="h2"))  # a second config tried for DLRM
+    protocol = "ctrbench bench --dataset frappe --models afn_plus --protocol paper --seeds 1"
+    records.append(run("afn_plus", 2021, 0.90, command=protocol))
+
+    def predictions(record):
+        key = (record["model"], record["seed"])
+        return RunPredictions(table[key], labels) if key in table else None
+
+    write_leaderboards(records, tmp_path, "ctrbench leaderboard --out /home/me/boards", predictions)
+    page = (tmp_path / "frappe.md").read_text()
+    results = page.split("## Size")[0]
+    rows = {line.split(" | ")[0].removeprefix("| "): line for line in results.splitlines() if line.startswith("| ")}
+    assert rows["Wukong"].endswith("| 3 | 1.5 h | (best) |")
+    assert re.search(r"\| 4 \| 2.0 h \| differs \((\d\.\d+e-\d+, ){2}\d\.\d+e-\d+ / 0\.\d+\) \|$", rows["DLRM"]), rows["DLRM"]
+    assert re.search(r"\| 3 \| 1.5 h \| tied \(", rows["DCNv2"])
+    assert "0.9790 ± 0.0000 ≈" in rows["DCNv2"] and "≈" not in rows["DLRM"]
+    assert rows["AFN+"].endswith("| 1 (capped) | 30 min | – |")  # one seed: not testable
+    assert "- (capped) AFN+: a smaller tuning budget than the others: at embedding dim 128" in page
+    assert "divide the paper's figure by 3 to compare" in page
+    assert "0.9790 ± 0.0000 ≈" in (tmp_path / "table2.md").read_text()
+    for path in tmp_path.glob("*.md"):
+        assert "/home/me" not in path.read_text(), path  # no paths of the machine that made them
+
+
+def test_leaderboard_goes_beside_the_results_by_default(tmp_path, capsys):
+    store = ResultsStore(tmp_path / "results" / "results.jsonl")
+    store.append(run("dlrm", 2021, 0.95))
+    with contextlib.chdir(tmp_path):
+        assert main(["leaderboard", "--results", "results/results.jsonl"]) == 0
+    assert (tmp_path / "results" / "leaderboard" / "table2.md").is_file()
+    assert not (tmp_path / "leaderboards").exists()
+
+
+def test_quick_runs_are_marked(tmp_path):
+    quick = run("dlrm", 2021, 0.95, command="ctrbench bench --dataset frappe --quick")
+    write_leaderboards([quick], tmp_path, "ctrbench leaderboard")
+    assert "`dlrm-h1` quick |" in (tmp_path / "frappe.md").read_text()
+    json.dumps(quick)  # records stay plain JSON
