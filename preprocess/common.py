@@ -71,6 +71,7 @@ FIRST_VALUE_INDEX = 2  # vocabulary indices: 0 padding, 1 out-of-vocabulary, val
 LABEL = "label"
 SPLITS = ("train", "valid", "test")
 SEQUENCE_SEPARATOR = "^"  # joins the items of a sequence in the BARS CSV files
+MAX_COUNTED_ID = 1 << 24  # values are counted in an array up to this id (128 MiB), beyond by a hash table
 
 Keep = Literal["recent", "oldest"]  # which end of a sequence survives truncation to max_len
 
@@ -714,6 +715,20 @@ def with_histories(impressions: pl.DataFrame, events: pl.LazyFrame, histories: d
 # Vocabularies and pretrained tables
 
 
+def integer_ids(values: pl.Series) -> np.ndarray:
+    """Values as int64 ids: non-negative integers, or their text in canonical decimal form ("7", not "07",
+    "+7" or " 7"); -1 for anything else (nulls, other text, negative numbers). A vocabulary of ids holds
+    no other text, so all of these are out of it."""
+    if values.dtype != pl.String:
+        ids = values.cast(pl.Int64, strict=False).fill_null(-1).to_numpy()
+        return np.maximum(ids, -1)
+    ids = values.str.to_integer(strict=False).fill_null(-1).to_numpy()
+    digits = np.minimum(values.str.len_bytes().fill_null(0).to_numpy(), 19)  # canonical text: as many bytes as digits
+    lowest = np.concatenate([[1, 0], 10 ** np.arange(1, 19, dtype=np.int64)])  # of k digits (none of 0)
+    canonical = (ids >= lowest[digits]) & ((digits == 19) | (ids < lowest[np.minimum(digits + 1, 19)]))
+    return np.where(canonical, ids, -1)
+
+
 @dataclass(frozen=True)
 class Vocabulary:
     """The kept values of one categorical feature; value k of `values` has index FIRST_VALUE_INDEX + k."""
@@ -756,30 +771,21 @@ class Vocabulary:
         indices = pl.int_range(FIRST_VALUE_INDEX, self.size, dtype=pl.Int32, eager=True)
         return values.replace_strict(self.values, indices, default=OOV_INDEX, return_dtype=pl.Int32)
 
-    def lookup(self, values: pl.Series) -> np.ndarray:
+    def lookup(self, values: pl.Series, ids: np.ndarray | None = None) -> np.ndarray:
         """`encode(values)` as an int32 array, by an array lookup when the vocabulary is integer ids.
 
-        The array (`_integer_table`) is built on the first call and kept, so that the cost per batch
+        The array (`integer_table`) is built on the first call and kept, so that the cost per batch
         does not grow with the vocabulary (a 3.2M-item hash map rebuilt per batch cost 5.5 s per 20k rows
-        of 100-item histories). Text values are ids only in canonical decimal form ("7", not "07" or
-        "+7"): any other text cannot be in such a vocabulary and gets the OOV index, as with `encode`.
+        of 100-item histories). `ids`: `integer_ids(values)`, if already computed.
         """
-        table = self._integer_table
+        table = self.integer_table
         if table is None:
             return self.encode(values).to_numpy()
-        if values.dtype == pl.String:
-            ids = values.str.to_integer(strict=False)
-        else:
-            ids = values.cast(pl.Int64, strict=False)
-        known = ids.is_between(0, len(table) - 2).fill_null(False).to_numpy()
-        ids = ids.fill_null(0).to_numpy()
-        if values.dtype == pl.String:  # canonical text has exactly as many bytes as the id has digits
-            powers = 10 ** np.arange(1, len(str(len(table))) + 1, dtype=np.int64)
-            known &= values.str.len_bytes().to_numpy() == 1 + np.searchsorted(powers, ids, side="right")
-        return table[np.where(known, ids, len(table) - 1)]
+        ids = integer_ids(values) if ids is None else ids
+        return table[np.where(ids >= 0, np.minimum(ids, len(table) - 1), len(table) - 1)]
 
     @functools.cached_property
-    def _integer_table(self) -> np.ndarray | None:
+    def integer_table(self) -> np.ndarray | None:
         """Index of every id 0..max as an array (OOV where absent, and in one last row for values that
         are not ids), when the values are non-negative integers (or their canonical decimal text) and
         the array is at most 4 entries per value (plus 1M); else None."""
@@ -951,11 +957,40 @@ class Feature:
         return self.column or self.name
 
 
-def sequence_items(column: pl.Expr, dtype: pl.DataType) -> pl.Expr:
-    """A sequence column's items as a list: `^`-joined text is split (empty items dropped)."""
-    if dtype == pl.String:
-        return column.fill_null("").str.split(SEQUENCE_SEPARATOR).list.eval(pl.element().filter(pl.element() != ""))
-    return column.fill_null([])
+def sequence_items(column: pl.Series) -> pl.Series:
+    """A batch of a sequence column's items, row after row: `^`-joined text is split (empty items dropped),
+    lists are concatenated; null rows hold none."""
+    if column.dtype == pl.String:
+        items = column.drop_nulls().str.split(SEQUENCE_SEPARATOR).explode(empty_as_null=False)
+        return items.filter(items.str.len_bytes() > 0)
+    return column.drop_nulls().explode(empty_as_null=False).drop_nulls()
+
+
+def count_values(train: pl.LazyFrame, column: str, sequence: bool,
+                 rows_per_batch: int = 50_000) -> pl.DataFrame:
+    """(`value`, `count`) of a column's values (or a sequence column's items) over the train rows, nulls
+    left out, read batch by batch. Integer ids (`integer_ids`) are counted in an array (np.bincount), as
+    a hash table of a million ids costs more than splitting the histories; other values by polars's
+    group_by. A value of text is the same text either way: an id counted by number is written back in
+    its canonical form, which is the only form `integer_ids` accepts."""
+    by_id, others = np.zeros(0, dtype=np.int64), []
+    for batch in train.select(column).collect_batches(chunk_size=rows_per_batch):
+        values = sequence_items(batch[column]) if sequence else batch[column].drop_nulls()
+        ids = integer_ids(values)
+        counted = (ids >= 0) & (ids < MAX_COUNTED_ID)
+        found = np.bincount(ids[counted])
+        if len(found) > len(by_id):
+            by_id = np.concatenate([by_id, np.zeros(len(found) - len(by_id), dtype=np.int64)])
+        by_id[:len(found)] += found
+        rest = values.filter(pl.Series(~counted))
+        if len(rest):
+            others.append(rest.rename("value").value_counts(name="count"))
+    present = np.flatnonzero(by_id)
+    dtype = train.collect_schema()[column]
+    dtype = dtype.inner if sequence and dtype != pl.String else dtype
+    frames = [pl.DataFrame({"value": pl.Series(present).cast(dtype), "count": by_id[present]}), *others]
+    counts = pl.concat([frame.cast({"count": pl.get_index_type()}) for frame in frames])
+    return counts.group_by("value").agg(pl.col("count").sum()) if others else counts
 
 
 def encode_sequence(column: pl.Series, vocabularies: Sequence[Vocabulary], max_len: int,
@@ -970,7 +1005,8 @@ def encode_sequence(column: pl.Series, vocabularies: Sequence[Vocabulary], max_l
         lists = column.fill_null([])
     items = lists.explode(empty_as_null=False)
     rows = np.repeat(np.arange(len(column)), lists.list.len().to_numpy())
-    present = items.str.len_bytes().to_numpy() > 0 if column.dtype == pl.String else slice(None)  # drop empty items
+    present = np.flatnonzero(items.str.len_bytes().to_numpy() > 0 if column.dtype == pl.String
+                             else np.ones(len(items), dtype=bool))  # empty text items are dropped
     rows = rows[present]
     counts = np.bincount(rows, minlength=len(column))
     kept = np.minimum(counts, max_len)
@@ -978,11 +1014,12 @@ def encode_sequence(column: pl.Series, vocabularies: Sequence[Vocabulary], max_l
     if keep == "recent":
         position -= (counts - kept)[rows]
     use = (position >= 0) & (position < kept[rows])
-    rows, columns = rows[use], (max_len - kept[rows] + position)[use]
+    rows, columns, present = rows[use], (max_len - kept[rows] + position)[use], present[use]
+    ids = integer_ids(items) if any(v.integer_table is not None for v in vocabularies) else None
     encoded = []
     for vocabulary in vocabularies:
         matrix = np.full((len(column), max_len), PADDING_INDEX, dtype=np.int32)
-        matrix[rows, columns] = vocabulary.lookup(items)[present][use]
+        matrix[rows, columns] = vocabulary.lookup(items, ids)[present]
         encoded.append(pl.Series(column.name, matrix).cast(pl.List(pl.Int32)))
     return encoded
 
@@ -996,18 +1033,14 @@ def encode_batches(column: pl.Expr, dtype: pl.DataType, encode: Callable[[pl.Ser
 def fit_vocabularies(train: pl.LazyFrame, features: Sequence[Feature]) -> dict[str, Vocabulary]:
     """The vocabulary of every feature that owns a table (all but numeric and shared sequences), fitted
     on the train rows in one streaming pass, and extended by its pretrained tables' keys."""
-    schema = train.collect_schema()
     owners = [f for f in features if f.type != "numeric" and f.share_embedding is None]
     queries, owner_of = [], []
     for owner in owners:
         for feature in [owner, *[f for f in features if f.share_embedding == owner.name]]:
             queries.append((feature.source, feature.type == "sequence"))
             owner_of.append(owner.name)
-    counted = {}  # (column, is a sequence) -> its counts: a column several features use is counted once
-    for column, sequence in dict.fromkeys(queries):  # one at a time: memory of one count
-        values = sequence_items(pl.col(column), schema[column]).explode() if sequence else pl.col(column)
-        counted[column, sequence] = (train.select(values.alias("value")).drop_nulls().group_by("value")
-                                     .agg(pl.len().alias("count")).collect(engine="streaming"))
+    # A column several features use is counted once; one at a time: memory of one count.
+    counted = {query: count_values(train, *query) for query in dict.fromkeys(queries)}
     counts = [counted[query] for query in queries]
     vocabularies = {}
     for owner in owners:

@@ -14,6 +14,7 @@ from preprocess.common import (
     CategoricalRules,
     ValidationRule,
     Vocabulary,
+    count_values,
     describe_inputs,
     detect_release,
     encode_sequence,
@@ -274,15 +275,26 @@ def test_integer_lookup_matches_the_hash_map():
     """Vocabularies of ids take an array lookup (built once); any value, id or not, gets what `encode` gives."""
     text = Vocabulary(pl.Series(["7", "0", "12", "3"]))
     values = pl.Series(["7", "07", "+7", "-7", " 7", "0", "-0", "12", "13", "99999999999999999999", "", None, "3"])
-    assert text._integer_table is not None
+    assert text.integer_table is not None
     assert text.lookup(values).tolist() == text.encode(values).to_list() == [2, 1, 1, 1, 1, 3, 1, 4, 1, 1, 1, 1, 5]
     numbers = Vocabulary(pl.Series([7, 0, 12]))
     values = pl.Series([7, -7, 0, 12, 13, None, 1 << 40])
     assert numbers.lookup(values).tolist() == numbers.encode(values).to_list() == [2, 1, 3, 4, 1, 1, 1]
     for other in (["7", "07"], ["a", "1"], [5, -1], [1 << 40]):  # not all canonical ids, or too sparse: hash map
         vocab = Vocabulary(pl.Series(other))
-        assert vocab._integer_table is None
+        assert vocab.integer_table is None
         assert vocab.lookup(pl.Series(other)).tolist() == list(range(2, 2 + len(other)))
+
+
+@pytest.mark.parametrize("rows_per_batch", [2, 100])
+def test_count_values_counts_ids_by_array_and_other_text_by_hash(rows_per_batch):
+    text = pl.LazyFrame({"s": ["7^07^7", None, "^x^7", "12^", "+7^x"], "c": ["3", "03", None, "3", "a"]})
+    counts = lambda column, sequence: dict(  # noqa: E731
+        count_values(text, column, sequence, rows_per_batch).sort("value").iter_rows())
+    assert counts("s", True) == {"+7": 1, "07": 1, "12": 1, "7": 3, "x": 2}
+    assert counts("c", False) == {"03": 1, "3": 2, "a": 1}
+    lists = pl.LazyFrame({"s": [[5, 5, -1], None, [], [None, 5, 1 << 40]]})
+    assert count_values(lists, "s", True, rows_per_batch).sort("value").rows() == [(-1, 1), (5, 3), (1 << 40, 1)]
 
 
 def test_shared_vocabulary_keeps_a_value_frequent_in_one_column():

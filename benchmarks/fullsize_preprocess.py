@@ -1,0 +1,62 @@
+"""Measure one `ctrbench preprocess` run and record it under benchmarks/fullsize_results/.
+
+    python -m benchmarks.fullsize_preprocess DATASET --raw DIR --out DIR --input "HOW THE RAW FILES WERE MADE"
+        [--name NAME] [--note TEXT]
+
+runs `ctrbench preprocess DATASET --raw DIR --out DIR` as a child process and writes
+benchmarks/fullsize_results/NAME.json (NAME defaults to DATASET_preprocess): the split sizes it wrote,
+wall seconds, the child's peak RSS (`os.wait4`, what `/usr/bin/time -v` reports as maximum resident set
+size), rows per second (train + test rows over wall time; valid lists the test files), the output's size,
+the command as typed (paths as given, relative to the repository), the machine, its load average before
+the run and the commit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from benchmarks.run import REPO, load_average, run_measured
+from ctrbench.features import FeatureMap, atomic_write_text
+from ctrbench.runner import _cpu_name, code_version
+
+RESULTS = REPO / "benchmarks" / "fullsize_results"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("dataset")
+    parser.add_argument("--raw", required=True, help="raw release directory, relative to the repository")
+    parser.add_argument("--out", required=True, help="output directory, relative to the repository")
+    parser.add_argument("--input", required=True, help="the command that made the raw files, as typed")
+    parser.add_argument("--name", help="result file name without .json (default: DATASET_preprocess)")
+    parser.add_argument("--note", default="", help="conditions of the run, e.g. what else the machine ran")
+    args = parser.parse_args(argv)
+    command = ["ctrbench", "preprocess", args.dataset, "--raw", args.raw, "--out", args.out]
+    commit, dirty = code_version()
+    load = load_average()
+    _, wall, rss = run_measured([sys.executable, "-m", *command])
+    fmap = FeatureMap.load(REPO / args.out)
+    rows = {split: info.rows for split, info in fmap.splits.items()}
+    output = sum(path.stat().st_size for path in (REPO / args.out).rglob("*") if path.is_file())
+    record = {
+        "dataset": args.dataset, "stage": "preprocess", "train_rows": rows["train"], "valid_rows": rows["valid"],
+        "test_rows": rows["test"], "wall_s": round(wall, 1), "peak_rss_mib": round(rss),
+        "rows_per_s": round((rows["train"] + rows["test"]) / wall), "output_mib": round(output / 2**20),
+        "command": " ".join(command), "input": args.input,
+        "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(),
+                    "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30),
+                    "load_average_before": load},
+        "commit": commit, "dirty": dirty, "note": args.note,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{args.name or args.dataset + '_preprocess'}.json"
+    atomic_write_text(path, json.dumps(record, indent=1) + "\n")
+    print(json.dumps(record))
+
+
+if __name__ == "__main__":
+    main()
