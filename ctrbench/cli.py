@@ -78,6 +78,12 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="cap training at 3 epochs (smoke test)")
     parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     parser.add_argument("--no-progress", action="store_true", help="no live progress bar")
+    memory = parser.add_mutually_exclusive_group()
+    memory.add_argument("--stream", dest="stream", action="store_const", const=True, default=None,
+                        help="stream every split from its parquet files (default: each split is streamed only when it "
+                             "does not fit the memory budget, half the available memory or $CTRBENCH_MEMORY_BUDGET)")
+    memory.add_argument("--in-memory", dest="stream", action="store_const", const=False,
+                        help="load every split into memory, whatever its size")
 
 
 def _add_plan_options(parser: argparse.ArgumentParser) -> None:
@@ -209,7 +215,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     overrides = with_quick(parse_overrides(args.overrides), args.quick)
     spec = resolve_spec(args.model, args.dataset, args.seed, args.config_dir, overrides)
     store = ResultsStore(args.results)  # a bad --results stops here, not after training
-    data = DatasetSplits.open(args.dataset, args.data_dir)
+    data = DatasetSplits.open(args.dataset, args.data_dir, args.stream)
     record, predictions = execute(spec, data, pick_device(args.device), label=args.model, progress=not args.no_progress,
                                   checkpoint_path=args.checkpoint, command=args.command_line)
     store.append(record, predictions)
@@ -224,6 +230,11 @@ def cmd_bench(args: argparse.Namespace) -> None:
                    results_path=args.results, config_dir=args.config_dir, quick=args.quick, device=args.device,
                    overrides=parse_overrides(args.overrides), command=args.command_line,
                    checkpoint_dir=args.checkpoint_dir)
+    if args.stream is not None:
+        if args.protocol is not None:
+            raise CtrbenchError("--stream / --in-memory do not apply to --protocol runs yet (they choose by size); "
+                                "leave the flag out")
+        options["stream"] = args.stream
     if args.protocol is not None:
         from ctrbench.protocol import bench_protocol, load_protocol
 
@@ -263,7 +274,7 @@ def cmd_tune(args: argparse.Namespace) -> None:
     tuned = tune(args.model, args.dataset, args.space, seeds=args.seeds, data_dir=args.data_dir,
                  results_path=args.results, config_dir=args.config_dir, quick=args.quick, device=args.device,
                  overrides=parse_overrides(args.overrides), progress=not args.no_progress, command=args.command_line,
-                 checkpoint_dir=args.checkpoint_dir)
+                 checkpoint_dir=args.checkpoint_dir, stream=args.stream)
     varied = [(section, key) for section in SECTIONS for key, values in tuned.axes[section].items() if len(values) > 1]
     table = Table(title=f"{args.model} on {args.dataset}: {len(tuned.ranked)} grid points, best validation AUC first")
     for column in ("config", *(key for _, key in varied), "seeds", "valid AUC", "test AUC"):

@@ -1,20 +1,46 @@
-"""From parquet splits to batches of tensors.
+"""From parquet splits to batches of tensors, held in memory or streamed.
 
-A split is read once into a `Batch` of contiguous tensors (one matrix per feature type); training
-batches are then index gathers (shuffled) or slices (in order) of those tensors, so the per-batch
-cost is a handful of tensor ops whatever the number of rows or features. Splits too large for memory
-are streamed row group by row group with `ParquetStream`, shuffled within a window of row groups.
+A split is a sequence of parquet row groups. Each row group is decoded straight into its slice of
+a preallocated `Batch` (one contiguous matrix per feature type), so loading a split peaks at its
+tensor bytes plus one row group's arrow table. Every value is checked on the way: indices inside
+the vocabulary, finite numerics, labels in {0, 1}, columns present with the right type. A mismatch
+stops with the file, column and row at fault.
 
-Every value is checked on load: indices inside the vocabulary, finite numerics, labels in {0, 1},
-columns present with the right type. A mismatch stops with the file and column at fault.
+A split is served in one of two ways (both give the `BatchSource` the training loop iterates):
+- `InMemory`: the whole split loaded once; training batches are index gathers of a seeded
+  permutation, evaluation batches are slices. Per batch: a handful of tensor ops.
+- `ParquetStream`: for a split larger than memory. Shuffled (training), its row groups are taken in
+  a seeded random order across all its files, `window_row_groups` at a time; the rows of a window
+  are shuffled together, so a row can land next to any row of the other row groups of its window.
+  In order (evaluation), row groups are read one by one in file order, so predictions come out in
+  row order and the metrics are exact over all rows. A background thread reads, decodes, shuffles
+  (and, for CUDA, pins) the next window while the model trains on the current one, through a queue
+  `prefetch_windows` windows deep; batches are slices of a window (plus one concatenation where a
+  batch spans two windows). Memory: up to `prefetch_windows` + 2 windows (the one trained on, those
+  queued, the one being decoded), a window being `window_row_groups` x the row group's tensor bytes;
+  the window is the trade-off between randomness and memory. All random draws on the caller's
+  generator happen when `batches` is called, so a seed gives the same order whatever the thread's
+  timing.
+
+`open_splits` chooses per split: a split is streamed when its tensor bytes (rows x `row_bytes`)
+exceed what is left of a memory budget after the splits before it (train, valid, test in that
+order), else loaded. The budget is `MEMORY_FRACTION` of MemAvailable (/proc/meminfo) when the
+splits are opened, or the bytes in $CTRBENCH_MEMORY_BUDGET (e.g. `8G`, `500M`); half of what is
+free leaves room for the model, its optimizer state and the activations. `--stream` /
+`--in-memory` force one way for every split. Splits that list the same files (a dataset config's
+`valid: test`) share one source, so their rows are read once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+import queue
+import re
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -22,7 +48,10 @@ import pyarrow.parquet as pq
 import torch
 
 from ctrbench.errors import CtrbenchError
-from ctrbench.features import FeatureMap, FeatureSpec
+from ctrbench.features import SPLITS, FeatureMap, FeatureSpec
+
+MEMORY_FRACTION = 0.5  # of MemAvailable, the default budget for splits held in memory
+MEMORY_BUDGET_ENV = "CTRBENCH_MEMORY_BUDGET"
 
 
 @dataclass
@@ -43,6 +72,20 @@ class Batch:
     def __len__(self) -> int:
         return self.label.shape[0]
 
+    @staticmethod
+    def empty(fmap: FeatureMap, rows: int) -> Batch:
+        """An uninitialised batch of `rows` rows with the feature map's columns."""
+        def matrix(columns: int, dtype: torch.dtype) -> torch.Tensor:
+            return torch.empty(rows, columns, dtype=dtype)
+
+        return Batch(
+            categorical=matrix(len(fmap.of_type("categorical")), torch.int32),
+            pretrained=matrix(len(fmap.of_type("pretrained_embedding")), torch.int32),
+            numeric=matrix(len(fmap.of_type("numeric")), torch.float32),
+            sequences={f.name: matrix(f.max_len, torch.int32) for f in fmap.of_type("sequence")},
+            label=torch.empty(rows, dtype=torch.float32),
+        )
+
     def _map(self, fn) -> Batch:
         return Batch(
             categorical=fn(self.categorical),
@@ -62,6 +105,10 @@ class Batch:
 
     def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
         return self._map(lambda t: t.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self) -> Batch:
+        """A copy in page-locked memory, so that copies to a GPU can be asynchronous."""
+        return self._map(lambda t: t.pin_memory())
 
     @staticmethod
     def concat(parts: list[Batch]) -> Batch:
@@ -90,7 +137,7 @@ def _index_column(column: pa.Array, spec: FeatureSpec, where: str) -> np.ndarray
         raise CtrbenchError(f"{where}: column {spec.name!r} has {column.null_count} null values; expected indices")
     values = column.to_numpy(zero_copy_only=False)
     _check_range(values, spec, where)
-    return values.astype(np.int32, copy=False)
+    return values
 
 
 def _check_range(values: np.ndarray, spec: FeatureSpec, where: str) -> None:
@@ -115,10 +162,10 @@ def _sequence_column(column: pa.Array, spec: FeatureSpec, where: str) -> np.ndar
             f"(padded with 0); found {flat.size} items over {rows} rows"
         )
     _check_range(flat, spec, where)
-    return flat.astype(np.int32, copy=True).reshape(rows, spec.max_len)  # copy: arrow buffers are read-only
+    return flat.reshape(rows, spec.max_len)
 
 
-def _numeric_column(column: pa.Array, spec: FeatureSpec, where: str) -> np.ndarray:
+def _numeric_column(column: pa.Array, spec: FeatureSpec, where: str, first_row: int) -> np.ndarray:
     if not (pa.types.is_floating(column.type) or pa.types.is_integer(column.type)):
         raise CtrbenchError(f"{where}: numeric column {spec.name!r} must be float, found {column.type}")
     values = column.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
@@ -126,48 +173,38 @@ def _numeric_column(column: pa.Array, spec: FeatureSpec, where: str) -> np.ndarr
     if bad.any():
         raise CtrbenchError(
             f"{where}: numeric column {spec.name!r} has {int(bad.sum())} NaN/inf/null values "
-            f"(first at row {int(np.argmax(bad))}); fill or drop them when preprocessing"
+            f"(first at row {first_row + int(np.argmax(bad))}); fill or drop them when preprocessing"
         )
     return values
 
 
-def _label_column(column: pa.Array, name: str, where: str) -> np.ndarray:
+def _label_column(column: pa.Array, name: str, where: str, first_row: int) -> np.ndarray:
     values = column.to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
     bad = ~((values == 0) | (values == 1))
     if bad.any():
         first = int(np.argmax(bad))
         raise CtrbenchError(
-            f"{where}: label column {name!r} must be 0 or 1; row {first} holds {column[first].as_py()!r}"
+            f"{where}: label column {name!r} must be 0 or 1; row {first_row + first} holds {column[first].as_py()!r}"
         )
     return values
 
 
-def _matrix(columns: list[np.ndarray], rows: int, dtype) -> torch.Tensor:
-    matrix = np.empty((rows, len(columns)), dtype=dtype)
-    for j, values in enumerate(columns):
-        matrix[:, j] = values
-    return torch.from_numpy(matrix)
-
-
-def batch_from_arrow(table: pa.Table, fmap: FeatureMap, where: str) -> Batch:
-    """Convert (and check) an arrow table holding a split's columns."""
-    rows = table.num_rows
-    return Batch(
-        categorical=_matrix(
-            [_index_column(_column(table, f.name, where), f, where) for f in fmap.of_type("categorical")],
-            rows, np.int32),
-        pretrained=_matrix(
-            [_index_column(_column(table, f.name, where), f, where) for f in fmap.of_type("pretrained_embedding")],
-            rows, np.int32),
-        numeric=_matrix(
-            [_numeric_column(_column(table, f.name, where), f, where) for f in fmap.of_type("numeric")],
-            rows, np.float32),
-        sequences={
-            f.name: torch.from_numpy(_sequence_column(_column(table, f.name, where), f, where))
-            for f in fmap.of_type("sequence")
-        },
-        label=torch.from_numpy(_label_column(_column(table, fmap.label, where), fmap.label, where).copy()),
-    )
+def batch_from_arrow(table: pa.Table, fmap: FeatureMap, where: str, out: Batch | None = None,
+                     first_row: int = 0) -> Batch:
+    """Convert (and check) an arrow table holding a split's columns, written into `out` (a batch of
+    `table.num_rows` rows) when given. `first_row` is the table's first row in its file (for errors)."""
+    out = Batch.empty(fmap, table.num_rows) if out is None else out
+    for target, kind in ((out.categorical, "categorical"), (out.pretrained, "pretrained_embedding")):
+        columns = target.numpy()
+        for j, spec in enumerate(fmap.of_type(kind)):
+            columns[:, j] = _index_column(_column(table, spec.name, where), spec, where)
+    numeric = out.numeric.numpy()
+    for j, spec in enumerate(fmap.of_type("numeric")):
+        numeric[:, j] = _numeric_column(_column(table, spec.name, where), spec, where, first_row)
+    for spec in fmap.of_type("sequence"):
+        out.sequences[spec.name].numpy()[:] = _sequence_column(_column(table, spec.name, where), spec, where)
+    out.label.numpy()[:] = _label_column(_column(table, fmap.label, where), fmap.label, where, first_row)
+    return out
 
 
 def _columns(fmap: FeatureMap) -> list[str]:
@@ -189,9 +226,56 @@ def _read_schema(path: Path, fmap: FeatureMap) -> pq.FileMetaData:
     return metadata
 
 
-def _read_parquet(path: Path, fmap: FeatureMap) -> pa.Table:
-    _read_schema(path, fmap)
-    return pq.read_table(path, columns=_columns(fmap))
+@dataclass(frozen=True)
+class RowGroup:
+    """Rows start .. start + rows of row group `index` of a parquet file."""
+
+    path: Path
+    index: int
+    start: int
+    rows: int
+
+
+def row_groups(paths: list[Path]) -> list[RowGroup]:
+    """Every row group of these parquet files, in order (reads only the footers)."""
+    groups = []
+    for path in paths:
+        if not path.is_file():
+            raise CtrbenchError(f"{path}: split file listed in the feature map is missing")
+        metadata = pq.ParquetFile(path).metadata
+        groups.extend(RowGroup(path, i, 0, metadata.row_group(i).num_rows) for i in range(metadata.num_row_groups))
+    return groups
+
+
+def read_row_groups(fmap: FeatureMap, groups: list[RowGroup]) -> Batch:
+    """The rows of `groups`, in that order, checked, as one batch. Each row group is decoded straight
+    into its slice of the batch, so the peak is the batch plus one row group's arrow table."""
+    out = Batch.empty(fmap, sum(group.rows for group in groups))
+    files: dict[Path, tuple[pq.ParquetFile, list[int]]] = {}
+    start = 0
+    for group in groups:
+        if group.path not in files:
+            parquet = pq.ParquetFile(group.path)
+            sizes = [parquet.metadata.row_group(i).num_rows for i in range(parquet.num_row_groups)]
+            files[group.path] = parquet, np.cumsum([0] + sizes).tolist()
+        parquet, first_rows = files[group.path]
+        table = parquet.read_row_group(group.index, columns=_columns(fmap)).slice(group.start, group.rows)
+        batch_from_arrow(table, fmap, str(group.path), out.slice(start, start + group.rows),
+                         first_row=first_rows[group.index] + group.start)
+        del table  # before the next row group is read
+        start += group.rows
+    return out
+
+
+def _split_groups(fmap: FeatureMap, split: str) -> list[RowGroup]:
+    """A split's row groups, once its files are found readable, with the columns and the row count
+    the feature map says."""
+    paths = fmap.split_paths(split)
+    for path in paths:
+        _read_schema(path, fmap)
+    groups = row_groups(paths)
+    _check_rows(fmap, split, sum(group.rows for group in groups))
+    return groups
 
 
 def _check_rows(fmap: FeatureMap, split: str, rows: int) -> None:
@@ -206,10 +290,7 @@ def _check_rows(fmap: FeatureMap, split: str, rows: int) -> None:
 
 def load_split(fmap: FeatureMap, split: str) -> Batch:
     """Read a whole split into memory as one checked `Batch`."""
-    parts = [batch_from_arrow(_read_parquet(p, fmap), fmap, str(p)) for p in fmap.split_paths(split)]
-    batch = parts[0] if len(parts) == 1 else Batch.concat(parts)
-    _check_rows(fmap, split, len(batch))
-    return batch
+    return read_row_groups(fmap, _split_groups(fmap, split))
 
 
 class BatchSource(Protocol):
@@ -239,46 +320,177 @@ class InMemory:
 
 
 class ParquetStream:
-    """A split read row group by row group, for data larger than memory.
+    """A split read row group by row group on a background thread, for data larger than memory.
 
-    With `shuffle`, the file order is permuted and rows are shuffled within a window of
-    `window_row_groups` consecutive row groups, the usual trade-off between randomness and memory.
+    Shuffled, row groups come in a seeded random order across files, `window_row_groups` at a time,
+    rows shuffled within each window; in order, one row group at a time. `prefetch_windows` windows
+    are decoded ahead; with `pin_memory` they are in page-locked memory (for CUDA).
     """
 
-    def __init__(self, fmap: FeatureMap, split: str, window_row_groups: int = 4):
+    def __init__(self, fmap: FeatureMap, split: str, window_row_groups: int = 4, prefetch_windows: int = 1,
+                 pin_memory: bool = False):
+        if window_row_groups < 1 or prefetch_windows < 1:
+            raise CtrbenchError(f"ParquetStream: window_row_groups ({window_row_groups}) and prefetch_windows "
+                                f"({prefetch_windows}) must be >= 1")
         self.fmap = fmap
-        self.paths = fmap.split_paths(split)
-        _check_rows(fmap, split, sum(_read_schema(path, fmap).num_rows for path in self.paths))
+        self.groups = _split_groups(fmap, split)
         self.num_rows = fmap.splits[split].rows
         self.window_row_groups = window_row_groups
+        self.prefetch_windows = prefetch_windows
+        self.pin_memory = pin_memory
 
-    def _windows(self, shuffle: bool, generator: torch.Generator | None) -> Iterator[Batch]:
-        order = torch.randperm(len(self.paths), generator=generator).tolist() if shuffle else range(len(self.paths))
-        for i in order:
-            path = self.paths[i]
-            if not path.is_file():
-                raise CtrbenchError(f"{path}: split file listed in the feature map is missing")
-            parquet = pq.ParquetFile(path)
-            groups = list(range(parquet.num_row_groups))
-            for start in range(0, len(groups), self.window_row_groups):
-                table = parquet.read_row_groups(groups[start:start + self.window_row_groups], columns=_columns(self.fmap))
-                yield batch_from_arrow(table, self.fmap, str(path))
+    def _read(self, groups: list[RowGroup], seed: int | None) -> Batch:
+        window = read_row_groups(self.fmap, groups)
+        if seed is not None:
+            window = window.take(torch.randperm(len(window), generator=torch.Generator().manual_seed(seed)))
+        return window.pin_memory() if self.pin_memory else window
 
     def batches(self, batch_size: int, shuffle: bool = False,
                 generator: torch.Generator | None = None) -> Iterator[Batch]:
-        carry: Batch | None = None
-        for window in self._windows(shuffle, generator):
-            if shuffle:
-                window = window.take(torch.randperm(len(window), generator=generator))
-            if carry is not None:
-                window = Batch.concat([carry, window])
-            full = len(window) - len(window) % batch_size
-            for start in range(0, full, batch_size):
-                yield window.slice(start, start + batch_size)
-            carry = window.slice(full, len(window)) if full < len(window) else None
+        if shuffle:
+            order = torch.randperm(len(self.groups), generator=generator).tolist()
+            windows = [[self.groups[i] for i in order[start:start + self.window_row_groups]]
+                       for start in range(0, len(order), self.window_row_groups)]
+            seeds = torch.randint(0, 2**62, (len(windows),), generator=generator).tolist()
+        else:
+            windows, seeds = [[group] for group in self.groups], [None] * len(self.groups)
+        return rebatch(prefetch(zip(windows, seeds), lambda window: self._read(*window), self.prefetch_windows),
+                       batch_size)
+
+
+def rebatch(chunks: Iterable[Batch], batch_size: int) -> Iterator[Batch]:
+    """Cut a stream of row chunks into batches of `batch_size` rows (the last one may be shorter):
+    slices of a chunk, and one concatenation for a batch that spans two chunks."""
+    carry: Batch | None = None
+    for chunk in chunks:
+        start = 0
         if carry is not None:
+            start = min(batch_size - len(carry), len(chunk))
+            carry = Batch.concat([carry, chunk.slice(0, start)])
+            if len(carry) < batch_size:
+                continue
             yield carry
+        full = start + (len(chunk) - start) // batch_size * batch_size
+        for begin in range(start, full, batch_size):
+            yield chunk.slice(begin, begin + batch_size)
+        carry = chunk.slice(full, len(chunk)) if full < len(chunk) else None
+    if carry is not None:
+        yield carry
 
 
-def open_split(fmap: FeatureMap, split: str, stream: bool = False) -> InMemory | ParquetStream:
-    return ParquetStream(fmap, split) if stream else InMemory(load_split(fmap, split))
+T = TypeVar("T")
+_DONE = object()
+
+
+def prefetch(items: Iterable[T], transform: Callable[[T], object], depth: int) -> Iterator:
+    """`transform(item)` for each item, computed `depth` items ahead on a background thread.
+
+    Parquet decoding, validation and tensor copies release the GIL for most of their time, so the
+    next items are ready while the model trains on the current one. An exception in the thread is
+    raised in the consumer; abandoning the iterator stops the thread.
+    """
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(value: object) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(value, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(transform(item)):
+                    return
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            put(exc)
+            return
+        put(_DONE)
+
+    thread = threading.Thread(target=produce, name="ctrbench-prefetch", daemon=True)
+    thread.start()
+    try:
+        while (value := ready.get()) is not _DONE:
+            if isinstance(value, BaseException):
+                raise value
+            yield value
+    finally:
+        stop.set()
+        thread.join()
+
+
+def row_bytes(fmap: FeatureMap) -> int:
+    """Bytes one row takes in memory: 4 per categorical, pretrained and numeric column, 4 per item of
+    each sequence's max_len, 4 for the label."""
+    flat = len(fmap.of_type("categorical", "pretrained_embedding", "numeric"))
+    return 4 * (flat + sum(f.max_len for f in fmap.of_type("sequence")) + 1)
+
+
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def memory_budget() -> tuple[int, str]:
+    """Bytes the splits held in memory may take, and where that figure comes from: $CTRBENCH_MEMORY_BUDGET,
+    else `MEMORY_FRACTION` of MemAvailable in /proc/meminfo (of the free physical pages elsewhere)."""
+    value = os.environ.get(MEMORY_BUDGET_ENV, "").strip()
+    if value:
+        match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?", value, re.IGNORECASE)
+        if match is None:
+            raise CtrbenchError(f"${MEMORY_BUDGET_ENV}={value!r}: expected a size in bytes, e.g. 8G, 500M or 1000000")
+        return int(float(match[1]) * _UNITS[match[2].upper()]), f"${MEMORY_BUDGET_ENV}"
+    try:
+        meminfo = Path("/proc/meminfo").read_text()
+        available = int(re.search(r"^MemAvailable:\s+(\d+) kB", meminfo, re.MULTILINE)[1]) * 1024
+    except (OSError, TypeError):
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return int(available * MEMORY_FRACTION), f"{MEMORY_FRACTION:.0%} of available memory"
+
+
+def _size(nbytes: int) -> str:
+    for unit in ("GiB", "MiB", "KiB"):
+        scale = _UNITS[unit[0]]
+        if nbytes >= scale:
+            return f"{nbytes / scale:.1f} {unit}"
+    return f"{nbytes} B"
+
+
+def open_splits(fmap: FeatureMap, stream: bool | None = None, budget: int | None = None,
+                pin_memory: bool = False) -> tuple[dict[str, InMemory | ParquetStream], str]:
+    """Every split of `fmap` as a batch source, and the one-line decision.
+
+    `stream` True or False forces every split; None streams a split whose tensor bytes exceed what
+    is left of `budget` (default: `memory_budget()`) after the splits before it. Splits listing the
+    same files share one source.
+    """
+    source_of_budget = "given"
+    if stream is None and budget is None:
+        budget, source_of_budget = memory_budget()
+    left = budget
+    sources: dict[str, InMemory | ParquetStream] = {}
+    read: dict[tuple[str, ...], str] = {}
+    notes = []
+    for split in [s for s in SPLITS if s in fmap.splits] + [s for s in fmap.splits if s not in SPLITS]:
+        files = tuple(fmap.splits[split].files)
+        if files in read:
+            sources[split] = sources[read[files]]
+            notes.append(f"{split} = {read[files]} (same files, read once)")
+            continue
+        read[files] = split
+        size = fmap.splits[split].rows * row_bytes(fmap)
+        streamed = stream if stream is not None else size > left
+        if streamed:
+            sources[split] = ParquetStream(fmap, split, pin_memory=pin_memory)
+        else:
+            sources[split] = InMemory(load_split(fmap, split))
+            if left is not None:
+                left -= size
+        notes.append(f"{split} {fmap.splits[split].rows:,} rows, {_size(size)}: {'streamed' if streamed else 'in memory'}")
+    if stream is not None:
+        why = "forced by --stream" if stream else "forced by --in-memory"
+    else:
+        why = f"memory budget {_size(budget)} ({source_of_budget})"
+    return sources, f"{fmap.dataset} data: {'; '.join(notes)} [{why}]"

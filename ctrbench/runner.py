@@ -33,7 +33,7 @@ from filelock import FileLock, Timeout
 
 import ctrbench
 from ctrbench.config import build_dataclass, check_kwargs, load_yaml, signature_hints
-from ctrbench.data import InMemory, ParquetStream, load_split
+from ctrbench.data import open_splits
 from ctrbench.datasets import REPO_ROOT, dataset_names, load_dataset_config, load_feature_map
 from ctrbench.errors import CtrbenchError
 from ctrbench.features import FeatureMap
@@ -173,16 +173,24 @@ def build_model(spec: RunSpec, fmap: FeatureMap) -> torch.nn.Module:
 
 
 class DatasetSplits:
-    """A dataset's feature map and its three splits, loaded once and shared by every run."""
+    """A dataset's feature map and its splits, opened once and shared by every run.
 
-    def __init__(self, fmap: FeatureMap, stream: bool = False):
+    Each split is held in memory or streamed from its parquet files (`ctrbench.data.open_splits`):
+    `stream` True or False forces one way, None chooses per split from its size against the memory
+    budget (`budget` bytes, default a fraction of the available memory). The choice is printed in one
+    line. Splits listing the same files (`valid: test`) are one source, read once.
+    """
+
+    def __init__(self, fmap: FeatureMap, stream: bool | None = None, budget: int | None = None):
         self.fmap = fmap
-        self.train = ParquetStream(fmap, "train") if stream else InMemory(load_split(fmap, "train"))
-        self.valid = InMemory(load_split(fmap, "valid"))
-        self.test = InMemory(load_split(fmap, "test")) if "test" in fmap.splits else None
+        sources, decision = open_splits(fmap, stream, budget, pin_memory=torch.cuda.is_available())
+        console.print(decision, highlight=False, markup=False)
+        self.train = sources["train"]
+        self.valid = sources["valid"]
+        self.test = sources.get("test")
 
     @classmethod
-    def open(cls, dataset: str, data_dir: str | Path | None = None, stream: bool = False) -> DatasetSplits:
+    def open(cls, dataset: str, data_dir: str | Path | None = None, stream: bool | None = None) -> DatasetSplits:
         load_dataset_config(dataset)
         return cls(load_feature_map(dataset, data_dir), stream)
 
@@ -355,12 +363,14 @@ def bench(
     progress: bool = True,
     command: str | None = None,
     checkpoint_dir: Path | None = None,
+    stream: bool | None = None,
 ) -> list[dict[str, Any]]:
-    """Train every (model, seed) not yet in the results store; return this benchmark's records."""
+    """Train every (model, seed) not yet in the results store; return this benchmark's records.
+    `stream`: True / False streams / loads every split, None chooses by size (`DatasetSplits`)."""
     overrides = with_quick(overrides, quick)
     plan = [resolve_spec(m, dataset, BASE_SEED + i, config_dir, overrides) for m in models for i in range(seeds)]
     store = ResultsStore(results_path or DEFAULT_RESULTS)
-    return run_plan(plan, DatasetSplits.open(dataset, data_dir), store, pick_device(device), command, progress,
+    return run_plan(plan, DatasetSplits.open(dataset, data_dir, stream), store, pick_device(device), command, progress,
                     checkpoint_dir)
 
 

@@ -14,7 +14,6 @@ atomically after every epoch and a later call resumes from it.
 
 from __future__ import annotations
 
-import copy
 import os
 import random
 import time
@@ -180,7 +179,7 @@ def predict(model: nn.Module, source: BatchSource, batch_size: int, device: torc
     logits, labels = [], []
     for batch in source.batches(batch_size, shuffle=False):
         with autocast(precision, device):
-            output = model(batch.to(device))
+            output = model(batch.to(device, non_blocking=True))  # asynchronous from pinned memory only
         logits.append(output.float().cpu())
         labels.append(batch.label)
     return torch.cat(logits), torch.cat(labels)
@@ -193,6 +192,34 @@ def evaluate_split(model: nn.Module, source: BatchSource, config: TrainConfig,
     if not torch.isfinite(logits).all():
         raise Diverged(None, None, "non-finite predictions in evaluation")
     return evaluate(labels, logits), logits, labels
+
+
+def _frozen_state_names(model: nn.Module) -> set[str]:
+    """State-dict entries training never changes: parameters with requires_grad=False and the frozen
+    pretrained tables (the `frozen_*` buffers of `FeatureEmbedding`)."""
+    names = {name for name, p in model.named_parameters(remove_duplicate=False) if not p.requires_grad}
+    for prefix, module in model.named_modules():
+        if isinstance(module, FeatureEmbedding):
+            names.update(f"{prefix}.{name}" if prefix else name
+                         for name, _ in module.named_buffers(recurse=False) if name.startswith("frozen_"))
+    return names
+
+
+def trained_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the model's state without the entries training never changes (a pretrained table can
+    be most of a model's bytes); `load_trained_state` puts it back."""
+    frozen = _frozen_state_names(model)
+    state = model.state_dict()
+    copied = type(state)((name, tensor.clone()) for name, tensor in state.items() if name not in frozen)
+    copied._metadata = state._metadata  # module versions, read by load_state_dict
+    return copied
+
+
+def load_trained_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    wrong = (set(missing) - _frozen_state_names(model)) | set(unexpected)
+    if wrong:
+        raise RuntimeError(f"the saved best-epoch state does not fit the model: {sorted(wrong)}")
 
 
 def _monitor_value(metrics: dict[str, float], weights: dict[str, float]) -> float:
@@ -294,7 +321,7 @@ def fit(
             reporter.epoch_start(epoch, -(-train.num_rows // config.batch_size))
             epoch_loss, epoch_samples, started = 0.0, 0, time.perf_counter()
             for batch in train.batches(config.batch_size, shuffle=config.shuffle, generator=generator):
-                batch = batch.to(device)
+                batch = batch.to(device, non_blocking=True)  # asynchronous from pinned memory only
                 state["steps"] += 1
                 loss_value = train_step(model, batch, optimizer, config, state["steps"], last_loss)
                 last_loss = loss_value
@@ -309,7 +336,7 @@ def fit(
             improved = value > state["best"] + 1e-6
             if improved:
                 state.update(best=value, best_epoch=epoch, bad_epochs=0,
-                             best_weights=copy.deepcopy(model.state_dict()))
+                             best_weights=trained_state(model))
             else:
                 state["bad_epochs"] += 1
                 if config.reduce_lr_on_plateau:
@@ -330,10 +357,13 @@ def fit(
                     "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "loop": state,
                 })
-        model.load_state_dict(state["best_weights"])
-        valid_metrics, _, _ = evaluate_split(model, valid, config, device)
-        test_metrics, test_logits, test_labels = (evaluate_split(model, test, config, device) if test is not None
-                                                  else ({}, None, None))
+        load_trained_state(model, state["best_weights"])
+        valid_metrics, valid_logits, valid_labels = evaluate_split(model, valid, config, device)
+        if test is valid:  # `valid: test`: the same rows, evaluated once
+            test_metrics, test_logits, test_labels = valid_metrics, valid_logits, valid_labels
+        else:
+            test_metrics, test_logits, test_labels = (evaluate_split(model, test, config, device) if test is not None
+                                                      else ({}, None, None))
     except Diverged as exc:
         if exc.info["step"] is None:  # found in evaluation: after the last step taken
             exc.info.update(step=state["steps"], last_finite_loss=last_loss)

@@ -103,8 +103,10 @@ def tune(
     progress: bool = True,
     command: str | None = None,
     checkpoint_dir: Path | None = None,
+    stream: bool | None = None,
 ) -> TuneResult:
-    """Run every grid point x seed not yet stored and rank the points by mean validation AUC."""
+    """Run every grid point x seed not yet stored and rank the points by mean validation AUC.
+    `stream`: True / False streams / loads every split, None chooses by size (`DatasetSplits`)."""
     axes = load_space(space_path, model)
     overrides = {"model": {}, "train": {}, **(overrides or {})}
     clashes = [f"{section}.{key}" for section in SECTIONS for key in axes[section] if key in overrides[section]]
@@ -116,7 +118,7 @@ def tune(
         for point in grid_points(axes) for i in range(seeds)
     ]
     store = ResultsStore(results_path or DEFAULT_RESULTS)
-    records = run_plan(plan, DatasetSplits.open(dataset, data_dir), store, pick_device(device), command, progress,
+    records = run_plan(plan, DatasetSplits.open(dataset, data_dir, stream), store, pick_device(device), command, progress,
                        checkpoint_dir)
     ranked = sorted(group_configs(records), key=ConfigResult.rank, reverse=True)
     if not ranked[0].ok:

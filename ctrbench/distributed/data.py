@@ -16,19 +16,16 @@ Every rank must take part in every step (the embedding all-to-alls are collectiv
 
 from __future__ import annotations
 
-import queue
-import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import pyarrow.parquet as pq
 import torch
 from torchrec import KeyedJaggedTensor
 from torchrec.streamable import Pipelineable
 
-from ctrbench.data import Batch, batch_from_arrow
+from ctrbench.data import Batch, RowGroup, batch_from_arrow, rebatch, row_groups
 from ctrbench.errors import CtrbenchError
 from ctrbench.features import PADDING_INDEX, FeatureMap
 
@@ -77,27 +74,6 @@ class SparseBatch(Pipelineable):
     def pin_memory(self) -> SparseBatch:
         return SparseBatch(numeric=self.numeric.pin_memory(), sparse=self.sparse.pin_memory(),
                            label=self.label.pin_memory())
-
-
-@dataclass(frozen=True)
-class RowGroup:
-    """Rows start .. start + rows of row group `index` of a parquet file."""
-
-    path: Path
-    index: int
-    start: int
-    rows: int
-
-
-def row_groups(paths: list[Path]) -> list[RowGroup]:
-    """Every row group of these parquet files, in order (reads only the footers)."""
-    groups = []
-    for path in paths:
-        if not path.is_file():
-            raise CtrbenchError(f"{path}: split file listed in the feature map is missing")
-        metadata = pq.ParquetFile(path).metadata
-        groups.extend(RowGroup(path, i, 0, metadata.row_group(i).num_rows) for i in range(metadata.num_row_groups))
-    return groups
 
 
 def cut(groups: list[RowGroup], max_rows: int) -> list[RowGroup]:
@@ -150,7 +126,7 @@ class RankShare:
         if (skip_batches + num_batches) * batch_size > self.rows:
             raise CtrbenchError(f"{self.where}: this rank holds {self.rows} rows, fewer than "
                                 f"{skip_batches + num_batches} batches of {batch_size}")
-        batches = _rebatch(self._chunks(skip_batches * batch_size), batch_size)
+        batches = rebatch(self._chunks(skip_batches * batch_size), batch_size)
         for _ in range(num_batches):
             yield next(batches)
 
@@ -166,63 +142,4 @@ class RankShare:
                 first = self._read(self.groups[0])
                 yield first.take(torch.arange(padding) % len(first))
 
-        return _rebatch(chunks(), batch_size)
-
-
-def _rebatch(chunks: Iterable[Batch], batch_size: int) -> Iterator[Batch]:
-    """Cut a stream of row chunks into batches of `batch_size` rows (the last one may be shorter)."""
-    carry: Batch | None = None
-    for chunk in chunks:
-        if carry is not None:
-            chunk = Batch.concat([carry, chunk])
-        full = len(chunk) - len(chunk) % batch_size
-        for start in range(0, full, batch_size):
-            yield chunk.slice(start, start + batch_size)
-        carry = chunk.slice(full, len(chunk)) if full < len(chunk) else None
-    if carry is not None:
-        yield carry
-
-
-T = TypeVar("T")
-_DONE = object()
-
-
-def prefetch(items: Iterable[T], transform: Callable[[T], object], depth: int) -> Iterator:
-    """`transform(item)` for each item, computed `depth` items ahead on a background thread.
-
-    Parquet decoding, validation and KeyedJaggedTensor building release the GIL for most of their
-    time, so the next batches are ready while the model trains on the current one. An exception in
-    the thread is raised in the consumer; abandoning the iterator stops the thread.
-    """
-    ready: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(value: object) -> bool:
-        while not stop.is_set():
-            try:
-                ready.put(value, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if not put(transform(item)):
-                    return
-        except BaseException as exc:  # handed to the consumer, which re-raises it
-            put(exc)
-            return
-        put(_DONE)
-
-    thread = threading.Thread(target=produce, name="ctrbench-prefetch", daemon=True)
-    thread.start()
-    try:
-        while (value := ready.get()) is not _DONE:
-            if isinstance(value, BaseException):
-                raise value
-            yield value
-    finally:
-        stop.set()
-        thread.join()
+        return rebatch(chunks(), batch_size)

@@ -30,10 +30,10 @@ import torch.distributed as dist
 from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 from torchrec.types import DataType
 
-from ctrbench.data import Batch
+from ctrbench.data import Batch, prefetch
 from ctrbench.distributed.checkpoint import Checkpoints
 from ctrbench.distributed.config import DistributedConfig, load_config
-from ctrbench.distributed.data import RankShare, SparseBatch, prefetch
+from ctrbench.distributed.data import RankShare, SparseBatch
 from ctrbench.distributed.model import build_sharded_model, initialize_tables
 from ctrbench.distributed.sharding import (LinearWarmup, make_optimizer, make_planner, make_sharder, plan_tables,
                                            shard, table_layout)
