@@ -7,6 +7,7 @@
     ctrbench leaderboard                               markdown tables + plots from the results store
     ctrbench models [--dataset D --flops]              the model zoo (and Table 3-style sizes)
     ctrbench datasets                                  the dataset configs and what is processed
+    ctrbench datasets --sources                        where each release is published, its files' md5s
 
 Bad input (a `CtrbenchError`, an unreadable file, a bad argument) ends with one line `error: ...`
 naming what is wrong and exit status 2; `--debug` shows the traceback instead. Ctrl-C (SIGINT) and
@@ -28,7 +29,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from ctrbench.datasets import DEFAULT_DATA_DIR, dataset_names, load_dataset_config, load_feature_map, processed_dir
+from ctrbench.datasets import (DEFAULT_DATA_DIR, DatasetConfig, dataset_names, load_dataset_config, load_feature_map,
+                               processed_dir)
 from ctrbench.console import console, stdout
 from ctrbench.errors import CtrbenchError, unknown_name
 from ctrbench.features import FEATURE_MAP_FILE, FeatureMap, atomic_write_text
@@ -167,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("datasets", help="list the datasets and whether they are processed",
                             description="List the dataset configs and the processed datasets under --data-dir.")
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
+    p.add_argument("--sources", action="store_true",
+                   help="where each release is published and the md5s its files should have (check a download)")
     return parser
 
 
@@ -186,8 +190,28 @@ def cmd_preprocess(args: argparse.Namespace) -> None:
             raise CtrbenchError(f"preprocess {args.dataset}: --raw DIR is required (the directory of raw files)")
         fmap = PREPROCESSORS[args.dataset](args.raw, out, PreprocessOptions(skip_bad_rows=args.skip_bad_rows,
                                                                           release=args.release))
+        _check_releases(config, args.raw, fmap)
     rows = ", ".join(f"{s} {info.rows:,}" for s, info in fmap.splits.items())
     console.print(f"wrote {out} ({rows} rows; {len(fmap.features)} features)", highlight=False)
+
+
+def _check_releases(config: DatasetConfig, raw_dir: Path, fmap: FeatureMap) -> None:
+    """Compare the inputs whose names have a published md5 with the dataset's published releases (a
+    separate read of those files only), say which release file each is, and record it in the feature map
+    (`source.inputs.FILE.md5` and `.matches`, null when it matches none). A mismatch is only a warning."""
+    from ctrbench.releases import check_inputs, names_with_md5
+    from preprocess.common import progress
+
+    inputs = fmap.source.get("inputs", {})
+    names = names_with_md5(config.releases) & set(inputs)
+    if not names:
+        return
+    with progress(f"{config.name}: md5 of {len(names)} input file(s) with published checksums"):
+        checks = check_inputs(config.releases, raw_dir, list(names))
+    for check in checks:
+        console.print(check.message(config.name), highlight=False, style=None if check.matches else "yellow")
+        inputs[check.file].update(md5=check.md5, matches=check.matches)
+    fmap.save(fmap.root)
 
 
 def _print_results(records: list[dict]) -> None:
@@ -346,6 +370,8 @@ def cmd_models(args: argparse.Namespace) -> None:
 
 
 def cmd_datasets(args: argparse.Namespace) -> None:
+    if args.sources:
+        return _print_sources()
     table = Table(title=f"Datasets (processed data under {args.data_dir})")
     for column in ("name", "paper name", "processed rows (train/valid/test)", "description"):
         table.add_column(column, no_wrap=column != "description")  # row counts stay on one line
@@ -358,6 +384,28 @@ def cmd_datasets(args: argparse.Namespace) -> None:
             rows = " / ".join(f"{info.rows:,}" for info in fmap.splits.values())
         table.add_row(name, config.display_name, rows, config.description)
     stdout.print(table)
+
+
+def _print_sources() -> None:
+    """Per dataset, each release's files and their published md5s (a table), then where each release is
+    published and where its md5s were read (plain lines, so that the links stay whole)."""
+    table = Table(title="Published releases: the md5 of each file as its publisher states it")
+    for column in ("dataset", "release", "read as", "file", "md5", "rows"):
+        table.add_column(column, no_wrap=column in ("md5", "rows", "read as"),
+                         justify="right" if column == "rows" else "left")
+    pages = []
+    for name in dataset_names():
+        for r, release in enumerate(load_dataset_config(name).releases):
+            read_as = f"--release {release.read_as}" if release.read_as else "not read yet"
+            for i, file in enumerate(release.files):
+                first = i == 0
+                table.add_row(name if r == 0 and first else "", release.name if first else "", read_as if first else "",
+                              file.name, file.md5 or "none published", "" if file.rows is None else f"{file.rows:,}",
+                              end_section=i == len(release.files) - 1)
+            read_from = f" (md5s read from {release.checksums_from})" if release.checksums_from else ""
+            pages.append(f"{name}: {release.name}: {release.url or 'no download page named in our sources'}{read_from}")
+    Console(soft_wrap=True, width=max(stdout.width, 140)).print(table)
+    stdout.print("Where each release is published:\n" + "\n".join(pages), highlight=False, markup=False)
 
 
 COMMANDS = {

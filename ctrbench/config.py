@@ -51,7 +51,8 @@ def coerce(value: Any, annotation: Any, where: str) -> Any:
     """Return `value` checked against a type annotation (ints are accepted where floats are).
 
     Supports the annotations configs use: bool, int, float, str, None, Literal, unions, list[...],
-    tuple[..., ...] (given as a YAML list) and dict[str, ...]. Raises CtrbenchError naming `where`.
+    tuple[..., ...] (given as a YAML list), dict[str, ...] and dataclasses (given as a mapping). Raises
+    CtrbenchError naming `where`.
     """
     if annotation is Any:
         return value
@@ -73,6 +74,8 @@ def coerce(value: Any, annotation: Any, where: str) -> Any:
     elif origin is dict and isinstance(value, dict):
         key_type, value_type = args if args else (Any, Any)
         return {coerce(k, key_type, where): coerce(v, value_type, f"{where}.{k}") for k, v in value.items()}
+    elif dataclasses.is_dataclass(annotation) and isinstance(value, dict):
+        return build_dataclass(annotation, value, where)
     elif annotation is type(None):
         if value is None:
             return None

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ctrbench.config import build_dataclass, load_yaml
 from ctrbench.errors import CtrbenchError, unknown_name
 from ctrbench.features import FEATURE_MAP_FILE, FeatureMap
+from ctrbench.releases import Release, check_releases
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATASET_CONFIG_DIR = REPO_ROOT / "dataset_configs"
@@ -27,6 +28,7 @@ class DatasetConfig:
     # Preprocessing rules (features, min counts, max lengths, split rules), validated by the dataset's own
     # converter in preprocess/<name>.py, which owns their schema.
     preprocess: dict[str, Any] | None = None
+    releases: list[Release] = field(default_factory=list)  # where each release is published, its checksums
 
 
 def dataset_names() -> list[str]:
@@ -40,6 +42,7 @@ def load_dataset_config(name: str) -> DatasetConfig:
     config = build_dataclass(DatasetConfig, load_yaml(path), str(path))
     if config.name != name:
         raise CtrbenchError(f"{path}: name is {config.name!r} but the file is named {name!r}")
+    check_releases(config.releases, f"{path}: releases")
     return config
 
 

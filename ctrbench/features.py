@@ -203,12 +203,17 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         tmp.unlink(missing_ok=True)  # only there if writing stopped half-way
 
 
-def sha256_file(path: str | Path, chunk_bytes: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
+def file_digest(path: str | Path, algorithm: str, chunk_bytes: int = 1 << 22) -> str:
+    """Hex digest of a file's bytes by a hashlib algorithm ("sha256", "md5"), read in chunks."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as handle:
         while chunk := handle.read(chunk_bytes):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def sha256_file(path: str | Path, chunk_bytes: int = 1 << 22) -> str:
+    return file_digest(path, "sha256", chunk_bytes)
 
 
 def parquet_schema(fmap_label: str, features: list[FeatureSpec]) -> pa.Schema:
