@@ -6,7 +6,8 @@
 runs `ctrbench preprocess DATASET --raw DIR --out DIR` as a child process and writes
 benchmarks/fullsize_results/NAME.json (NAME defaults to DATASET_preprocess): the split sizes it wrote,
 wall seconds, the child's peak RSS (`os.wait4`, what `/usr/bin/time -v` reports as maximum resident set
-size), rows per second (train + test rows over wall time; valid lists the test files), the output's size,
+size), rows per second (train + test rows over wall time; valid lists the test files) and per CPU second
+(user + system: what the run itself cost, whatever else the machine ran), the output's size,
 the command as typed (paths as given, relative to the repository), the machine, its load average before
 the run and the commit.
 """
@@ -38,14 +39,18 @@ def main(argv: list[str] | None = None) -> None:
     command = ["ctrbench", "preprocess", args.dataset, "--raw", args.raw, "--out", args.out]
     commit, dirty = code_version()
     load = load_average()
+    cpu_before = os.times()
     _, wall, rss = run_measured([sys.executable, "-m", *command])
+    cpu_after = os.times()
+    cpu = cpu_after.children_user + cpu_after.children_system - cpu_before.children_user - cpu_before.children_system
     fmap = FeatureMap.load(REPO / args.out)
     rows = {split: info.rows for split, info in fmap.splits.items()}
     output = sum(path.stat().st_size for path in (REPO / args.out).rglob("*") if path.is_file())
     record = {
         "dataset": args.dataset, "stage": "preprocess", "train_rows": rows["train"], "valid_rows": rows["valid"],
         "test_rows": rows["test"], "wall_s": round(wall, 1), "peak_rss_mib": round(rss),
-        "rows_per_s": round((rows["train"] + rows["test"]) / wall), "output_mib": round(output / 2**20),
+        "rows_per_s": round((rows["train"] + rows["test"]) / wall), "cpu_s": round(cpu, 1),
+        "rows_per_cpu_s": round((rows["train"] + rows["test"]) / cpu), "output_mib": round(output / 2**20),
         "command": " ".join(command), "input": args.input,
         "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(),
                     "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30),

@@ -957,38 +957,38 @@ class Feature:
         return self.column or self.name
 
 
-def sequence_items(column: pl.Series) -> pl.Series:
-    """A batch of a sequence column's items, row after row: `^`-joined text is split (empty items dropped),
-    lists are concatenated; null rows hold none."""
-    if column.dtype == pl.String:
-        items = column.drop_nulls().str.split(SEQUENCE_SEPARATOR).explode(empty_as_null=False)
-        return items.filter(items.str.len_bytes() > 0)
-    return column.drop_nulls().explode(empty_as_null=False).drop_nulls()
+def count_values(train: pl.LazyFrame, column: str, sequence: bool) -> pl.DataFrame:
+    """(`value`, `count`) of a column's values (or a sequence column's items) over the train rows, nulls and
+    empty items left out. `^`-joined histories are counted by `count_joined_ids`; other columns by one
+    streaming group_by."""
+    dtype = train.collect_schema()[column]
+    if sequence and dtype == pl.String:
+        return count_joined_ids(train, column)
+    values = pl.col(column).explode() if sequence else pl.col(column)
+    return (train.select(values.alias("value")).drop_nulls().group_by("value").agg(pl.len().alias("count"))
+            .collect(engine="streaming"))
 
 
-def count_values(train: pl.LazyFrame, column: str, sequence: bool,
-                 rows_per_batch: int = 50_000) -> pl.DataFrame:
-    """(`value`, `count`) of a column's values (or a sequence column's items) over the train rows, nulls
-    left out, read batch by batch. Integer ids (`integer_ids`) are counted in an array (np.bincount), as
-    a hash table of a million ids costs more than splitting the histories; other values by polars's
-    group_by. A value of text is the same text either way: an id counted by number is written back in
-    its canonical form, which is the only form `integer_ids` accepts."""
+def count_joined_ids(train: pl.LazyFrame, column: str, rows_per_batch: int = 50_000) -> pl.DataFrame:
+    """`count_values` of a `^`-joined text column, read batch by batch. Its items that are ids
+    (`integer_ids`) are counted in an array (np.bincount): a group_by over a million distinct texts cost
+    more than splitting the histories. Other items go through polars's value_counts. An id counted by
+    number is written back as its canonical text, the only form `integer_ids` accepts: the same text."""
     by_id, others = np.zeros(0, dtype=np.int64), []
     for batch in train.select(column).collect_batches(chunk_size=rows_per_batch):
-        values = sequence_items(batch[column]) if sequence else batch[column].drop_nulls()
-        ids = integer_ids(values)
+        items = batch[column].drop_nulls().str.split(SEQUENCE_SEPARATOR).explode(empty_as_null=False)
+        items = items.filter(items.str.len_bytes() > 0)
+        ids = integer_ids(items)
         counted = (ids >= 0) & (ids < MAX_COUNTED_ID)
         found = np.bincount(ids[counted])
         if len(found) > len(by_id):
             by_id = np.concatenate([by_id, np.zeros(len(found) - len(by_id), dtype=np.int64)])
         by_id[:len(found)] += found
-        rest = values.filter(pl.Series(~counted))
+        rest = items.filter(pl.Series(~counted))
         if len(rest):
             others.append(rest.rename("value").value_counts(name="count"))
     present = np.flatnonzero(by_id)
-    dtype = train.collect_schema()[column]
-    dtype = dtype.inner if sequence and dtype != pl.String else dtype
-    frames = [pl.DataFrame({"value": pl.Series(present).cast(dtype), "count": by_id[present]}), *others]
+    frames = [pl.DataFrame({"value": pl.Series(present).cast(pl.String), "count": by_id[present]}), *others]
     counts = pl.concat([frame.cast({"count": pl.get_index_type()}) for frame in frames])
     return counts.group_by("value").agg(pl.col("count").sum()) if others else counts
 

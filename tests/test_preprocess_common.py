@@ -14,6 +14,7 @@ from preprocess.common import (
     CategoricalRules,
     ValidationRule,
     Vocabulary,
+    count_joined_ids,
     count_values,
     describe_inputs,
     detect_release,
@@ -287,14 +288,14 @@ def test_integer_lookup_matches_the_hash_map():
 
 
 @pytest.mark.parametrize("rows_per_batch", [2, 100])
-def test_count_values_counts_ids_by_array_and_other_text_by_hash(rows_per_batch):
-    text = pl.LazyFrame({"s": ["7^07^7", None, "^x^7", "12^", "+7^x"], "c": ["3", "03", None, "3", "a"]})
-    counts = lambda column, sequence: dict(  # noqa: E731
-        count_values(text, column, sequence, rows_per_batch).sort("value").iter_rows())
-    assert counts("s", True) == {"+7": 1, "07": 1, "12": 1, "7": 3, "x": 2}
-    assert counts("c", False) == {"03": 1, "3": 2, "a": 1}
+def test_joined_ids_are_counted_by_array_and_other_text_by_hash(rows_per_batch):
+    text = pl.LazyFrame({"s": ["7^07^7", None, "^x^7", "12^", "+7^x", "99999999999999999999"]})
+    counts = count_joined_ids(text, "s", rows_per_batch).sort("value")
+    assert dict(counts.iter_rows()) == {"+7": 1, "07": 1, "12": 1, "7": 3, "x": 2, "99999999999999999999": 1}
+    assert counts.schema == {"value": pl.String, "count": pl.get_index_type()}
+    assert count_values(text, "s", sequence=True).sort("value").equals(counts)  # the text path
     lists = pl.LazyFrame({"s": [[5, 5, -1], None, [], [None, 5, 1 << 40]]})
-    assert count_values(lists, "s", True, rows_per_batch).sort("value").rows() == [(-1, 1), (5, 3), (1 << 40, 1)]
+    assert count_values(lists, "s", sequence=True).sort("value").rows() == [(-1, 1), (5, 3), (1 << 40, 1)]
 
 
 def test_shared_vocabulary_keeps_a_value_frequent_in_one_column():
