@@ -775,8 +775,9 @@ class Vocabulary:
         """`encode(values)` as an int32 array, by an array lookup when the vocabulary is integer ids.
 
         The array (`integer_table`) is built on the first call and kept, so that the cost per batch
-        does not grow with the vocabulary (a 3.2M-item hash map rebuilt per batch cost 5.5 s per 20k rows
-        of 100-item histories). `ids`: `integer_ids(values)`, if already computed.
+        does not grow with the vocabulary (the hash map of `encode`, rebuilt per batch, took 2.1 s for a
+        20k-row column of up-to-100-item histories at 3.2M ids, 0.07 s at 1k ids; the array lookup about
+        0.1 s at either). `ids`: `integer_ids(values)`, if already computed.
         """
         table = self.integer_table
         if table is None:
