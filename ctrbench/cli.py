@@ -151,6 +151,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_plan_options(p)
     _add_run_options(p)
 
+    p = commands.add_parser("scale", help="the scaling study: each model's ladder of configs x seeds (resumable)",
+                            description="Train each model's ladder on a dataset (the `ladder:` key of its entry in "
+                                        "model_zoo/configs/MODEL.yaml: configs growing its compute, smallest first) "
+                                        "for every seed. Every (rung, seed) is an ordinary run in the results store; "
+                                        "`ctrbench leaderboard` fits and reports quality against compute.")
+    p.add_argument("--models", required=True, help="comma-separated model names, e.g. wukong,dlrm,dcnv2")
+    p.add_argument("--points", type=_positive_int, default=None, help="the first N rungs of each ladder (default: all)")
+    p.add_argument("--seeds", type=_positive_int, default=1, help="seeds per rung (2021, 2022, ...)")
+    p.add_argument("--workers", type=_positive_int, default=1,
+                   help="train this many runs at once in separate processes, the CPU cores split between them")
+    _add_plan_options(p)
+    _add_run_options(p)
+
     p = commands.add_parser("leaderboard", help="write markdown leaderboards and plots from the results store",
                             description="Regenerate Table 2 (test AUC / LogLoss), Table 3 (params / MFLOP), a "
                                         "page and a test-AUC-vs-MFLOP plot per dataset, ours next to the paper's.")
@@ -178,9 +191,9 @@ def cmd_preprocess(args: argparse.Namespace) -> None:
     config = load_dataset_config(args.dataset)
     out = args.out or processed_dir(args.dataset, args.data_dir)
     if config.generator is not None:
-        from ctrbench.synthetic import write_synthetic
+        from ctrbench.datasets import generate
 
-        fmap = write_synthetic(out, **config.generator)
+        fmap = generate(config, out)
     else:
         from preprocess import PREPROCESSORS, PreprocessOptions
 
@@ -289,6 +302,23 @@ def _print_protocol(plans, protocol: str) -> None:
         table.add_row(plan.model, str(len(plan.tried)), str(winner.model_params.get("embedding_dim", "-")),
                       plan.winner_hash)
     stdout.print(table)
+
+
+def cmd_scale(args: argparse.Namespace) -> None:
+    from ctrbench.runner import duration, in_workers, parse_overrides
+    from ctrbench.scaling import scale
+
+    started = time.time()
+    options = dict(dataset=args.dataset, models=args.models, points=args.points, seeds=args.seeds,
+                   data_dir=args.data_dir, results_path=args.results, config_dir=args.config_dir, quick=args.quick,
+                   device=args.device, overrides=parse_overrides(args.overrides), command=args.command_line,
+                   checkpoint_dir=args.checkpoint_dir)
+    if args.workers > 1:
+        in_workers(args.workers, scale, **options, progress=False)
+    records = scale(**options, progress=not args.no_progress and args.workers == 1)
+    _print_results(records)
+    console.print(f"scaling runs took {duration(time.time() - started)}; `ctrbench leaderboard --results {args.results}` "
+                  "fits and reports them", highlight=False)
 
 
 def cmd_tune(args: argparse.Namespace) -> None:
@@ -409,14 +439,15 @@ def _print_sources() -> None:
 
 
 COMMANDS = {
-    "preprocess": cmd_preprocess, "train": cmd_train, "bench": cmd_bench, "tune": cmd_tune, "leaderboard": cmd_leaderboard,
+    "preprocess": cmd_preprocess, "train": cmd_train, "bench": cmd_bench, "scale": cmd_scale, "tune": cmd_tune,
+    "leaderboard": cmd_leaderboard,
     "models": cmd_models, "datasets": cmd_datasets,
 }
 
 
 def _after_interrupt(args: argparse.Namespace) -> str:
     """What an interrupted command leaves behind, and how to carry on."""
-    if args.command in ("bench", "tune"):
+    if args.command in ("bench", "scale", "tune"):
         return (f"every finished run is kept in {args.results}; rerun the same command to resume (the interrupted "
                 "run restarts from its last finished epoch)")
     if args.command == "train":
@@ -448,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if getattr(args, "dataset", None) and args.command != "models":
             _dataset_arg(args.dataset)
-        if args.command == "bench":
+        if args.command in ("bench", "scale"):
             args.models = _models_arg(args.models)
         COMMANDS[args.command](args)
     except (CtrbenchError, OSError) as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ class DatasetConfig:
     name: str
     display_name: str  # as the Wukong paper's tables name it (leaderboards match on it)
     description: str = ""
-    generator: dict[str, Any] | None = None  # generated datasets (synthetic): generator arguments
+    generator: dict[str, Any] | None = None  # generated datasets (synthetic, teacher): generator arguments
     # Preprocessing rules (features, min counts, max lengths, split rules), validated by the dataset's own
     # converter in preprocess/<name>.py, which owns their schema.
     preprocess: dict[str, Any] | None = None
@@ -46,6 +47,19 @@ def load_dataset_config(name: str) -> DatasetConfig:
     return config
 
 
+# Generated datasets: name -> (module, function(out_dir, **generator arguments) -> FeatureMap)
+GENERATORS = {"synthetic": ("ctrbench.synthetic", "write_synthetic"), "teacher": ("ctrbench.teacher", "write_teacher")}
+
+
+def generate(config: DatasetConfig, directory: str | Path) -> FeatureMap:
+    """Write a generated dataset (its config has `generator:` arguments) to `directory`."""
+    if config.name not in GENERATORS:
+        raise CtrbenchError(f"dataset_configs/{config.name}.yaml: has generator arguments but no generator is "
+                            f"registered for it (known: {', '.join(sorted(GENERATORS))})")
+    module, function = GENERATORS[config.name]
+    return getattr(importlib.import_module(module), function)(directory, **config.generator)
+
+
 def processed_dir(name: str, data_dir: str | Path | None = None) -> Path:
     return Path(data_dir or DEFAULT_DATA_DIR) / name
 
@@ -56,9 +70,7 @@ def load_feature_map(name: str, data_dir: str | Path | None = None) -> FeatureMa
     directory = processed_dir(name, data_dir)
     if not (directory / FEATURE_MAP_FILE).is_file():
         if config.generator is not None:
-            from ctrbench.synthetic import write_synthetic
-
-            return write_synthetic(directory, **config.generator)
+            return generate(config, directory)
         raise CtrbenchError(
             f"{directory}: dataset {name!r} is not preprocessed yet; run "
             f"`ctrbench preprocess {name} --raw RAW_DIR --out {directory}`"

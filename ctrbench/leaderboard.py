@@ -24,6 +24,7 @@ metadata), so regenerating gives byte-identical files.
 from __future__ import annotations
 
 import csv
+import os
 import shlex
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
@@ -33,11 +34,14 @@ from typing import Any
 
 from ctrbench.datasets import REPO_ROOT, dataset_names, load_dataset_config
 from ctrbench.features import atomic_write_bytes, atomic_write_text
-from ctrbench.results import ConfigResult, RunPredictions, mean_std, select_best
+from ctrbench.results import ConfigResult, RunPredictions, format_mean_std, mean_std, select_best
 from ctrbench.plots import Point, auc_vs_mflop_png
+from ctrbench.scaling_report import is_scaling_run, scaling_markdown, scaling_png, studies
 from ctrbench.stats import Comparison, compare_to_best
 
-PAPER_DIR = REPO_ROOT / "leaderboards" / "paper"
+# The paper's tables are read where the project's shared files live, never copied into the repository.
+PAPER_DIR = Path(os.environ.get("CTRBENCH_PAPER_DIR", REPO_ROOT.parent / "shared" / "paper"))
+PAPER_SOURCE = "`../shared/paper/` (or `$CTRBENCH_PAPER_DIR`)"
 DASH = "–"
 
 
@@ -50,8 +54,17 @@ class PaperNumbers:
     table2: dict[tuple[str, str], tuple[float, float]]  # test AUC, LogLoss
     table3: dict[tuple[str, str], tuple[int, float]]  # params, MFLOP per example
 
+    @property
+    def found(self) -> bool:
+        return bool(self.table2)
+
     @classmethod
-    def load(cls, directory: Path = PAPER_DIR) -> PaperNumbers:
+    def load(cls, directory: Path | None = None) -> PaperNumbers:
+        """The tables from `directory` (default `PAPER_DIR`); empty ones when it does not hold them (the
+        leaderboards then show ours only and say where the paper's tables are looked for)."""
+        directory = directory or PAPER_DIR
+        if not (directory / "table2.csv").is_file() or not (directory / "table3.csv").is_file():
+            return cls([], [], {}, {})
         with (directory / "table2.csv").open() as handle:
             rows2 = list(csv.DictReader(handle))
         with (directory / "table3.csv").open() as handle:
@@ -208,11 +221,6 @@ def _delta(ours: float | None, paper: float | None) -> str:
     return f"{round(ours - paper, 4) + 0.0:+.4f}"  # + 0.0 turns a rounded -0.0 into 0.0
 
 
-def _mean_std(values: list[float]) -> str:
-    mean, std = mean_std(values)
-    return f"{mean:.4f} ± {std:.4f}" if len(values) > 1 else f"{mean:.4f}"
-
-
 def _bold_best(cells: list[str], values: list[float | None], pick: Callable[[Iterable[float]], float]) -> list[str]:
     """Bold the cells whose value, as shown (4 decimals), is the best of the column."""
     shown = [None if v is None else round(v, 4) for v in values]
@@ -226,7 +234,7 @@ def _ours_metric(row: Row, metric: str) -> str:
         return "not run"
     values = row.ours.metric("test", metric)
     tied = TIED if metric == "auc" and row.verdict is not None and not row.verdict.differs else ""
-    return (_mean_std(values) + tied) if values else "LossX"
+    return (format_mean_std(values) + tied) if values else "LossX"
 
 
 def _device(device: dict[str, Any]) -> str:
@@ -347,22 +355,24 @@ MFLOP_NOTE = ("MFLOP: ours count the forward pass (2 FLOPs per multiply-add, `ct
               "counts forward + backward, 3x the forward pass: divide the paper's figure by 3 to compare.")
 
 
-def table2_markdown(boards: list[DatasetBoard], command: str) -> str:
+def table2_markdown(boards: list[DatasetBoard], command: str, paper_found: bool = True) -> str:
     lines = [
         "# Table 2: test AUC and LogLoss, ours next to the paper's", "",
-        SELECTION_NOTE + " Paper: Zhang et al., ICML 2024, Table 2 (`leaderboards/paper/table2.csv`).", "",
+        SELECTION_NOTE + f" Paper: Zhang et al., ICML 2024, Table 2 ({PAPER_SOURCE}: `table2.csv`"
+        + ("" if paper_found else ", not found when this file was generated: paper columns empty") + ").", "",
         *_provenance(command, boards),
         *_grouped_table(boards, _metric_columns),
     ]
     return "\n".join(lines) + "\n"
 
 
-def table3_markdown(boards: list[DatasetBoard], command: str) -> str:
+def table3_markdown(boards: list[DatasetBoard], command: str, paper_found: bool = True) -> str:
     lines = [
         "# Table 3: model size and compute, ours next to the paper's", "",
         "Parameters are trainable parameters (embedding tables + dense layers). " + MFLOP_NOTE + " Ours: the "
         "config chosen on validation AUC as in Table 2; train samples/s is the mean over its seeds on the device "
-        "shown. Paper: Table 3 (`leaderboards/paper/table3.csv`).", "",
+        f"shown. Paper: Table 3 ({PAPER_SOURCE}: `table3.csv`"
+        + ("" if paper_found else ", not found when this file was generated: paper columns empty") + ").", "",
         *_provenance(command, boards),
         *_grouped_table(boards, _size_columns),
     ]
@@ -396,7 +406,7 @@ def dataset_markdown(board: DatasetBoard, command: str) -> str:
     columns = _metric_columns(board)
     metrics = {
         "Seeds": columns.pop("Seeds"),
-        "Valid AUC (ours)": [_mean_std(c.metric("valid", "auc")) if c else DASH for c in chosen],
+        "Valid AUC (ours)": [format_mean_std(c.metric("valid", "auc")) if c else DASH for c in chosen],
         **columns,
         "Best epoch": [f"{mean_std([run['best_epoch'] for run in c.ok])[0]:.1f}" if c else DASH for c in chosen],
         "Configs tried": [str(r.configs_tried) if r.ours else DASH for r in board.rows],
@@ -438,21 +448,37 @@ def plot_points(board: DatasetBoard) -> tuple[list[Point], list[Point]]:
 def write_leaderboards(records: list[dict[str, Any]], out_dir: str | Path, command: str,
                        predictions: Callable[[dict[str, Any]], RunPredictions | None] = lambda record: None,
                        ) -> list[Path]:
-    """Write the tables and plots described above; return the paths written. `predictions` gives a
-    run's stored test predictions (`ResultsStore.predictions`), for the significance verdicts."""
+    """Write the tables and plots described above, and for the runs `ctrbench scale` made the scaling
+    report of each dataset (`DATASET_scaling.md` / `.png`, `ctrbench.scaling_report`); return the paths
+    written. `predictions` gives a run's stored test predictions (`ResultsStore.predictions`), for the
+    significance verdicts."""
     out_dir = Path(out_dir)
-    boards = build_boards(records, PaperNumbers.load())
-    for board in boards:
-        significance(board, predictions)
     written = []
-    for name, text in (("table2.md", table2_markdown(boards, command)), ("table3.md", table3_markdown(boards, command))):
-        atomic_write_text(out_dir / name, text)
-        written.append(out_dir / name)
-    for board in boards:
-        if board.name is None:
-            continue
-        atomic_write_text(out_dir / f"{board.name}.md", dataset_markdown(board, command))
-        plot = out_dir / f"{board.name}_auc_vs_mflop.png"
-        atomic_write_bytes(plot, auc_vs_mflop_png(board.display, *plot_points(board)))
-        written += [out_dir / f"{board.name}.md", plot]
+    scaling_runs = [r for r in records if is_scaling_run(r)]
+    records = [r for r in records if not is_scaling_run(r)]
+    if records:
+        paper = PaperNumbers.load()
+        boards = build_boards(records, paper)
+        for board in boards:
+            significance(board, predictions)
+        for name, text in (("table2.md", table2_markdown(boards, command, paper.found)),
+                           ("table3.md", table3_markdown(boards, command, paper.found))):
+            atomic_write_text(out_dir / name, text)
+            written.append(out_dir / name)
+        for board in boards:
+            if board.name is None:
+                continue
+            atomic_write_text(out_dir / f"{board.name}.md", dataset_markdown(board, command))
+            plot = out_dir / f"{board.name}_auc_vs_mflop.png"
+            atomic_write_bytes(plot, auc_vs_mflop_png(board.display, *plot_points(board)))
+            written += [out_dir / f"{board.name}.md", plot]
+    scaling_runs, _ = current_build(scaling_runs)
+    for dataset, models in studies(scaling_runs).items():
+        runs = [r for r in scaling_runs if r["dataset"] == dataset]
+        bayes = next((r["bayes"] for r in runs if r.get("bayes")), None)
+        commands = sorted({portable_command(r.get("command") or "(command not recorded)") for r in runs})
+        page, plot = out_dir / f"{dataset}_scaling.md", out_dir / f"{dataset}_scaling.png"
+        atomic_write_text(page, scaling_markdown(dataset, models, bayes, portable_command(command), commands))
+        atomic_write_bytes(plot, scaling_png(dataset, models, bayes))
+        written += [page, plot]
     return written

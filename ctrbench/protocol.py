@@ -30,7 +30,7 @@ from ctrbench.console import console
 from ctrbench.results import DEFAULT_RESULTS, ResultsStore
 from ctrbench.runner import (BASE_SEED, MODEL_CONFIG_DIR, DatasetSplits, RunSpec, default_checkpoint_dir,
                              model_config_entry, pick_device, resolve_spec, train_unclaimed, with_quick)
-from ctrbench.tuner import SECTIONS, check_space, grid_points
+from ctrbench.tuner import SECTIONS, check_point, check_space, grid_points
 from model_zoo import get_model_class
 
 PROTOCOL_FILE = "protocol.yaml"
@@ -98,7 +98,7 @@ def search_space(model: str, dataset: str, config_dir: Path | None = None) -> li
     """Every point of the model's search space on the dataset, as config overrides, in file order.
 
     `search:` is either a grid in the tuner convention (`model:` / `train:` mappings whose lists are
-    axes) or a list of such mappings, each one point with single values (for ladders whose
+    axes) or a list of such mappings, each one point whose values are taken literally (for points whose
     hyperparameters move together, such as Wukong's nF = nL).
     """
     entry, where = model_config_entry(model, dataset, config_dir)
@@ -106,13 +106,7 @@ def search_space(model: str, dataset: str, config_dir: Path | None = None) -> li
     if space is None:
         return []
     if isinstance(space, list):
-        points = []
-        for i, point in enumerate(space):
-            axes = check_space(point, model, f"{where}.search[{i}]")
-            if any(len(values) > 1 for section in axes.values() for values in section.values()):
-                raise CtrbenchError(f"{where}.search[{i}]: a listed point gives one value per key (a list-valued "
-                                    "hyperparameter is a list of lists)")
-            points += grid_points(axes)
+        points = [check_point(point, model, f"{where}.search[{i}]") for i, point in enumerate(space)]
     else:
         points = grid_points(check_space(space, model, f"{where}.search"))
     for point in points:

@@ -135,6 +135,12 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+def format_mean_std(values: list[float], digits: int = 4) -> str:
+    """"0.9852 ± 0.0008" over several values, "0.9852" for one."""
+    mean, std = mean_std(values)
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if len(values) > 1 else f"{mean:.{digits}f}"
+
+
 @dataclass
 class ConfigResult:
     """All stored runs of one config of one model on one dataset, one per seed, sorted by seed."""

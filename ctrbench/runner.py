@@ -90,8 +90,10 @@ def model_config_entry(model: str, dataset: str, config_dir: Path | None = None)
         raise CtrbenchError(f"{path}: expected a mapping of dataset name -> {{model: ..., train: ..., search: ...}}")
     check_kwargs({k: None for k in entries}, {name: Any for name in dataset_names()}, f"{path}")
     where = f"{path}: {dataset}"
-    # `search:` is the model's search space on the dataset, read by `ctrbench.protocol`
-    entry = check_kwargs(entries.get(dataset), {"model": dict[str, Any], "train": dict[str, Any], "search": Any}, where)
+    # `search:` is the model's search space on the dataset (ctrbench.protocol), `ladder:` its compute ladder
+    # (ctrbench.scaling)
+    entry = check_kwargs(entries.get(dataset), {"model": dict[str, Any], "train": dict[str, Any], "search": Any,
+                                                "ladder": Any}, where)
     return entry, where
 
 
@@ -232,6 +234,8 @@ def execute(spec: RunSpec, data: DatasetSplits, device: torch.device, label: str
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         **environment(device),
     }
+    if "bayes" in data.fmap.source:  # a generated dataset whose best achievable LogLoss is known (teacher)
+        record["bayes"] = data.fmap.source["bayes"]
     if result.test_logits is None:
         return record, None
     return record, RunPredictions(result.test_logits.numpy(), result.test_labels.numpy())

@@ -31,7 +31,7 @@ import yaml
 
 from ctrbench.config import check_kwargs, load_yaml, signature_hints
 from ctrbench.errors import CtrbenchError
-from ctrbench.results import DEFAULT_RESULTS, ConfigResult, ResultsStore, group_configs, mean_std
+from ctrbench.results import DEFAULT_RESULTS, ConfigResult, ResultsStore, format_mean_std, group_configs
 from ctrbench.runner import BASE_SEED, DatasetSplits, pick_device, resolve_spec, run_plan, with_quick
 from ctrbench.train import TrainConfig
 from model_zoo import get_model_class
@@ -65,6 +65,13 @@ def check_space(space: Any, model: str, where: str) -> Axes:
     if not any(axes.values()):
         raise CtrbenchError(f"{where}: the space has no hyperparameters; add model: or train: keys with lists of values")
     return axes
+
+
+def check_point(point: Any, model: str, where: str) -> dict[str, dict[str, Any]]:
+    """Check one config point given literally (`model:` / `train:` mappings, a list is the value itself)."""
+    point = check_kwargs(point, {s: dict[str, Any] for s in SECTIONS}, where)
+    hints = {"model": signature_hints(get_model_class(model)), "train": signature_hints(TrainConfig)}
+    return {section: check_kwargs(point.get(section), hints[section], f"{where}.{section}") for section in SECTIONS}
 
 
 def grid_points(axes: Axes) -> list[dict[str, dict[str, Any]]]:
@@ -136,19 +143,14 @@ def best_entry(result: ConfigResult) -> dict[str, Any]:
     return {result.dataset: entry}
 
 
-def _summary(values: list[float]) -> str:
-    mean, std = mean_std(values)
-    return f"{mean:.4f} ± {std:.4f}" if len(values) > 1 else f"{mean:.4f}"
-
-
 def best_entry_yaml(tuned: TuneResult, command: str | None) -> str:
     best = tuned.best
     seeds = len(best.runs)
     header = [
         f"# {best.model} on {best.dataset}: the best of {len(tuned.ranked)} grid points by mean validation AUC "
         f"over {seeds} seed{'s' if seeds > 1 else ''} (config {best.config_hash})",
-        f"# valid AUC {_summary(best.metric('valid', 'auc'))}, test AUC {_summary(best.metric('test', 'auc'))}, "
-        f"test LogLoss {_summary(best.metric('test', 'logloss'))}",
+        f"# valid AUC {format_mean_std(best.metric('valid', 'auc'))}, test AUC {format_mean_std(best.metric('test', 'auc'))}, "
+        f"test LogLoss {format_mean_std(best.metric('test', 'logloss'))}",
         f"# tuned by: {command or '(command not recorded)'}",
         f"# paste into model_zoo/configs/{best.model}.yaml in place of its {best.dataset}: entry",
     ]

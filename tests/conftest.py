@@ -131,3 +131,13 @@ def preprocess_rules(monkeypatch):
     monkeypatch.setattr(preprocess.common, "load_dataset_config", config)
     return override
 
+
+
+@pytest.fixture
+def paper_dir():
+    """The paper's tables (../shared/paper, never copied into the repository); skips where they are absent."""
+    from ctrbench.leaderboard import PAPER_DIR
+
+    if not (PAPER_DIR / "table2.csv").is_file():
+        pytest.skip(f"the paper's tables are not in {PAPER_DIR} (../shared/paper or $CTRBENCH_PAPER_DIR)")
+    return PAPER_DIR

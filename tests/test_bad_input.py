@@ -163,7 +163,7 @@ CASES: list[Case] = [
      "model_zoo/configs/lr.yaml: synthetic.train: unknown key 'learning_rat' (did you mean 'learning_rate'?)"),
     ("misspelled config file key", lambda tmp, p: train(tmp, p, "--config-dir", str(write(
         tmp / "configs" / "lr.yaml", "synthetic:\n  trian: {epochs: 2}\n").parent)),
-     "lr.yaml: synthetic: unknown key 'trian' (did you mean 'train'?); valid keys: model, train"),
+     "lr.yaml: synthetic: unknown key 'trian' (did you mean 'train'?); valid keys: ladder, model, search, train"),
     ("config value of the wrong type", lambda tmp, p: train(tmp, p, "--config-dir", str(write(
         tmp / "configs" / "lr.yaml", "synthetic:\n  train: {batch_size: large}\n").parent)),
      "lr.yaml: synthetic.train.batch_size: expected int, got 'large'"),

@@ -149,7 +149,7 @@ def table_rows(markdown: str) -> dict[str, dict[str, str]]:
     return rows
 
 
-def test_leaderboard_numbers_next_to_the_paper(tmp_path):
+def test_leaderboard_numbers_next_to_the_paper(tmp_path, paper_dir):
     write_leaderboards(frappe_records(), tmp_path, "ctrbench leaderboard --out X")
     table2 = (tmp_path / "table2.md").read_text()
     rows = table_rows(table2)["[Frappe](frappe.md)"]

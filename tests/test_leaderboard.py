@@ -80,3 +80,13 @@ def test_quick_runs_are_marked(tmp_path):
     write_leaderboards([quick], tmp_path, "ctrbench leaderboard")
     assert "`dlrm-h1` quick |" in (tmp_path / "frappe.md").read_text()
     json.dumps(quick)  # records stay plain JSON
+
+
+def test_without_the_papers_tables_the_leaderboard_shows_ours_and_says_so(tmp_path, monkeypatch):
+    import ctrbench.leaderboard as leaderboard
+
+    monkeypatch.setattr(leaderboard, "PAPER_DIR", tmp_path / "nowhere")
+    write_leaderboards([run("dlrm", 2021, 0.95)], tmp_path, "ctrbench leaderboard")
+    table2 = (tmp_path / "table2.md").read_text()
+    assert "not found when this file was generated: paper columns empty" in table2
+    assert "| [Frappe](frappe.md) | DLRM | 1 | **0.9500** | – |" in table2

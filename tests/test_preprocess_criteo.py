@@ -25,7 +25,6 @@ from ctrbench.data import ParquetStream, load_split
 from ctrbench.datasets import REPO_ROOT, load_dataset_config
 from ctrbench.errors import CtrbenchError
 from ctrbench.features import FeatureMap, sha256_file
-from ctrbench.leaderboard import PAPER_DIR
 from preprocess import PreprocessOptions
 from preprocess.criteo import (CATEGORICAL_FEATURES, COLUMNS, INTEGER_FEATURES, LABEL, EncodingRules, KaggleRules,
                                ParquetSink, ValueCounter, convert_kaggle, convert_terabyte, kaggle_split, load_rules)
@@ -274,7 +273,7 @@ def test_config_errors_name_the_section_and_key(monkeypatch, section, message):
         load_rules()
 
 
-def test_the_config_holds_the_mlperf_table_sizes_and_bars_kaggle_rules():
+def test_the_config_holds_the_mlperf_table_sizes_and_bars_kaggle_rules(paper_dir):
     terabyte, kaggle = load_rules()
     sizes = [terabyte.size(name) for name in CATEGORICAL_FEATURES]
     assert sizes == [40000000, 39060, 17295, 7424, 20265, 3, 7122, 1543, 63, 40000000, 3067956, 405282, 10, 2209,
@@ -282,7 +281,7 @@ def test_the_config_holds_the_mlperf_table_sizes_and_bars_kaggle_rules():
     # With embedding dim 128 these tables (plus padding and OOV rows) are all but 0.003% of the paper's
     # DLRM parameter count on Criteo TB (Table 3); the rest is DLRM's MLPs.
     embedding_params = 128 * sum(size + 2 for size in sizes)
-    with (PAPER_DIR / "table3.csv").open() as handle:
+    with (paper_dir / "table3.csv").open() as handle:
         paper = {(row["model"], row["dataset"]): int(row["params"]) for row in csv.DictReader(handle)}
     assert embedding_params == 26_135_633_920
     assert 0 < paper["DLRM", "Criteo TB"] - embedding_params < 10**6

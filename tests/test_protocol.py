@@ -98,7 +98,7 @@ def test_search_space_grid_and_listed_points(configs):
 @pytest.mark.parametrize("search, message", [
     ("    model: {embedding_dim: [4, 8]}", "embedding_dim is the protocol's first stage"),
     ("    model: {top_mlp_unit: [[16]]}", "unknown key 'top_mlp_unit'"),
-    ("    - model: {top_mlp_units: [[16], [32]]}", "a listed point gives one value per key"),
+    ("    - model: {top_mlp_units: 16}", "top_mlp_units: expected tuple"),
 ])
 def test_bad_search_space_is_one_line_error(configs, search, message):
     (configs / "dlrm.yaml").write_text(DLRM.split("  search:")[0] + "  search:\n" + search + "\n")

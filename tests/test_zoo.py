@@ -7,7 +7,6 @@ import torch
 
 from ctrbench.data import InMemory, load_split
 from ctrbench.flops import model_stats
-from ctrbench.leaderboard import PAPER_DIR
 from ctrbench.runner import parse_overrides, resolve_spec
 from ctrbench.train import fit, seed_everything
 from model_zoo import MODELS, TABLE2_MODELS
@@ -63,8 +62,8 @@ def test_learns_planted_interactions_better_than_logistic_regression(
     assert auc > logistic_regression_auc + 0.03, (auc, logistic_regression_auc)
 
 
-def test_registry_names_match_the_paper():
-    with (PAPER_DIR / "table2.csv").open() as handle:
+def test_registry_names_match_the_paper(paper_dir):
+    with (paper_dir / "table2.csv").open() as handle:
         paper_models = {row["model"] for row in csv.DictReader(handle)}
     assert {MODELS[n].display_name for n in TABLE2_MODELS} <= paper_models
     assert all(MODELS[n].name == n for n in MODELS)
@@ -74,7 +73,16 @@ def test_every_config_entry_validates():
     from ctrbench.runner import MODEL_CONFIG_DIR
     from ctrbench.config import load_yaml
 
+    from ctrbench.protocol import PROTOCOL_FILE, load_protocol, search_space
+    from ctrbench.scaling import ladder
+
     for path in sorted(MODEL_CONFIG_DIR.glob("*.yaml")):
+        if path.name == PROTOCOL_FILE:
+            load_protocol("paper")
+            continue
         assert path.stem in MODELS, f"{path}: no model named {path.stem!r}"
-        for dataset in load_yaml(path) or {}:
+        for dataset, entry in (load_yaml(path) or {}).items():
             resolve_spec(path.stem, dataset, 0)  # raises on unknown keys or wrong types
+            search_space(path.stem, dataset)  # so does a search space
+            if "ladder" in entry:
+                ladder(path.stem, dataset)
