@@ -54,7 +54,7 @@ def train_job(job: dict[str, Any]) -> dict[str, Any]:
     train_seconds = time.perf_counter() - started
     valid = InMemory(load_split(fmap, "valid"))
     started = time.perf_counter()
-    logits, _ = predict(model, valid, job["eval_batch_size"], torch.device("cpu"), config.precision)
+    logits, _, _ = predict(model, valid, job["eval_batch_size"], torch.device("cpu"), config.precision)
     predict_seconds = time.perf_counter() - started
     return {"samples_per_second": samples / train_seconds, "train_seconds": train_seconds, "steps": steps,
             "inference_samples_per_second": len(logits) / predict_seconds, "load_seconds": load_seconds,

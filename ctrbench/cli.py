@@ -229,7 +229,9 @@ def _check_releases(config: DatasetConfig, raw_dir: Path, fmap: FeatureMap) -> N
 
 def _print_results(records: list[dict]) -> None:
     table = Table(title="Results (test split)")
-    for column in ("model", "seeds", "test AUC", "test LogLoss", "MFLOP/ex", "samples/s"):
+    grouped = any("gauc" in (r["test"] or {}) for r in records)  # the dataset groups rows by user
+    for column in ("model", "seeds", "test AUC", *(["test gAUC"] if grouped else []), "test LogLoss", "MFLOP/ex",
+                   "samples/s"):
         table.add_column(column)
     by_model: dict[str, list[dict]] = {}
     for record in records:
@@ -238,9 +240,10 @@ def _print_results(records: list[dict]) -> None:
         ok = [r for r in runs if r["status"] == "ok"]
         auc = statistics.fmean(r["test"]["auc"] for r in ok) if ok else None
         logloss = statistics.fmean(r["test"]["logloss"] for r in ok) if ok else None
+        gauc = [f"{statistics.fmean(r['test']['gauc'] for r in ok):.4f}" if ok else "-"] if grouped else []
         table.add_row(
             runs[0]["display_name"], str(len(runs)),
-            f"{auc:.4f}" if ok else "diverged", f"{logloss:.4f}" if ok else "-",
+            f"{auc:.4f}" if ok else "diverged", *gauc, f"{logloss:.4f}" if ok else "-",
             f"{runs[0]['mflop_per_example']:.3f}", f"{statistics.fmean(r['samples_per_second'] for r in runs):,.0f}",
         )
     stdout.print(table)

@@ -26,6 +26,7 @@ class DatasetConfig:
     display_name: str  # as the Wukong paper's tables name it (leaderboards match on it)
     description: str = ""
     generator: dict[str, Any] | None = None  # generated datasets (synthetic, teacher): generator arguments
+    group: str | None = None  # the categorical feature whose value groups rows for gAUC (the user), as BARS
     # Preprocessing rules (features, min counts, max lengths, split rules), validated by the dataset's own
     # converter in preprocess/<name>.py, which owns their schema.
     preprocess: dict[str, Any] | None = None

@@ -404,10 +404,13 @@ def _verdict_cell(row: Row, board: DatasetBoard) -> str:
 def dataset_markdown(board: DatasetBoard, command: str) -> str:
     chosen = [r.ours if r.ours and r.ours.ok else None for r in board.rows]
     columns = _metric_columns(board)
+    grouped = any(c and "gauc" in c.ok[0]["test"] for c in chosen)  # a dataset with users: gAUC as BARS
     metrics = {
         "Seeds": columns.pop("Seeds"),
         "Valid AUC (ours)": [format_mean_std(c.metric("valid", "auc")) if c else DASH for c in chosen],
         **columns,
+        **({"Test gAUC (ours)": [format_mean_std(c.metric("test", "gauc")) if c and "gauc" in c.ok[0]["test"] else DASH
+                                 for c in chosen]} if grouped else {}),
         "Best epoch": [f"{mean_std([run['best_epoch'] for run in c.ok])[0]:.1f}" if c else DASH for c in chosen],
         "Configs tried": [str(r.configs_tried) if r.ours else DASH for r in board.rows],
         "Config": [_config_cell(r.ours) if r.ours else DASH for r in board.rows],

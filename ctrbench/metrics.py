@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ctrbench.errors import CtrbenchError
+from ctrbench.stats import gauc
 
 LOGLOSS_EPS = 1e-7  # FuxiCTR clips probabilities to [eps, 1 - eps] before the log, as BARS reports it
 
@@ -36,6 +37,9 @@ def logloss(labels: torch.Tensor, probabilities: torch.Tensor) -> float:
     return float(-(y * torch.log(p) + (1 - y) * torch.log1p(-p)).mean())
 
 
-def evaluate(labels: torch.Tensor, logits: torch.Tensor) -> dict[str, float]:
-    """The two metrics every run reports."""
-    return {"auc": auc(labels, logits), "logloss": logloss(labels, torch.sigmoid(logits.to(torch.float64)))}
+def evaluate(labels: torch.Tensor, logits: torch.Tensor, groups: torch.Tensor | None = None) -> dict[str, float]:
+    """The two metrics every run reports, and gAUC (`ctrbench.stats.gauc`) when rows have groups."""
+    metrics = {"auc": auc(labels, logits), "logloss": logloss(labels, torch.sigmoid(logits.to(torch.float64)))}
+    if groups is not None:
+        metrics["gauc"] = gauc(labels.numpy(), logits.numpy(), groups.numpy())
+    return metrics

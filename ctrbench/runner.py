@@ -197,6 +197,18 @@ class DatasetSplits:
         return cls(load_feature_map(dataset, data_dir), stream)
 
 
+def group_column(dataset: str, fmap: FeatureMap) -> int | None:
+    """The column of the categorical matrix that groups rows for gAUC (`group:` in the dataset config)."""
+    group = load_dataset_config(dataset).group
+    if group is None:
+        return None
+    names = [spec.name for spec in fmap.of_type("categorical")]
+    if group not in names:
+        raise CtrbenchError(f"dataset_configs/{dataset}.yaml: group {group!r} is not a categorical feature of the "
+                            f"processed data (categorical features: {', '.join(names)}); fix `group:`")
+    return names.index(group)
+
+
 def execute(spec: RunSpec, data: DatasetSplits, device: torch.device, label: str = "", progress: bool = True,
             checkpoint_path: Path | None = None, command: str | None = None) -> tuple[dict[str, Any], RunPredictions | None]:
     """Train one run; return its results record and its test predictions (None when it diverged or the
@@ -207,7 +219,8 @@ def execute(spec: RunSpec, data: DatasetSplits, device: torch.device, label: str
     stats = model_stats(model, next(data.valid.batches(256)))
     started = time.time()
     result = fit(model, data.train, data.valid, data.test, spec.train, spec.seed, device=device,
-                 label=label, progress=progress, checkpoint_path=checkpoint_path)
+                 label=label, progress=progress, checkpoint_path=checkpoint_path,
+                 group_column=group_column(spec.dataset, data.fmap))
     record = {
         "model": spec.model,
         "display_name": get_model_class(spec.model).display_name,

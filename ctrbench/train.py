@@ -65,9 +65,10 @@ class TrainConfig:
                 raise CtrbenchError(f"train.{key} must be >= 1, got {getattr(self, key)}")
         if self.learning_rate <= 0:
             raise CtrbenchError(f"train.learning_rate must be > 0, got {self.learning_rate}")
-        unknown = set(self.monitor) - {"auc", "logloss"}
+        unknown = set(self.monitor) - {"auc", "gauc", "logloss"}
         if unknown or not self.monitor:
-            raise CtrbenchError(f"train.monitor: weights of 'auc' and/or 'logloss' (e.g. {{auc: 1, logloss: -1}}), got {self.monitor}")
+            raise CtrbenchError(f"train.monitor: weights of 'auc', 'gauc' and/or 'logloss' (e.g. {{auc: 1, gauc: 1}} as BARS "
+                                f"on its sequential datasets), got {self.monitor}")
 
 
 @dataclass
@@ -173,25 +174,30 @@ def train_step(model: nn.Module, batch: Batch, optimizer: torch.optim.Optimizer,
 
 @torch.inference_mode()
 def predict(model: nn.Module, source: BatchSource, batch_size: int, device: torch.device,
-            precision: Precision = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
-    """Float32 logits and labels over a whole split, in order."""
+            precision: Precision = "fp32", group_column: int | None = None,
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Float32 logits, labels and (with `group_column`, a column of the categorical matrix) each row's
+    group over a whole split, in order."""
     model.eval()
-    logits, labels = [], []
+    logits, labels, groups = [], [], []
     for batch in source.batches(batch_size, shuffle=False):
         with autocast(precision, device):
             output = model(batch.to(device, non_blocking=True))  # asynchronous from pinned memory only
         logits.append(output.float().cpu())
         labels.append(batch.label)
-    return torch.cat(logits), torch.cat(labels)
+        if group_column is not None:
+            groups.append(batch.categorical[:, group_column])
+    return torch.cat(logits), torch.cat(labels), torch.cat(groups) if groups else None
 
 
-def evaluate_split(model: nn.Module, source: BatchSource, config: TrainConfig,
-                   device: torch.device) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
-    """The split's metrics and the float32 logits and labels they came from, in row order."""
-    logits, labels = predict(model, source, config.eval_batch_size, device, config.precision)
+def evaluate_split(model: nn.Module, source: BatchSource, config: TrainConfig, device: torch.device,
+                   group_column: int | None = None) -> tuple[dict[str, float], torch.Tensor, torch.Tensor]:
+    """The split's metrics (gAUC too with `group_column`) and the float32 logits and labels they came
+    from, in row order."""
+    logits, labels, groups = predict(model, source, config.eval_batch_size, device, config.precision, group_column)
     if not torch.isfinite(logits).all():
         raise Diverged(None, None, "non-finite predictions in evaluation")
-    return evaluate(labels, logits), logits, labels
+    return evaluate(labels, logits, groups), logits, labels
 
 
 def _frozen_state_names(model: nn.Module) -> set[str]:
@@ -300,8 +306,10 @@ def fit(
     label: str = "",
     progress: bool = True,
     checkpoint_path: Path | None = None,
+    group_column: int | None = None,
 ) -> FitResult:
-    """Train `model` on `train`, early-stop on `valid`, restore the best epoch, evaluate on `test`."""
+    """Train `model` on `train`, early-stop on `valid`, restore the best epoch, evaluate on `test`.
+    `group_column`: the categorical column whose value groups rows for gAUC (the dataset's user), if any."""
     device = torch.device(device)
     model.to(device)
     optimizer = make_optimizer(model, config)
@@ -331,7 +339,7 @@ def fit(
             seconds = time.perf_counter() - started
             state["train_seconds"] += seconds
             state["samples"] += epoch_samples
-            metrics, _, _ = evaluate_split(model, valid, config, device)
+            metrics, _, _ = evaluate_split(model, valid, config, device, group_column)
             value = _monitor_value(metrics, config.monitor)
             improved = value > state["best"] + 1e-6
             if improved:
@@ -358,11 +366,12 @@ def fit(
                     "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "loop": state,
                 })
         load_trained_state(model, state["best_weights"])
-        valid_metrics, valid_logits, valid_labels = evaluate_split(model, valid, config, device)
+        valid_metrics, valid_logits, valid_labels = evaluate_split(model, valid, config, device, group_column)
         if test is valid:  # `valid: test`: the same rows, evaluated once
             test_metrics, test_logits, test_labels = valid_metrics, valid_logits, valid_labels
         else:
-            test_metrics, test_logits, test_labels = (evaluate_split(model, test, config, device) if test is not None
+            test_metrics, test_logits, test_labels = (evaluate_split(model, test, config, device, group_column)
+                                                      if test is not None
                                                       else ({}, None, None))
     except Diverged as exc:
         if exc.info["step"] is None:  # found in evaluation: after the last step taken

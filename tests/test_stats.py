@@ -114,3 +114,23 @@ def test_verdict_needs_both_tests_on_every_seed():
     assert verdict["worse"].differs and verdict["worse"].seeds == [1, 2, 3]
     assert not verdict["same"].differs
     assert not verdict["one"].differs and verdict["one"].seed_p == 1.0  # one seed cannot show a seed spread
+
+
+def test_training_reports_and_monitors_gauc(synthetic_fmap, tmp_path):
+    """With a group column (here c0 as a stand-in for the user), every evaluation reports gAUC equal to
+    ctrbench.stats.gauc on the same predictions, and train.monitor may weight it."""
+    import torch
+
+    from ctrbench.data import InMemory, load_split
+    from ctrbench.metrics import evaluate
+    from ctrbench.train import TrainConfig, fit, predict
+    from model_zoo.dlrm import DLRM
+
+    splits = {s: InMemory(load_split(synthetic_fmap, s)) for s in ("train", "valid", "test")}
+    torch.manual_seed(0)
+    model = DLRM(synthetic_fmap, embedding_dim=4, bottom_mlp_units=(8,), top_mlp_units=(8,))
+    config = TrainConfig(batch_size=4096, epochs=1, monitor={"auc": 1, "gauc": 1})
+    result = fit(model, splits["train"], splits["valid"], splits["test"], config, seed=0, progress=False, group_column=0)
+    logits, labels, groups = predict(model, splits["test"], 4096, torch.device("cpu"), group_column=0)
+    assert result.test["gauc"] == gauc(labels.numpy(), logits.numpy(), groups.numpy())
+    assert evaluate(labels, logits)["auc"] == result.test["auc"] and "gauc" not in evaluate(labels, logits)

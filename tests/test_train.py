@@ -111,7 +111,7 @@ def test_bf16_runs_the_forward_pass_in_bfloat16_and_keeps_float32_weights(synthe
         assert model(next(splits["valid"].batches(8))).dtype == torch.bfloat16  # ... of bfloat16 logits
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert result.status == "ok" and result.test["auc"] > 0.6
-    logits, _ = train_module.predict(model, splits["valid"], 1024, torch.device("cpu"), "bf16")
+    logits, _, _ = train_module.predict(model, splits["valid"], 1024, torch.device("cpu"), "bf16")
     assert logits.dtype == torch.float32
     _, fp32 = _fit(synthetic_fmap, splits, config=TrainConfig(batch_size=512, epochs=1, learning_rate=3e-3))
     assert result.test["auc"] != fp32.test["auc"] and abs(result.test["auc"] - fp32.test["auc"]) < 0.01
