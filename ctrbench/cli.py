@@ -269,12 +269,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
     options = dict(dataset=args.dataset, models=args.models, seeds=args.seeds, data_dir=args.data_dir,
                    results_path=args.results, config_dir=args.config_dir, quick=args.quick, device=args.device,
                    overrides=parse_overrides(args.overrides), command=args.command_line,
-                   checkpoint_dir=args.checkpoint_dir)
-    if args.stream is not None:
-        if args.protocol is not None:
-            raise CtrbenchError("--stream / --in-memory do not apply to --protocol runs yet (they choose by size); "
-                                "leave the flag out")
-        options["stream"] = args.stream
+                   checkpoint_dir=args.checkpoint_dir, stream=args.stream)
     if args.protocol is not None:
         from ctrbench.protocol import bench_protocol, load_protocol
 
@@ -315,7 +310,7 @@ def cmd_scale(args: argparse.Namespace) -> None:
     options = dict(dataset=args.dataset, models=args.models, points=args.points, seeds=args.seeds,
                    data_dir=args.data_dir, results_path=args.results, config_dir=args.config_dir, quick=args.quick,
                    device=args.device, overrides=parse_overrides(args.overrides), command=args.command_line,
-                   checkpoint_dir=args.checkpoint_dir)
+                   checkpoint_dir=args.checkpoint_dir, stream=args.stream)
     if args.workers > 1:
         in_workers(args.workers, scale, **options, progress=False)
     records = scale(**options, progress=not args.no_progress and args.workers == 1)

@@ -119,13 +119,6 @@ def signature_hints(func: Any) -> dict[str, Any]:
     }
 
 
-def signature_defaults(func: Any) -> dict[str, Any]:
-    """Default values of a callable's keyword parameters: the single home of model defaults."""
-    target = func.__init__ if inspect.isclass(func) else func
-    params = inspect.signature(target).parameters
-    return {name: p.default for name, p in params.items() if p.default is not inspect.Parameter.empty}
-
-
 def build_dataclass(cls: type, values: Any, where: str) -> Any:
     """Instantiate dataclass `cls` from a YAML mapping with key and type checking."""
     hints = typing.get_type_hints(cls)

@@ -125,11 +125,6 @@ class FeatureMap:
     def of_type(self, *types: str) -> list[FeatureSpec]:
         return [f for f in self.features if f.type in types]
 
-    @property
-    def num_fields(self) -> int:
-        """Number of features, i.e. of embedding fields with the default one-field-per-feature layout."""
-        return len(self.features)
-
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data.pop("root")

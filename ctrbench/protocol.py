@@ -239,10 +239,12 @@ def run_protocol(planner: ProtocolPlanner, data: DatasetSplits, store: ResultsSt
 def bench_protocol(dataset: str, models: list[str], protocol: str, seeds: int = 1, data_dir: str | Path | None = None,
                    results_path: str | Path | None = None, config_dir: Path | None = None, quick: bool = False,
                    device: str = "auto", overrides: Overrides | None = None, progress: bool = True,
-                   command: str | None = None, checkpoint_dir: Path | None = None) -> tuple[list[ModelPlan], list[dict]]:
+                   command: str | None = None, checkpoint_dir: Path | None = None,
+                   stream: bool | None = None) -> tuple[list[ModelPlan], list[dict]]:
     """`ctrbench bench --protocol NAME`: run the protocol for `models` on `dataset` to the end; return
-    the final plans and the stored records of each model's chosen config (every seed)."""
-    data = DatasetSplits.open(dataset, data_dir)
+    the final plans and the stored records of each model's chosen config (every seed). `stream` as
+    `DatasetSplits`: True / False streams / loads every split, None chooses by size."""
+    data = DatasetSplits.open(dataset, data_dir, stream)
     planner = ProtocolPlanner(load_protocol(protocol, config_dir), dataset, models, seeds, data.fmap.content_hash,
                               config_dir, overrides, quick)
     store = ResultsStore(results_path or DEFAULT_RESULTS)

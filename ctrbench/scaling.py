@@ -53,10 +53,11 @@ def check_increasing(model: str, mflop: list[float]) -> None:
 def scale(dataset: str, models: list[str], seeds: int = 1, points: int | None = None,
           data_dir: str | Path | None = None, results_path: str | Path | None = None, config_dir: Path | None = None,
           quick: bool = False, device: str = "auto", overrides: Overrides | None = None, progress: bool = True,
-          command: str | None = None, checkpoint_dir: Path | None = None) -> list[dict[str, Any]]:
+          command: str | None = None, checkpoint_dir: Path | None = None, stream: bool | None = None,
+          ) -> list[dict[str, Any]]:
     """Train every model's ladder rungs x seeds not yet stored (checking first that each ladder grows its
-    compute at every rung); return the study's records."""
-    data = DatasetSplits.open(dataset, data_dir)
+    compute at every rung); return the study's records. `stream` as `DatasetSplits`."""
+    data = DatasetSplits.open(dataset, data_dir, stream)
     batch = next(data.valid.batches(256))
     plan = []
     for model in models:

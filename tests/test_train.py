@@ -34,7 +34,7 @@ def test_early_stopping_restores_best_epoch(synthetic_fmap, splits, monkeypatch)
     scripted_auc = iter([0.60, 0.70, 0.65, 0.64, 0.70, 0.70])
     snapshots = []
 
-    def scripted_evaluation(model, source, config, device):
+    def scripted_evaluation(model, source, config, device, group_column=None):
         snapshots.append(copy.deepcopy(model.state_dict()))
         return {"auc": next(scripted_auc), "logloss": 0.5}, torch.zeros(1), torch.zeros(1)
 
