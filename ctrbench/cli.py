@@ -3,6 +3,7 @@
     ctrbench preprocess DATASET --raw DIR --out DIR     raw files -> parquet splits + feature map
     ctrbench train --model M --dataset D               one run, recorded in the results store
     ctrbench bench --dataset D [--models all|m1,m2]    models x seeds, resumable
+    ctrbench scale --dataset D --models M1,M2          the scaling study: each model's ladder x seeds
     ctrbench tune --model M --dataset D --space S      grid search, best config by validation AUC
     ctrbench leaderboard                               markdown tables + plots from the results store
     ctrbench models [--dataset D --flops]              the model zoo (and Table 3-style sizes)

@@ -38,6 +38,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ctrbench.config import build_dataclass, check_kwargs
+from ctrbench.console import console
 from ctrbench.errors import CtrbenchError, unknown_name
 
 FEATURE_MAP_FILE = "feature_map.json"
@@ -235,6 +236,28 @@ def to_parquet_frame(frame: pl.DataFrame, label: str, features: list[FeatureSpec
     return table.cast(schema)
 
 
+def remove_stale_temporaries(out_dir: Path) -> None:
+    """Remove the temporary folders earlier runs for `out_dir` left behind when killed (SIGKILL, out of
+    memory): those whose owner process is no longer running. Gigabytes each at full size."""
+    for folder in out_dir.parent.glob(f".{out_dir.name}.tmp-*-*"):
+        owner = folder.name.rsplit(".tmp-", 1)[1].split("-")[0]
+        if not owner.isdigit() or _running(int(owner)):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        console.print(f"removed {folder}, left behind by a preprocess run (pid {owner}) that is no longer running",
+                      highlight=False)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
 class DatasetWriter:
     """Builds a processed dataset in a temporary directory and renames it into place on `commit`.
 
@@ -245,7 +268,9 @@ class DatasetWriter:
     def __init__(self, out_dir: str | Path, row_group_rows: int = 1 << 17):
         self.out_dir = Path(out_dir)
         self.out_dir.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp_dir = self.out_dir.with_name(f".{self.out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
+        remove_stale_temporaries(self.out_dir)
+        # the owner's pid in the name tells a later run whether this folder is still being written
+        self.tmp_dir = self.out_dir.with_name(f".{self.out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         self.tmp_dir.mkdir()
         self.row_group_rows = row_group_rows
         self.files: dict[str, list[str]] = {}
@@ -277,7 +302,16 @@ class DatasetWriter:
         np.save(self.path(relative), array)
 
     def commit(self, fmap: FeatureMap) -> FeatureMap:
-        """Fill in splits and content hash, write the feature map, and move the dataset into place."""
+        """Fill in splits and content hash, write the feature map, and move the dataset into place.
+
+        Stops with one line when every split would be empty, saying whether all rows were skipped as
+        bad. (One empty split can be legitimate: a Criteo Terabyte day 23 of one line has an empty
+        first half, the valid split.)"""
+        if self.files and all(self.rows[split] == 0 for split in self.files):
+            skipped = sum((fmap.source.get("skipped_rows") or {}).values())
+            why = (f"every row was skipped as bad ({skipped:,} rows; the counts per problem are above); fix the raw "
+                   "files" if skipped else "the raw files hold no rows; check that they are complete")
+            raise CtrbenchError(f"{self.out_dir}: every split would be empty: {why}; nothing was written")
         fmap.splits = {s: SplitInfo(rows=self.rows[s], files=self.files[s]) for s in self.files}
         digest = hashlib.sha256(json.dumps([dataclasses.asdict(f) for f in fmap.features]).encode())
         for relative in sorted(p.relative_to(self.tmp_dir).as_posix() for p in self.tmp_dir.rglob("*") if p.is_file()):

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from ctrbench.datasets import REPO_ROOT, dataset_names, load_dataset_config
+from ctrbench.errors import CtrbenchError
 from ctrbench.features import atomic_write_bytes, atomic_write_text
 from ctrbench.results import ConfigResult, RunPredictions, format_mean_std, mean_std, select_best
 from ctrbench.plots import Point, auc_vs_mflop_png
@@ -129,11 +130,19 @@ def current_build(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], 
     return kept, Counter(r["dataset"] for r in records if r.get("data_hash") != newest[r["dataset"]])
 
 
+def _cap(protocol: str, dataset: str, model: str):
+    """The protocol's cap for the model, None when it has none or the protocol is no longer defined."""
+    from ctrbench.protocol import load_protocol  # noqa: PLC0415 (the protocol file is read only here)
+
+    try:
+        return load_protocol(protocol).cap(dataset, model)
+    except CtrbenchError:  # renamed or removed since those runs: their budget shows without a cap
+        return None
+
+
 def budgets(records: list[dict[str, Any]]) -> dict[tuple[str, str], Budget]:
     """(dataset, model) -> its runs, their summed training time and the cap of the protocol that made
     them (`--protocol NAME` in their commands), if the protocol caps that model there."""
-    from ctrbench.protocol import load_protocol  # noqa: PLC0415 (the protocol file is read only here)
-
     runs: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for record in records:
         runs[(record["dataset"], record["model"])].append(record)
@@ -141,7 +150,7 @@ def budgets(records: list[dict[str, Any]]) -> dict[tuple[str, str], Budget]:
     for (dataset, model), group in runs.items():
         protocols = {c.split()[c.split().index("--protocol") + 1] for c in (r.get("command") or "" for r in group)
                      if "--protocol" in c.split()[:-1]}
-        caps = [cap.reason for name in sorted(protocols) if (cap := load_protocol(name).cap(dataset, model))]
+        caps = [cap.reason for name in sorted(protocols) if (cap := _cap(name, dataset, model))]
         hours = sum(r.get("train_seconds") or 0.0 for r in group) / 3600
         result[(dataset, model)] = Budget(len(group), hours, caps[0] if caps else None)
     return result

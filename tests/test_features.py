@@ -122,3 +122,40 @@ def test_feature_spec_checks():
         FeatureMap(dataset="d", label="y", features=[
             FeatureSpec(name="x", type="numeric"),
             FeatureSpec(name="s", type="sequence", vocab_size=4, max_len=2, share_embedding="x")])
+
+
+def test_a_killed_runs_temporary_folder_is_removed_by_the_next(tmp_path, capsys):
+    """A preprocess killed hard leaves `.out.tmp-PID-*`; the next run for the same output removes it when
+    that pid no longer runs, and leaves a live run's folder alone."""
+    import os
+    import subprocess
+
+    from ctrbench.features import DatasetWriter
+
+    finished = subprocess.Popen(["true"])
+    finished.wait()  # a pid that has exited
+    stale = tmp_path / f".out.tmp-{finished.pid}-deadbeef"
+    live = tmp_path / f".out.tmp-{os.getpid()}-cafecafe"
+    for folder in (stale, live):
+        (folder / "train").mkdir(parents=True)
+    with DatasetWriter(tmp_path / "out"):
+        pass
+    assert not stale.exists() and live.exists()
+    assert f"removed {stale}" in capsys.readouterr().err
+
+
+def test_a_dataset_with_no_rows_stops_and_says_why(tmp_path):
+    """`--skip-bad-rows` on files whose every row is bad: no 0 / 0 / 0 dataset, one line with the count."""
+    import pyarrow as pa
+
+    from ctrbench.errors import CtrbenchError
+    from ctrbench.features import DatasetWriter, FeatureMap
+
+    empty = pa.table({"label": pa.array([], pa.float32())})
+    fmap = FeatureMap(dataset="d", label="label", features=[], source={"skipped_rows": {"a.txt: bad label": 7}})
+    with pytest.raises(CtrbenchError, match=r"every split would be empty: every row was skipped as bad \(7 rows;"):
+        with DatasetWriter(tmp_path / "out") as writer:
+            for split in ("train", "valid", "test"):
+                writer.write_split(split, empty)
+            writer.commit(fmap)
+    assert not list(tmp_path.iterdir())  # nothing written, no temporary folder left
