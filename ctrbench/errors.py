@@ -23,3 +23,15 @@ def unknown_name(kind: str, name: str, choices: Iterable[str]) -> CtrbenchError:
     """Error for an unknown model / dataset / option name, listing the valid ones."""
     choices = sorted(choices)
     return CtrbenchError(f"unknown {kind} {name!r}{closest(name, choices)}; valid: {', '.join(choices)}")
+
+
+QUOTE_LIMIT = 200
+
+
+def quote(value: object, limit: int = QUOTE_LIMIT) -> str:
+    """`repr(value)` for an error message, cut to about `limit` characters: real headers and lines can
+    be kilobytes long, and a message stays one readable line."""
+    shown = repr(value)
+    if len(shown) <= limit:
+        return shown
+    return f"{shown[:limit]}... ({len(shown) - limit:,} more characters)"

@@ -55,7 +55,7 @@ import pyarrow.parquet as pq
 
 from ctrbench.config import build_dataclass
 from ctrbench.datasets import DATASET_CONFIG_DIR, load_dataset_config
-from ctrbench.errors import CtrbenchError, closest, unknown_name
+from ctrbench.errors import CtrbenchError, closest, quote, unknown_name
 from ctrbench.features import (
     OOV_INDEX,
     PADDING_INDEX,
@@ -222,7 +222,7 @@ class BadRows:
             row = int(np.argmax(bad))
             if first_line is None or line_numbers[row] < first_line:
                 first_line = int(line_numbers[row])
-                message = problem if found is None else f"{problem}, found {found[row]!r}"
+                message = problem if found is None else f"{problem}, found {quote(found[row])}"
             self._count(path, problem, int(bad.sum()))
             keep &= ~bad
         if first_line is not None and not self.skip:
@@ -365,7 +365,7 @@ def read_csv(path: Path, columns: Sequence[str], policy: BadRows, separator: str
     expected = separator.join(columns)
     if header != expected:
         shown = expected.replace("\t", "<TAB>")
-        raise CtrbenchError(f"{path}:1: wrong header {header.replace(chr(9), '<TAB>')!r}; expected {shown!r}")
+        raise CtrbenchError(f"{path}:1: wrong header {quote(header.replace(chr(9), '<TAB>'))}; expected {quote(shown)}")
     # One column for every field the longest row could hold, so that no value after the last column
     # goes unseen (the parser cannot tell an empty field from an absent one, so empty ones pass).
     widest = _most_fields_in_a_row(path.read_bytes(), separator)
@@ -456,7 +456,7 @@ def scan_csv(path: Path, columns: Sequence[str], policy: BadRows, checks: Sequen
     with path.open("rb") as handle:
         header = handle.readline().decode("utf-8", errors="replace").rstrip("\r\n")
     if header != separator.join(columns):
-        raise CtrbenchError(f"{path}:1: wrong header {header!r}; expected {separator.join(columns)!r}")
+        raise CtrbenchError(f"{path}:1: wrong header {quote(header)}; expected {quote(separator.join(columns))}")
     overflow = "__more_fields__"
     frame = pl.scan_csv(path, has_header=False, skip_rows=1, separator=separator, quote_char=None,
                         schema={name: pl.String for name in [*columns, overflow]}, null_values=null_text,

@@ -237,3 +237,12 @@ def test_distributed_entry_point_bad_config_is_one_line(tmp_path, capsys):
     space = write(tmp_path / "run.yaml", "model: dlrm\ndata_dir: data\nbatch_sise: 8\n")
     status, err = run(distributed_plan.main, ["--config", str(space), "--gpus", "2"], capsys)
     assert status == 2 and "unknown key 'batch_sise' (did you mean 'batch_size'?)" in err and err.count("\n") == 1
+
+
+def test_a_long_header_is_quoted_short(tmp_path):
+    """A 1.7 KB header in an error is cut to about 200 characters, saying how much was left out."""
+    from ctrbench.errors import quote
+
+    header = "x" * 1700
+    assert quote(header) == repr(header)[:200] + f"... ({len(repr(header)) - 200:,} more characters)"
+    assert quote("short") == "'short'" and quote(3) == "3"
