@@ -85,6 +85,7 @@ class Budget:
     runs: int
     train_hours: float  # summed over those runs
     cap: str | None  # why the protocol gave this model a smaller budget, if it did
+    planned_runs: int | None = None  # what the protocol that made them plans for the model, if one did
 
 
 @dataclass
@@ -130,14 +131,19 @@ def current_build(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], 
     return kept, Counter(r["dataset"] for r in records if r.get("data_hash") != newest[r["dataset"]])
 
 
-def _cap(protocol: str, dataset: str, model: str):
-    """The protocol's cap for the model, None when it has none or the protocol is no longer defined."""
+def _protocol(name: str):
+    """The protocol named in runs' commands, None when it is no longer defined (then no cap or plan shows)."""
     from ctrbench.protocol import load_protocol  # noqa: PLC0415 (the protocol file is read only here)
 
     try:
-        return load_protocol(protocol).cap(dataset, model)
-    except CtrbenchError:  # renamed or removed since those runs: their budget shows without a cap
+        return load_protocol(name)
+    except CtrbenchError:
         return None
+
+
+def _option(command: str, name: str) -> str | None:
+    words = command.split()
+    return words[words.index(name) + 1] if name in words[:-1] else None
 
 
 def budgets(records: list[dict[str, Any]]) -> dict[tuple[str, str], Budget]:
@@ -148,11 +154,14 @@ def budgets(records: list[dict[str, Any]]) -> dict[tuple[str, str], Budget]:
         runs[(record["dataset"], record["model"])].append(record)
     result = {}
     for (dataset, model), group in runs.items():
-        protocols = {c.split()[c.split().index("--protocol") + 1] for c in (r.get("command") or "" for r in group)
-                     if "--protocol" in c.split()[:-1]}
-        caps = [cap.reason for name in sorted(protocols) if (cap := _cap(name, dataset, model))]
+        commands = [r.get("command") or "" for r in group]
+        made_by = sorted({(name, int(_option(c, "--seeds") or 1)) for c in commands if (name := _option(c, "--protocol"))})
+        protocol, seeds = (_protocol(made_by[-1][0]), made_by[-1][1]) if made_by else (None, 1)
+        cap = protocol.cap(dataset, model) if protocol else None
+        planned = (len(protocol.dims(dataset, model, None)) + protocol.points(dataset, model) + seeds - 1
+                   if protocol else None)
         hours = sum(r.get("train_seconds") or 0.0 for r in group) / 3600
-        result[(dataset, model)] = Budget(len(group), hours, caps[0] if caps else None)
+        result[(dataset, model)] = Budget(len(group), hours, cap.reason if cap else None, planned)
     return result
 
 
@@ -397,6 +406,14 @@ def _config_cell(result: ConfigResult) -> str:
     return f"`{result.config_hash}`" + (" bf16" if bf16 else "") + (" quick" if quick else "")
 
 
+def _runs_cell(budget: Budget) -> str:
+    """Runs stored, "of" the protocol's plan while it is under way, and the cap mark."""
+    runs = str(budget.runs)
+    if budget.planned_runs and budget.runs < budget.planned_runs:
+        runs += f" of {budget.planned_runs} planned"
+    return runs + (f" {CAPPED}" if budget.cap else "")
+
+
 def _hours(hours: float) -> str:
     return f"{hours * 60:.0f} min" if hours < 1 else f"{hours:.1f} h"
 
@@ -423,7 +440,7 @@ def dataset_markdown(board: DatasetBoard, command: str) -> str:
         "Best epoch": [f"{mean_std([run['best_epoch'] for run in c.ok])[0]:.1f}" if c else DASH for c in chosen],
         "Configs tried": [str(r.configs_tried) if r.ours else DASH for r in board.rows],
         "Config": [_config_cell(r.ours) if r.ours else DASH for r in board.rows],
-        "Runs": [str(r.budget.runs) + (f" {CAPPED}" if r.budget.cap else "") if r.budget else DASH for r in board.rows],
+        "Runs": [_runs_cell(r.budget) if r.budget else DASH for r in board.rows],
         "Training time": [_hours(r.budget.train_hours) if r.budget else DASH for r in board.rows],
         f"vs {board.best or 'best'}: p DeLong per seed / p seeds": [_verdict_cell(r, board) for r in board.rows],
     }

@@ -58,7 +58,8 @@ def test_budget_significance_and_notes(tmp_path):
     assert re.search(r"\| 4 \| 2.0 h \| differs \((\d\.\d+e-\d+, ){2}\d\.\d+e-\d+ / 0\.\d+\) \|$", rows["DLRM"]), rows["DLRM"]
     assert re.search(r"\| 3 \| 1.5 h \| tied \(", rows["DCNv2"])
     assert "0.9790 ± 0.0000 ≈" in rows["DCNv2"] and "≈" not in rows["DLRM"]
-    assert rows["AFN+"].endswith("| 1 (capped) | 30 min | – |")  # one seed: not testable
+    # one seed: not testable; protocol paper on Frappe plans 1 dim (capped) + 2 points + 0 more seeds for AFN+
+    assert rows["AFN+"].endswith("| 1 of 3 planned (capped) | 30 min | – |")
     assert "- (capped) AFN+: a smaller tuning budget than the others: at embedding dim 128" in page
     assert "divide the paper's figure by 3 to compare" in page
     assert "0.9790 ± 0.0000 ≈" in (tmp_path / "table2.md").read_text()
