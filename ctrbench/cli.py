@@ -89,6 +89,11 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
                         help="load every split into memory, whatever its size")
 
 
+def _add_workers_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workers", type=_positive_int, default=1,
+                        help="train this many runs at once in separate processes, the CPU cores split between them")
+
+
 def _add_plan_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint-dir", type=Path, default=None,
                         help="where each run saves its state after every epoch, so that an interrupted run "
@@ -132,8 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="give every model the same tuning budget before its seeds: a protocol of "
                         "model_zoo/configs/protocol.yaml, e.g. 'paper' (embedding dim: the dataset's default or 128, "
                         "then the same number of search-space points per model, chosen on validation AUC)")
-    p.add_argument("--workers", type=_positive_int, default=1,
-                   help="train this many runs at once in separate processes, the CPU cores split between them")
+    _add_workers_option(p)
     _add_plan_options(p)
     _add_run_options(p)
 
@@ -160,8 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", required=True, help="comma-separated model names, e.g. wukong,dlrm,dcnv2")
     p.add_argument("--points", type=_positive_int, default=None, help="the first N rungs of each ladder (default: all)")
     p.add_argument("--seeds", type=_positive_int, default=1, help="seeds per rung (2021, 2022, ...)")
-    p.add_argument("--workers", type=_positive_int, default=1,
-                   help="train this many runs at once in separate processes, the CPU cores split between them")
+    _add_workers_option(p)
     _add_plan_options(p)
     _add_run_options(p)
 
