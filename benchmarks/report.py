@@ -12,6 +12,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from ctrbench.leaderboard import portable_command
+
 PARTS = ("train", "preprocess", "eval", "scaling", "converge", "profile")
 
 
@@ -32,7 +34,7 @@ def paired_ratios(rows: list[dict[str, Any]], key: str, ours: str, theirs: str) 
 
 def _header(part: dict[str, Any]) -> list[str]:
     m = part["machine"]
-    return [f"`{part['command']}`", "",
+    return [f"`{portable_command(part['command'])}`", "",
             f"{m['cpu']}, {m['cores']} cores, torch {m['torch']}, {m['threads']} threads per side; started "
             f"{part['started']}, {part['minutes']:.0f} min; 1-min load average {part['load_before']:.1f} before, "
             f"{part['load_after']:.1f} after.", ""]
