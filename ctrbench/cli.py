@@ -172,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
                             description="Regenerate Table 2 (test AUC / LogLoss), Table 3 (params / MFLOP), a "
                                         "page and a test-AUC-vs-MFLOP plot per dataset, ours next to the paper's.")
     p.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="results store (JSON Lines)")
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
+                   help="processed datasets, whose test labels the significance tests read (default: "
+                        "$CTRBENCH_DATA_DIR or ./data); a dataset not processed here shows no significance")
     p.add_argument("--out", type=Path, default=None,
                    help="output directory (default: RESULTS_DIR/leaderboard, beside the results; the published "
                         "leaderboards/ is written with --results leaderboards/results.jsonl --out leaderboards)")
@@ -260,9 +263,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     spec = resolve_spec(args.model, args.dataset, args.seed, args.config_dir, overrides)
     store = ResultsStore(args.results)  # a bad --results stops here, not after training
     data = DatasetSplits.open(args.dataset, args.data_dir, args.stream)
-    record, predictions = execute(spec, data, pick_device(args.device), label=args.model, progress=not args.no_progress,
+    record, test_logits = execute(spec, data, pick_device(args.device), label=args.model, progress=not args.no_progress,
                                   checkpoint_path=args.checkpoint, command=args.command_line)
-    store.append(record, predictions)
+    store.append(record, test_logits)
     _print_results([record])
 
 
@@ -358,8 +361,24 @@ def cmd_leaderboard(args: argparse.Namespace) -> None:
     if not records:
         raise CtrbenchError(f"{args.results}: no results yet; run `ctrbench bench --dataset D` first")
     out = args.out or args.results.parent / "leaderboard"
-    for path in write_leaderboards(records, out, args.command_line, store.predictions):
+    for path in write_leaderboards(records, out, args.command_line, store.predictions, _test_labels(args.data_dir)):
         console.print(f"wrote {path}", highlight=False)
+
+
+def _test_labels(data_dir: Path):
+    """(dataset, data hash) -> the test labels of that build, read from the processed data under
+    `data_dir` (None when that build is not there: the leaderboard then shows no significance)."""
+    def labels(dataset: str, data_hash: str):
+        directory = processed_dir(dataset, data_dir)
+        if not (directory / FEATURE_MAP_FILE).is_file():
+            return None
+        fmap = FeatureMap.load(directory)
+        if fmap.content_hash != data_hash or "test" not in fmap.splits:
+            return None
+        from ctrbench.data import load_labels
+
+        return load_labels(fmap, "test")
+    return labels
 
 
 def cmd_models(args: argparse.Namespace) -> None:

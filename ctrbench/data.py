@@ -293,6 +293,12 @@ def load_split(fmap: FeatureMap, split: str) -> Batch:
     return read_row_groups(fmap, _split_groups(fmap, split))
 
 
+def load_labels(fmap: FeatureMap, split: str) -> np.ndarray:
+    """A split's labels alone (float32, rows in order): the label column read, the features not."""
+    tables = [pq.read_table(fmap.root / relative, columns=[fmap.label]) for relative in fmap.splits[split].files]
+    return np.concatenate([table.column(fmap.label).to_numpy().astype(np.float32) for table in tables])
+
+
 class BatchSource(Protocol):
     """What the training loop iterates: a split that yields batches, shuffled or not."""
 

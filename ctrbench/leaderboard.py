@@ -32,10 +32,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ctrbench.datasets import REPO_ROOT, dataset_names, load_dataset_config
 from ctrbench.errors import CtrbenchError
 from ctrbench.features import atomic_write_bytes, atomic_write_text
-from ctrbench.results import ConfigResult, RunPredictions, format_mean_std, mean_std, select_best
+from ctrbench.results import ConfigResult, format_mean_std, mean_std, select_best
 from ctrbench.plots import Point, auc_vs_mflop_png
 from ctrbench.scaling_report import is_scaling_run, scaling_markdown, scaling_png, studies
 from ctrbench.stats import Comparison, compare_to_best
@@ -165,26 +167,30 @@ def budgets(records: list[dict[str, Any]]) -> dict[tuple[str, str], Budget]:
     return result
 
 
-def significance(board: DatasetBoard, predictions: Callable[[dict[str, Any]], RunPredictions | None]) -> None:
+Logits = Callable[[dict[str, Any]], np.ndarray | None]  # a run -> its stored test logits
+Labels = Callable[[str, str], np.ndarray | None]  # (dataset, data hash) -> that build's test labels
+
+
+def significance(board: DatasetBoard, predictions: Logits, labels_of: Labels) -> None:
     """Set each row's verdict against the dataset's best model (highest mean test AUC), from the runs'
-    stored test predictions; rows whose predictions are not all stored keep None."""
+    stored test logits and the dataset's test labels; rows whose logits are not all stored keep None,
+    and every row does when the labels are not at hand (the dataset is not processed here)."""
     rows = [r for r in board.rows if r.ours and r.ours.ok]
     if len(rows) < 2:
         return
     best = max(rows, key=lambda r: r.mean("auc"))
 
-    def by_seed(row: Row) -> dict[int, RunPredictions] | None:
+    def by_seed(row: Row) -> dict[int, np.ndarray] | None:
         stored = {run["seed"]: predictions(run) for run in row.ours.ok}
         return None if any(p is None for p in stored.values()) else stored
 
     best_predictions = by_seed(best)
     others = {row.model: by_seed(row) for row in rows if row is not best}
     others = {model: stored for model, stored in others.items() if stored is not None}
-    if best_predictions is None or not others:
+    labels = labels_of(board.name, best.ours.first["data_hash"]) if best_predictions and others else None
+    if labels is None:
         return
-    labels = next(iter(best_predictions.values())).labels
-    verdicts = compare_to_best(labels, {s: p.logits for s, p in best_predictions.items()},
-                               {m: {s: p.logits for s, p in stored.items()} for m, stored in others.items()})
+    verdicts = compare_to_best(labels, best_predictions, others)
     for row in rows:
         row.verdict = next((v for v in verdicts if v.model == row.model), None)
     board.best = best.model
@@ -475,12 +481,12 @@ def plot_points(board: DatasetBoard) -> tuple[list[Point], list[Point]]:
 
 
 def write_leaderboards(records: list[dict[str, Any]], out_dir: str | Path, command: str,
-                       predictions: Callable[[dict[str, Any]], RunPredictions | None] = lambda record: None,
+                       predictions: Logits = lambda record: None, labels_of: Labels = lambda dataset, data_hash: None,
                        ) -> list[Path]:
     """Write the tables and plots described above, and for the runs `ctrbench scale` made the scaling
     report of each dataset (`DATASET_scaling.md` / `.png`, `ctrbench.scaling_report`); return the paths
-    written. `predictions` gives a run's stored test predictions (`ResultsStore.predictions`), for the
-    significance verdicts."""
+    written. `predictions` gives a run's stored test logits (`ResultsStore.predictions`) and `labels_of`
+    a dataset build's test labels, for the significance verdicts."""
     out_dir = Path(out_dir)
     written = []
     scaling_runs = [r for r in records if is_scaling_run(r)]
@@ -489,7 +495,7 @@ def write_leaderboards(records: list[dict[str, Any]], out_dir: str | Path, comma
         paper = PaperNumbers.load()
         boards = build_boards(records, paper)
         for board in boards:
-            significance(board, predictions)
+            significance(board, predictions, labels_of)
         for name, text in (("table2.md", table2_markdown(boards, command, paper.found)),
                            ("table3.md", table3_markdown(boards, command, paper.found))):
             atomic_write_text(out_dir / name, text)

@@ -38,14 +38,6 @@ REQUIRED_FIELDS = (*KEY_FIELDS, "status", "config", "valid", "test", "dense_para
 STATUSES = ("ok", "diverged")
 
 
-@dataclass(frozen=True)
-class RunPredictions:
-    """A run's test-split outputs, rows in the split's order."""
-
-    logits: np.ndarray  # float32 [rows]
-    labels: np.ndarray  # 0/1 [rows]
-
-
 def _npy(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, array)
@@ -103,26 +95,18 @@ class ResultsStore:
     def predictions_path(self, record: dict[str, Any]) -> Path:
         return self.predictions_dir / f"{record['dataset']}_{record['model']}_{record['config_hash']}_{record['seed']}.npy"
 
-    def labels_path(self, dataset: str, data_hash: str) -> Path:
-        return self.predictions_dir / f"{dataset}_{data_hash[:12]}_labels.npy"
+    def predictions(self, record: dict[str, Any]) -> np.ndarray | None:
+        """The run's test logits (float32, test rows in order), or None when they were not kept. The
+        labels are the dataset's: they stay with the processed data, never beside the store."""
+        path = self.predictions_path(record)
+        return np.load(path) if path.is_file() else None
 
-    def predictions(self, record: dict[str, Any]) -> RunPredictions | None:
-        """The run's test logits and labels, or None when they were not kept."""
-        logits, labels = self.predictions_path(record), self.labels_path(record["dataset"], record["data_hash"])
-        if not (logits.is_file() and labels.is_file()):
-            return None
-        return RunPredictions(np.load(logits), np.load(labels))
-
-    def append(self, record: dict[str, Any], predictions: RunPredictions | None = None) -> None:
-        """Add a finished run; its test predictions (when given) go first to their own files: the logits
-        (4 bytes a test row) per run, the labels (1 byte a row) once per build of the dataset."""
+    def append(self, record: dict[str, Any], test_logits: np.ndarray | None = None) -> None:
+        """Add a finished run; its test logits (when given, 4 bytes a test row) go first to their own file."""
         line = json.dumps(record, sort_keys=True)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if predictions is not None:
-            labels = self.labels_path(record["dataset"], record["data_hash"])
-            if not labels.is_file():
-                atomic_write_bytes(labels, _npy(predictions.labels.astype(np.uint8)))
-            atomic_write_bytes(self.predictions_path(record), _npy(predictions.logits.astype(np.float32, copy=False)))
+        if test_logits is not None:
+            atomic_write_bytes(self.predictions_path(record), _npy(test_logits.astype(np.float32, copy=False)))
         with self.lock:
             existing = self.path.read_text() if self.path.exists() else ""
             if existing and not existing.endswith("\n"):

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars
 import pyarrow
 import torch
@@ -38,7 +39,7 @@ from ctrbench.datasets import REPO_ROOT, dataset_names, load_dataset_config, loa
 from ctrbench.errors import CtrbenchError
 from ctrbench.features import FeatureMap
 from ctrbench.flops import model_stats
-from ctrbench.results import DEFAULT_RESULTS, ResultsStore, RunPredictions, run_key
+from ctrbench.results import DEFAULT_RESULTS, ResultsStore, run_key
 from ctrbench.console import console
 from ctrbench.train import TrainConfig, fit, seed_everything
 from model_zoo import get_model_class
@@ -210,8 +211,8 @@ def group_column(dataset: str, fmap: FeatureMap) -> int | None:
 
 
 def execute(spec: RunSpec, data: DatasetSplits, device: torch.device, label: str = "", progress: bool = True,
-            checkpoint_path: Path | None = None, command: str | None = None) -> tuple[dict[str, Any], RunPredictions | None]:
-    """Train one run; return its results record and its test predictions (None when it diverged or the
+            checkpoint_path: Path | None = None, command: str | None = None) -> tuple[dict[str, Any], np.ndarray | None]:
+    """Train one run; return its results record and its test logits (None when it diverged or the
     dataset has no test split). `command` is the command line that asked for it."""
     code_version()  # read before training, so the record names the code that ran
     seed_everything(spec.seed)
@@ -251,7 +252,7 @@ def execute(spec: RunSpec, data: DatasetSplits, device: torch.device, label: str
         record["bayes"] = data.fmap.source["bayes"]
     if result.test_logits is None:
         return record, None
-    return record, RunPredictions(result.test_logits.numpy(), result.test_labels.numpy())
+    return record, result.test_logits.numpy()
 
 
 class Eta:
@@ -308,8 +309,8 @@ def train_unclaimed(spec: RunSpec, data: DatasetSplits, store: ResultsStore, dev
             return None
         console.print(f"{label}: config {config_hash}{eta_note}", highlight=False)
         started = time.time()
-        record, predictions = execute(spec, data, device, label, progress, checkpoint_path=checkpoint, command=command)
-        store.append(record, predictions)
+        record, test_logits = execute(spec, data, device, label, progress, checkpoint_path=checkpoint, command=command)
+        store.append(record, test_logits)
         checkpoint.unlink(missing_ok=True)
     claim_path.unlink(missing_ok=True)  # safe: a process that still opens it finds the run stored
     if record["status"] == "ok":

@@ -86,7 +86,6 @@ class FitResult:
     history: list[dict[str, Any]]
     diverged: dict[str, Any] | None = None
     test_logits: torch.Tensor | None = None  # [test rows] float32, in row order (significance tests)
-    test_labels: torch.Tensor | None = None  # [test rows], the same order
 
 
 class Diverged(Exception):
@@ -366,13 +365,12 @@ def fit(
                     "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "loop": state,
                 })
         load_trained_state(model, state["best_weights"])
-        valid_metrics, valid_logits, valid_labels = evaluate_split(model, valid, config, device, group_column)
+        valid_metrics, valid_logits, _ = evaluate_split(model, valid, config, device, group_column)
         if test is valid:  # `valid: test`: the same rows, evaluated once
-            test_metrics, test_logits, test_labels = valid_metrics, valid_logits, valid_labels
+            test_metrics, test_logits = valid_metrics, valid_logits
         else:
-            test_metrics, test_logits, test_labels = (evaluate_split(model, test, config, device, group_column)
-                                                      if test is not None
-                                                      else ({}, None, None))
+            test_metrics, test_logits, _ = (evaluate_split(model, test, config, device, group_column)
+                                            if test is not None else ({}, None, None))
     except Diverged as exc:
         if exc.info["step"] is None:  # found in evaluation: after the last step taken
             exc.info.update(step=state["steps"], last_finite_loss=last_loss)
@@ -386,6 +384,6 @@ def fit(
         status="ok", valid=valid_metrics, test=test_metrics, best_epoch=state["best_epoch"],
         epochs=state["epoch"], steps=state["steps"], train_seconds=state["train_seconds"],
         samples_per_second=state["samples"] / max(state["train_seconds"], 1e-9), history=state["history"],
-        test_logits=test_logits, test_labels=test_labels,
+        test_logits=test_logits,
     )
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from ctrbench.cli import main
 from ctrbench.leaderboard import write_leaderboards
-from ctrbench.results import ResultsStore, RunPredictions
+from ctrbench.results import ResultsStore
 
 ROWS = 3_000
 
@@ -48,9 +48,10 @@ def test_budget_significance_and_notes(tmp_path):
 
     def predictions(record):
         key = (record["model"], record["seed"])
-        return RunPredictions(table[key], labels) if key in table else None
+        return table.get(key)
 
-    write_leaderboards(records, tmp_path, "ctrbench leaderboard --out /home/me/boards", predictions)
+    write_leaderboards(records, tmp_path, "ctrbench leaderboard --out /home/me/boards", predictions,
+                       lambda dataset, data_hash: labels if (dataset, data_hash) == ("frappe", "d") else None)
     page = (tmp_path / "frappe.md").read_text()
     results = page.split("## Size")[0]
     rows = {line.split(" | ")[0].removeprefix("| "): line for line in results.splitlines() if line.startswith("| ")}
