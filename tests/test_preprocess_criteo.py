@@ -9,10 +9,12 @@ from __future__ import annotations
 import csv
 import dataclasses
 import gzip
+import hashlib
 import json
 import subprocess
 import sys
 import textwrap
+from collections import Counter
 
 import numpy as np
 import polars as pl
@@ -394,3 +396,138 @@ def test_release_option_picks_one_of_two_releases(tmp_path):
     assert FeatureMap.load(tmp_path / "tb").source["release"] == "terabyte"  # the first listed
     assert main(["preprocess", "criteo", "--raw", str(raw), "--out", str(tmp_path / "kg"), "--release", "kaggle"]) == 0
     assert FeatureMap.load(tmp_path / "kg").source["inputs"]["train.txt"]["rows"] == 20
+
+
+# --------------------------------------------------------------------------------------------------
+# The output stays exactly what the converter wrote before the fast parser (issue 19)
+
+# Valid but unusual fields (signs, leading zeros, the largest int64, upper-case hex, short lines, a
+# carriage return before the line end), then lines breaking each rule in ways a fast parser could get
+# wrong, with the message the converter stopped with before the fast parser.
+VALID_EDGE_LINES = [
+    line("1", I1="+5", I2="-0", I3="007", I4="9223372036854775807", I5="-9223372036854775808", C1="ABCDEF12",
+         C2="00000000", C3="ffffffff", C4="0b101010"),
+    line("0", I1="00000000000000000000005", C26="a0B1c2D3"),
+    "1", "0\t", "1\t\t\t-3", line("0", I1="1") + "\r", "0\t5\r", line("0", C26="0000000a") + "\r",
+]
+BAD_EDGE_LINES = {
+    line("1", I1="9223372036854775808"): "I1 is not an integer, found '9223372036854775808'",
+    line("0", I2="99999999999999999999"): "I2 is not an integer, found '99999999999999999999'",
+    line("0", I3=" 5"): "I3 is not an integer, found ' 5'",
+    line("0", I4="5 "): "I4 is not an integer, found '5 '",
+    line("0", I5="-"): "I5 is not an integer, found '-'",
+    line("0", I6="+"): "I6 is not an integer, found '+'",
+    line("0", I7="1e3"): "I7 is not an integer, found '1e3'",
+    line("0", I8="0x10"): "I8 is not an integer, found '0x10'",
+    line("0", I9="-+5"): "I9 is not an integer, found '-+5'",
+    line("0", I10="\u0665"): "I10 is not an integer, found '٥'",
+    line("0", I11='"5"'): 'I11 is not an integer, found \'"5"\'',
+    line("0", I12="1.0"): "I12 is not an integer, found '1.0'",
+    line("0", C1="0x123456"): "C1 is not 8 hex digits, found '0x123456'",
+    line("0", C2="+1234567"): "C2 is not 8 hex digits, found '+1234567'",
+    line("0", C3="-1234567"): "C3 is not 8 hex digits, found '-1234567'",
+    line("0", C4=" 1234567"): "C4 is not 8 hex digits, found ' 1234567'",
+    line("0", C5="1234567 "): "C5 is not 8 hex digits, found '1234567 '",
+    line("0", C6="_1234567"): "C6 is not 8 hex digits, found '_1234567'",
+    line("0", C7="\u00e4123456"): "C7 is not 8 hex digits, found 'ä123456'",
+    line("0", C8="1234567"): "C8 is not 8 hex digits, found '1234567'",
+    line("0", C9="123456789"): "C9 is not 8 hex digits, found '123456789'",
+    line("0", C10='"1234567'): 'C10 is not 8 hex digits, found \'"1234567\'',
+    "": "label must be 0 or 1, found ''",
+    " 0": "label must be 0 or 1, found ' 0'",
+    "0 ": "label must be 0 or 1, found '0 '",
+    "1.0": "label must be 0 or 1, found '1.0'",
+    "-1": "label must be 0 or 1, found '-1'",
+    "+1": "label must be 0 or 1, found '+1'",
+    "01": "label must be 0 or 1, found '01'",
+    line("2"): "label must be 0 or 1, found '2'",
+    line("1") + "\t": 'more than 40 tab-separated fields, found 41',
+    line("1") + "\t\t": 'more than 40 tab-separated fields, found 42',
+}
+EDGE_LINES = [*VALID_EDGE_LINES, *BAD_EDGE_LINES]
+
+
+def _insert_edge_lines(text: bytes, every: int) -> bytes:
+    rows = text.decode().splitlines()
+    for k, edge in enumerate(EDGE_LINES):
+        rows.insert(min(every * (k + 1), len(rows)), edge)
+    return ("\n".join(rows) + "\n").encode()
+
+
+def skipped_edge_lines(*files: str) -> dict[str, int]:
+    """The skipped-row counts of files holding BAD_EDGE_LINES once each: each under the rule it breaks first."""
+    problems = Counter(message.split(", found")[0] for message in BAD_EDGE_LINES.values())
+    return {f"{name}: {problem}": count for name in files for problem, count in problems.items()}
+
+
+def output_digests(fmap: FeatureMap) -> dict[str, str]:
+    """Per split file: a SHA-256 of its row group sizes and of every column's values, in schema order."""
+    digests = {}
+    for split, info in fmap.splits.items():
+        for relative in info.files:
+            parquet = pq.ParquetFile(fmap.root / relative)
+            digest = hashlib.sha256(str([parquet.metadata.row_group(i).num_rows
+                                         for i in range(parquet.num_row_groups)]).encode())
+            table = parquet.read()
+            for name in table.column_names:
+                digest.update(name.encode() + table.column(name).to_numpy().tobytes())
+            digests[f"{split}:{relative}"] = digest.hexdigest()[:16]
+    return digests
+
+
+# What the converter wrote before the fast parser (commit 30ef7c4) on the inputs of the two tests below.
+TERABYTE_DIGESTS = {
+    'train:train/day_00.parquet': '89009fbf1694bbc5', 'train:train/day_01.parquet': 'c6ea94131f6210a4',
+    'train:train/day_02.parquet': 'ff0022d17754d5ab', 'train:train/day_03.parquet': '695b1382d463dd0a',
+    'train:train/day_04.parquet': '99cf7686b271cdad', 'train:train/day_05.parquet': 'dc45bea48cebb3da',
+    'train:train/day_06.parquet': '4e39785d12d9028c', 'train:train/day_07.parquet': '61e478a5cc466040',
+    'train:train/day_08.parquet': 'a7b38e30f77c2af0', 'train:train/day_09.parquet': '7c62fd019f5d5c6a',
+    'train:train/day_10.parquet': 'ef8cdc48999a3b24', 'train:train/day_11.parquet': 'e00b874ef095f394',
+    'train:train/day_12.parquet': 'af53e2a88835a438', 'train:train/day_13.parquet': 'd32db99805cc852c',
+    'train:train/day_14.parquet': 'be6f1ce6e05378e9', 'train:train/day_15.parquet': 'b68cbc725d6dfa59',
+    'train:train/day_16.parquet': '7756fc5fc332b489', 'train:train/day_17.parquet': '7cd0d7d4dffc1999',
+    'train:train/day_18.parquet': '6c63954a7a1a7e42', 'train:train/day_19.parquet': '7e8ad945eb60564f',
+    'train:train/day_20.parquet': '4fb1b9eb6913b20c', 'train:train/day_21.parquet': 'e57929428cba0022',
+    'train:train/day_22.parquet': '1cdd9c5c576afd11', 'valid:valid/day_23_first_half.parquet': 'cc49df53bbd5de1b',
+    'test:test/day_23_second_half.parquet': '6b3a7013bbaea793',
+}
+KAGGLE_DIGESTS = {
+    'train:train/part-00000.parquet': '34ae9ccc4794ba84', 'valid:valid/part-00000.parquet': '08793b39c30dfa0c',
+    'test:test/part-00000.parquet': '333ff86e33ffb6c6',
+}
+KAGGLE_VOCAB_SIZES = [1235, 584, 52, 1662, 307, 26, 1543, 623, 5, 1811, 1465, 1048, 1964, 29, 2124, 1519, 12, 1948,
+                      1341, 6, 1515, 20, 17, 1854, 107, 1793]
+
+
+def test_terabyte_output_is_unchanged(tmp_path):
+    raw = tmp_path / "raw"
+    write_release(raw, "terabyte", rows=1_500, seed=11, compress=True)
+    for day in (2, 23):
+        path = raw / f"day_{day}.gz"
+        path.write_bytes(gzip.compress(_insert_edge_lines(gzip.decompress(path.read_bytes()), 29)))
+    fmap = convert_terabyte(raw, tmp_path / "out", load_rules()[0], SKIP, block_bytes=1 << 16)
+    assert output_digests(fmap) == TERABYTE_DIGESTS
+    assert fmap.source["skipped_rows"] == skipped_edge_lines("day_2.gz", "day_23.gz")
+    assert {name: info["rows"] for name, info in fmap.source["inputs"].items()} == {
+        f"day_{day}.gz": 1_500 + len(EDGE_LINES) * (day in (2, 23)) for day in range(24)}
+    assert all(info["sha256"] == sha256_file(raw / name) for name, info in fmap.source["inputs"].items())
+
+
+def test_kaggle_output_is_unchanged(tmp_path):
+    raw = tmp_path / "raw"
+    write_release(raw, "kaggle", rows=30_000, seed=12)
+    (raw / "train.txt").write_bytes(_insert_edge_lines((raw / "train.txt").read_bytes(), 701))
+    rules = KaggleRules(encoding="frequency", table_size=None, table_sizes={"C3": 50}, min_count=2,
+                        split=[0.8, 0.1, 0.1], seed=3)
+    fmap = convert_kaggle(raw, tmp_path / "out", rules, SKIP, block_bytes=1 << 18)
+    assert output_digests(fmap) == KAGGLE_DIGESTS
+    assert fmap.source["skipped_rows"] == skipped_edge_lines("train.txt")
+    assert [fmap.feature(name).vocab_size for name in CATEGORICAL_FEATURES] == KAGGLE_VOCAB_SIZES
+
+
+@pytest.mark.parametrize("bad", BAD_EDGE_LINES, ids=list(BAD_EDGE_LINES.values()))
+def test_bad_edge_lines_stop_with_the_same_message(tmp_path, bad):
+    raw = write_terabyte(tmp_path / "raw", {5: [GOOD, bad, GOOD]}, compress=True)
+    with pytest.raises(CtrbenchError) as error:
+        convert_terabyte(raw, tmp_path / "out", HASH, STOP)
+    assert str(error.value) == f"{raw / 'day_5.gz'}:2: {BAD_EDGE_LINES[bad]}; fix the file or pass --skip-bad-rows"
