@@ -18,11 +18,10 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
 
 from benchmarks.run import REPO, load_average, run_measured
 from ctrbench.features import FeatureMap, atomic_write_text
-from ctrbench.runner import _cpu_name, code_version
+from ctrbench.runner import code_version, cpu_name
 
 RESULTS = REPO / "benchmarks" / "fullsize_results"
 
@@ -52,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
         "rows_per_s": round((rows["train"] + rows["test"]) / wall), "cpu_s": round(cpu, 1),
         "rows_per_cpu_s": round((rows["train"] + rows["test"]) / cpu), "output_mib": round(output / 2**20),
         "command": " ".join(command), "input": args.input,
-        "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(),
+        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(),
                     "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30),
                     "load_average_before": load},
         "commit": commit, "dirty": dirty, "note": args.note,

@@ -61,11 +61,12 @@ from typing import Any, Literal
 import torch
 
 from benchmarks.run import matmul_peak_gflops
+from ctrbench.config import parse_overrides
 from ctrbench.datasets import load_dataset_config
+from ctrbench.device import pick_device
 from ctrbench.errors import CtrbenchError
 from ctrbench.features import FeatureMap, atomic_write_text
-from ctrbench.runner import (BASE_SEED, DatasetSplits, bench, environment, execute, parse_overrides, pick_device,
-                             resolve_spec)
+from ctrbench.runner import BASE_SEED, DatasetSplits, bench, environment, execute, resolve_spec
 from ctrbench.synthetic import write_synthetic
 from model_zoo import MODELS
 from preprocess import PreprocessOptions
@@ -102,7 +103,7 @@ SIZES = {
         kaggle_rows=3_000_000, single_node={"dlrm": {}, "wukong": {}},
         terabyte_day_rows=150_000, terabyte_table_size=500_000,
         # batch 16,384: the paper's global 131,072 over 8 GPUs, the per-GPU batch of the real run
-        distributed_sets=("batch_size=16384", "eval_batch_size=65536", "log_every=20"),
+        distributed_sets=("train.batch_size=16384", "train.eval_batch_size=65536", "train.log_every=20"),
         matmul_size=(8192, 8192, 8192), launch_timeout=300, budget_seconds=480),
     "tiny": Sizes(
         synthetic_rows=4000, bench_sets=(),
@@ -114,8 +115,8 @@ SIZES = {
                                  "lcb_embeddings": 4, "fm_rank": 4, "fmb_mlp_units": [16], "head_mlp_units": [16]},
                        "train": {"batch_size": 1024, "eval_batch_size": 4096}}},
         terabyte_day_rows=1000, terabyte_table_size=1000,
-        distributed_sets=("batch_size=1024", "eval_batch_size=4096", "log_every=5", "model_params.embedding_dim=8",
-                          "model_params.bottom_mlp_units=[16, 8]", "model_params.top_mlp_units=[16]"),
+        distributed_sets=("train.batch_size=1024", "train.eval_batch_size=4096", "train.log_every=5",
+                          "model.embedding_dim=8", "model.bottom_mlp_units=[16, 8]", "model.top_mlp_units=[16]"),
         matmul_size=(256, 256, 256), launch_timeout=120, budget_seconds=60),
 }
 
@@ -375,13 +376,13 @@ def distributed_run(check: Check, data: Path, fmap: FeatureMap, sharding: str, p
     run = DistributedRun(sharding, precision, "ok")
     name = f"{sharding}_{precision}"
     output, checkpoints = check.fresh(f"distributed/{name}"), check.fresh(f"distributed/{name}_checkpoints")
-    sets = [f"data_dir={data}", *check.size.distributed_sets, f"device={check.device.type}",
-            f'sharding={{"*": {sharding}}}', f"embedding_precision={precision}", f"output_dir={output}",
-            f"checkpoint_dir={checkpoints if resume else 'null'}", "checkpoint_every=0"]
+    sets = [f"train.data_dir={data}", *check.size.distributed_sets, f"train.device={check.device.type}",
+            f'train.sharding={{"*": {sharding}}}', f"train.embedding_precision={precision}", f"train.output_dir={output}",
+            f"train.checkpoint_dir={checkpoints if resume else 'null'}", "train.checkpoint_every=0"]
     started, first_session = time.perf_counter(), check.out / "logs" / f"distributed_{name}_stop.log"
     try:
         if resume:
-            batch = int(next(s for s in check.size.distributed_sets if s.startswith("batch_size=")).partition("=")[2])
+            batch = int(next(s for s in check.size.distributed_sets if s.startswith("train.batch_size=")).partition("=")[2])
             run.stopped_at = fmap.splits["train"].rows // batch // 2
             run.commands.append(launch(check, sets, first_session, run.stopped_at))
         run.commands.append(launch(check, sets, check.out / "logs" / f"distributed_{name}.log"))

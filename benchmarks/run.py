@@ -41,7 +41,7 @@ from benchmarks.report import write_report
 from ctrbench.data import load_split
 from ctrbench.errors import CtrbenchError
 from ctrbench.features import FeatureMap, FeatureSpec
-from ctrbench.runner import BASE_SEED, _cpu_name, bench, resolve_spec
+from ctrbench.runner import BASE_SEED, bench, cpu_name, resolve_spec
 from ctrbench.train import Precision
 
 REPO = Path(__file__).resolve().parent.parent
@@ -89,7 +89,7 @@ def matmul_peak_gflops(size: tuple[int, int, int] = (4096, 1024, 1024), repeats:
 
 
 def machine(threads: int) -> dict[str, Any]:
-    return {"cpu": _cpu_name(), "cores": os.cpu_count(), "threads": threads, "torch": torch.__version__}
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": threads, "torch": torch.__version__}
 
 
 # ---------------------------------------------------------------- workers

@@ -30,6 +30,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from ctrbench.config import parse_overrides
 from ctrbench.datasets import (DEFAULT_DATA_DIR, DatasetConfig, dataset_names, load_dataset_config, load_feature_map,
                                processed_dir)
 from ctrbench.console import console, stdout
@@ -257,7 +258,8 @@ def _print_results(records: list[dict]) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from ctrbench.runner import DatasetSplits, execute, parse_overrides, pick_device, resolve_spec, with_quick
+    from ctrbench.device import pick_device
+    from ctrbench.runner import DatasetSplits, execute, resolve_spec, with_quick
 
     overrides = with_quick(parse_overrides(args.overrides), args.quick)
     spec = resolve_spec(args.model, args.dataset, args.seed, args.config_dir, overrides)
@@ -270,7 +272,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    from ctrbench.runner import bench, duration, in_workers, parse_overrides
+    from ctrbench.runner import bench, duration, in_workers
 
     started = time.time()
     options = dict(dataset=args.dataset, models=args.models, seeds=args.seeds, data_dir=args.data_dir,
@@ -310,7 +312,7 @@ def _print_protocol(plans, protocol: str) -> None:
 
 
 def cmd_scale(args: argparse.Namespace) -> None:
-    from ctrbench.runner import duration, in_workers, parse_overrides
+    from ctrbench.runner import duration, in_workers
     from ctrbench.scaling import scale
 
     started = time.time()
@@ -327,7 +329,6 @@ def cmd_scale(args: argparse.Namespace) -> None:
 
 
 def cmd_tune(args: argparse.Namespace) -> None:
-    from ctrbench.runner import parse_overrides
     from ctrbench.tuner import SECTIONS, best_entry_yaml, tune
 
     tuned = tune(args.model, args.dataset, args.space, seeds=args.seeds, data_dir=args.data_dir,

@@ -3,7 +3,8 @@
 Every config section maps onto something with typed keyword arguments: a dataclass (`TrainConfig`)
 or a model constructor. `check_kwargs` checks a YAML mapping against those annotations so that a
 misspelled key or a value of the wrong type stops with one line naming the file, the key and the fix.
-Defaults live in the dataclass / constructor signature and nowhere else.
+Defaults live in the dataclass / constructor signature and nowhere else. `parse_overrides` reads the
+command line's `--set section.key=value`, the one override syntax of every command.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import dataclasses
 import inspect
 import types
 import typing
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal, Union
 
@@ -130,3 +132,25 @@ def build_dataclass(cls: type, values: Any, where: str) -> Any:
     if missing:
         raise CtrbenchError(f"{where}: missing key {missing[0]!r}; the section needs: {', '.join(required)}")
     return cls(**checked)
+
+
+def parse_overrides(assignments: list[str], sections: Sequence[str] = ("model", "train")) -> dict[str, dict[str, Any]]:
+    """`--set` assignments by section: `["train.epochs=3", "model.embedding_dim=32"]` ->
+    {"model": {"embedding_dim": 32}, "train": {"epochs": 3}}. Values are YAML (`[8, 8]`, `null`, `{a: 1}`).
+
+    `model.KEY` is a model constructor argument and `train.KEY` a training setting, in every command
+    (the distributed track maps its own keys onto these two sections: `ctrbench.distributed.config`).
+    """
+    overrides: dict[str, dict[str, Any]] = {section: {} for section in sections}
+    for item in assignments:
+        key, sep, value = item.partition("=")
+        section, dot, name = key.partition(".")
+        if not sep or not dot or not name or section not in overrides:
+            expected = " or ".join(f"{section}.KEY=VALUE" for section in sections)
+            raise CtrbenchError(f"--set {item!r}: expected {expected}")
+        try:
+            overrides[section][name] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise CtrbenchError(f"--set {item!r}: the value is not valid YAML ({problem})") from None
+    return overrides

@@ -18,6 +18,11 @@ with tables of their own, as FuxiCTR's `required_feature_columns`.
 
 Embedding L2 regularisation follows FuxiCTR: lambda / 2 * ||W||^2 over every trainable parameter of
 this layer except the numeric MLP (see `regularized_parameters`), added to the loss by the trainer.
+
+What counts as a model's embedding parameters is defined here, once, in two senses:
+`embedding_parameters` (what training treats as embeddings: the embedding learning rate and
+regulariser) and `table_parameters` (the lookup tables alone: the embedding parameters that
+`ctrbench.flops` reports, as the Wukong paper's Table 3 counts them).
 """
 
 from __future__ import annotations
@@ -157,6 +162,28 @@ class FeatureEmbedding(nn.Module):
         for spec in self.sequence_specs:
             fields.append(self._sequence(spec, batch.sequences[spec.name]).unsqueeze(1))
         return torch.cat(fields, dim=1)
+
+
+def embedding_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """What training treats as embedding parameters (`train.embedding_learning_rate`,
+    `train.embedding_regularizer`): every `FeatureEmbedding`'s `regularized_parameters`, each once:
+    the tables, the numeric features' vectors and the pretrained projections, not the numeric MLP."""
+    params: dict[int, nn.Parameter] = {}
+    for module in model.modules():
+        if isinstance(module, FeatureEmbedding):
+            params.update((id(p), p) for p in module.regularized_parameters())
+    return list(params.values())
+
+
+def table_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The trainable lookup tables (rows x d) of every `FeatureEmbedding`, each once: the embedding
+    parameters of the paper's Table 3 (`ctrbench.flops.count_parameters`); the numeric vectors and
+    pretrained projections that `embedding_parameters` adds count as dense parameters there."""
+    tables: dict[int, nn.Parameter] = {}
+    for module in model.modules():
+        if isinstance(module, FeatureEmbedding) and module.table.weight.requires_grad:
+            tables[id(module.table.weight)] = module.table.weight
+    return list(tables.values())
 
 
 def _columns(specs: list[FeatureSpec], selected: set[str]) -> list[int]:

@@ -1,6 +1,6 @@
 """Model size and compute: the quantities of the paper's Table 3.
 
-* embedding parameters: rows x dim of the lookup tables (trainable `FeatureEmbedding.table`s);
+* embedding parameters: rows x dim of the lookup tables (`ctrbench.embedding.table_parameters`);
 * dense parameters: every other trainable parameter (MLPs, interaction weights, projections);
 * MFLOP per example: forward-pass FLOPs counted by `torch.utils.flop_counter.FlopCounterMode`
   (matrix products, 2 FLOPs per multiply-add; embedding lookups and element-wise ops count 0)
@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ctrbench.data import Batch
-from ctrbench.embedding import FeatureEmbedding
+from ctrbench.embedding import table_parameters
 
 
 @dataclass
@@ -32,8 +32,8 @@ class ModelStats:
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
     """(dense, embedding) trainable parameter counts."""
-    tables = {id(m.table.weight) for m in model.modules() if isinstance(m, FeatureEmbedding)}
-    embedding = sum(p.numel() for p in model.parameters() if id(p) in tables and p.requires_grad)
+    tables = {id(p) for p in table_parameters(model)}
+    embedding = sum(p.numel() for p in model.parameters() if id(p) in tables)
     dense = sum(p.numel() for p in model.parameters() if id(p) not in tables and p.requires_grad)
     return dense, embedding
 

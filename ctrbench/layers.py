@@ -1,8 +1,9 @@
-"""Dense building blocks shared by the model zoo."""
+"""Dense building blocks shared by the model zoo: activations, dropout, the MLP, interaction layers."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from torch import nn
@@ -113,3 +114,47 @@ class MLP(nn.Sequential):
         if x.dim() > 2:
             return super().forward(x.reshape(-1, x.shape[-1])).reshape(*x.shape[:-1], self.output_dim)
         return super().forward(x)
+
+
+class InnerProductInteraction(nn.Module):
+    """Dot products of every pair of the n embeddings of an example: the Gram matrix X X^T.
+
+    DLRM's dot interaction (`output="pairs"`: the n(n-1)/2 products <x_i, x_j> with i < j, row by row
+    of the upper triangle, no self-terms, as FuxiCTR's `InnerProductInteraction(output="inner_product")`)
+    and Wukong's full factorization machine (`output="matrix"`: all n*n entries of X X^T, row-major).
+    Both compute the full Gram matrix with one batched matmul (2 n^2 d FLOPs per example).
+
+    Args:
+        num_inputs: n, the number of embeddings per example.
+        output: "pairs" or "matrix".
+
+    Call args:
+        x: [B, n, d] embeddings.
+
+    Returns:
+        [B, n(n-1)/2] for "pairs", [B, n*n] for "matrix"; `output_dim` holds the width.
+
+    Example::
+
+        interaction = InnerProductInteraction(num_inputs=3, output="pairs")
+        x = torch.randn(8, 3, 16)
+        z = interaction(x)  # [8, 3]: <x_0, x_1>, <x_0, x_2>, <x_1, x_2> of each example
+    """
+
+    def __init__(self, num_inputs: int, output: Literal["pairs", "matrix"] = "pairs"):
+        super().__init__()
+        if output not in ("pairs", "matrix"):
+            raise unknown_name("inner product output", output, ("pairs", "matrix"))
+        self.output = output
+        self.output_dim = num_inputs * (num_inputs - 1) // 2 if output == "pairs" else num_inputs * num_inputs
+        if output == "pairs":
+            self.register_buffer("pairs", torch.triu_indices(num_inputs, num_inputs, offset=1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gram = torch.bmm(x, x.transpose(1, 2))
+        if self.output == "matrix":
+            return gram.flatten(1)
+        return gram[:, self.pairs[0], self.pairs[1]]
+
+    def extra_repr(self) -> str:
+        return f"output={self.output!r}, output_dim={self.output_dim}"

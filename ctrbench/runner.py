@@ -29,13 +29,13 @@ import numpy as np
 import polars
 import pyarrow
 import torch
-import yaml
 from filelock import FileLock, Timeout
 
 import ctrbench
 from ctrbench.config import build_dataclass, check_kwargs, load_yaml, signature_hints
 from ctrbench.data import open_splits
 from ctrbench.datasets import REPO_ROOT, dataset_names, load_dataset_config, load_feature_map
+from ctrbench.device import pick_device
 from ctrbench.errors import CtrbenchError
 from ctrbench.features import FeatureMap
 from ctrbench.flops import model_stats
@@ -68,18 +68,6 @@ class RunSpec:
         blob = json.dumps({"model": self.model, "dataset": self.dataset, "config": self.config(), "data": data_hash},
                           sort_keys=True, default=list)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-
-def parse_overrides(assignments: list[str]) -> dict[str, dict[str, Any]]:
-    """`["train.epochs=3", "model.embedding_dim=32"]` -> {"train": {"epochs": 3}, "model": {...}}."""
-    overrides: dict[str, dict[str, Any]] = {"model": {}, "train": {}}
-    for item in assignments:
-        key, sep, value = item.partition("=")
-        section, dot, name = key.partition(".")
-        if not sep or not dot or section not in overrides:
-            raise CtrbenchError(f"--set {item!r}: expected model.KEY=VALUE or train.KEY=VALUE")
-        overrides[section][name] = yaml.safe_load(value)
-    return overrides
 
 
 def model_config_entry(model: str, dataset: str, config_dir: Path | None = None) -> tuple[dict[str, Any], str]:
@@ -118,7 +106,7 @@ def _git(*args: str) -> str | None:
     return result.stdout.strip() if result.returncode == 0 else None
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     """The CPU's model name (/proc/cpuinfo on Linux), else what `platform` knows."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -140,7 +128,7 @@ def code_version() -> tuple[str | None, bool | None]:
 
 def environment(device: torch.device) -> dict[str, Any]:
     commit, dirty = code_version()
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
     return {
         "versions": {"ctrbench": ctrbench.__version__, "torch": torch.__version__, "python": platform.python_version(),
                      "polars": polars.__version__, "pyarrow": pyarrow.__version__},
@@ -148,19 +136,6 @@ def environment(device: torch.device) -> dict[str, Any]:
         "git_dirty": dirty,  # uncommitted changes to tracked files when the process started
         "device": {"type": device.type, "name": name, "threads": torch.get_num_threads()},
     }
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name != "cpu" and name.partition(":")[0] != "cuda":
-        raise CtrbenchError(f"--device {name}: expected cpu, cuda, cuda:N or auto")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise CtrbenchError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError:
-        raise CtrbenchError(f"--device {name}: expected cpu, cuda, cuda:N or auto") from None
 
 
 def build_model(spec: RunSpec, fmap: FeatureMap) -> torch.nn.Module:

@@ -28,11 +28,10 @@ from torch import nn
 
 from ctrbench.console import console
 from ctrbench.data import Batch, BatchSource
-from ctrbench.embedding import FeatureEmbedding
+from ctrbench.device import Precision
+from ctrbench.embedding import FeatureEmbedding, embedding_parameters
 from ctrbench.errors import CtrbenchError
 from ctrbench.metrics import evaluate
-
-Precision = Literal["fp32", "bf16"]
 
 
 @dataclass
@@ -98,15 +97,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def embedding_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """Parameters that count as embeddings for the regulariser and the embedding learning rate."""
-    params: dict[int, nn.Parameter] = {}
-    for module in model.modules():
-        if isinstance(module, FeatureEmbedding):
-            params.update((id(p), p) for p in module.regularized_parameters())
-    return list(params.values())
 
 
 def _split_parameters(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:

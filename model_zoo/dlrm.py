@@ -11,7 +11,7 @@ import torch
 from ctrbench.data import Batch
 from ctrbench.embedding import FeatureEmbedding
 from ctrbench.features import FeatureMap
-from ctrbench.layers import MLP
+from ctrbench.layers import MLP, InnerProductInteraction
 from model_zoo.base import CTRModel
 
 
@@ -45,20 +45,19 @@ class DLRM(CTRModel):
         self.has_dense = self.embedding.numeric_fields > 0
         self.interaction = interaction
         fields = self.embedding.num_fields
-        if interaction == "dot":
-            self.register_buffer("pairs", torch.triu_indices(fields, fields, offset=1), persistent=False)
-            top_input = self.pairs.shape[1] + (embedding_dim if self.has_dense else 0)
+        self.dot = InnerProductInteraction(fields, "pairs") if interaction == "dot" else None
+        if self.dot is not None:
+            top_input = self.dot.output_dim + (embedding_dim if self.has_dense else 0)
         else:
             top_input = fields * embedding_dim
         self.top_mlp = MLP(top_input, top_mlp_units, output_dim=1, dropout=top_mlp_dropout, batch_norm=batch_norm)
 
     def forward(self, batch: Batch) -> torch.Tensor:
         x0 = self.embedding(batch)
-        if self.interaction == "cat":
+        if self.dot is None:
             z = x0.flatten(1)
         else:
-            gram = torch.bmm(x0, x0.transpose(1, 2))
-            z = gram[:, self.pairs[0], self.pairs[1]]
+            z = self.dot(x0)
             if self.has_dense:
                 z = torch.cat([x0[:, 0], z], dim=1)
         return self.top_mlp(z).squeeze(-1)

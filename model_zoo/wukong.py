@@ -13,7 +13,7 @@ from ctrbench.data import Batch
 from ctrbench.embedding import FeatureEmbedding
 from ctrbench.errors import CtrbenchError, unknown_name
 from ctrbench.features import FeatureMap
-from ctrbench.layers import MLP
+from ctrbench.layers import MLP, InnerProductInteraction
 from model_zoo.base import CTRModel
 
 FM_VARIANTS = ("full", "optimized", "attentive")
@@ -59,7 +59,9 @@ class FactorizationMachine(nn.Module):
         self.num_inputs = num_inputs
         self.rank = rank
         self.output_dim = num_inputs * (num_inputs if variant == "full" else rank)
-        if variant == "optimized":
+        if variant == "full":
+            self.gram = InnerProductInteraction(num_inputs, "matrix")
+        elif variant == "optimized":
             self.projection = nn.Parameter(torch.empty(num_inputs, rank))
             nn.init.xavier_normal_(self.projection)
         elif variant == "attentive":
@@ -73,7 +75,7 @@ class FactorizationMachine(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.variant == "full":
-            return torch.bmm(x, x.transpose(1, 2)).flatten(1)
+            return self.gram(x)
         y = self.projection if self.variant == "optimized" else self.attentive_projection(x)
         return torch.bmm(x, torch.matmul(x.transpose(1, 2), y)).flatten(1)
 

@@ -2,10 +2,10 @@ import json
 
 import pytest
 
-from ctrbench.config import load_yaml
+from ctrbench.config import load_yaml, parse_overrides
 from ctrbench.datasets import REPO_ROOT
 from ctrbench.errors import CtrbenchError
-from ctrbench.runner import parse_overrides, resolve_spec
+from ctrbench.runner import resolve_spec
 
 
 def test_model_config_typo_suggests_closest(tmp_path):

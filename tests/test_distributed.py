@@ -217,7 +217,29 @@ def test_config_is_validated_with_the_key_at_fault(tmp_path):
         (["model_params.embeding_dim=4"], "model_params: unknown key 'embeding_dim'"),
         (["sharding={c1: diagonal}"], "sharding.c1: expected 'data_parallel' | 'table_wise'"),
         (["warmup_fraction=2"], "warmup_fraction must be in [0, 1]"),
-        (["train.epochs=2"], "only model_params.NAME reaches into a section"),
+    ]:
+        with pytest.raises(CtrbenchError, match=re.escape(message)):
+            load_config(path, overrides)
+
+
+def test_set_takes_every_commands_section_form_and_the_older_one_alike(tmp_path):
+    """`--set model.KEY=V` is a model argument and `train.KEY=V` any other key, as `ctrbench train` reads
+    them; the track's older `KEY=V` and `model_params.KEY=V` mean the same."""
+    path = tmp_path / "run.yaml"
+    path.write_text("model: dlrm\ndata_dir: data/x\nmodel_params: {embedding_dim: 8}\n")
+    new = load_config(path, ["train.max_steps=5", "model.top_mlp_units=[4]", "train.sharding={c1: table_wise}"])
+    old = load_config(path, ["max_steps=5", "model_params.top_mlp_units=[4]", "sharding={c1: table_wise}"])
+    assert new == old
+    assert (new.max_steps, new.model_params, new.sharding) == (5, {"embedding_dim": 8, "top_mlp_units": (4,)},
+                                                               {"c1": "table_wise"})
+    mixed = load_config(path, ["train.max_steps=5", "max_steps=7", "model_params.embedding_dim=2", "model.embedding_dim=4"])
+    assert (mixed.max_steps, mixed.model_params) == (7, {"embedding_dim": 4})  # the last assignment wins
+    for overrides, message in [
+        (["train.epochs=2"], "run.yaml: unknown key 'epochs'"),  # a single-node key the track does not have
+        (["model.embeding_dim=4"], "model_params: unknown key 'embeding_dim' (did you mean 'embedding_dim'?)"),
+        (["data.dir=x"], "--set 'data.dir=x': expected model.KEY=VALUE or train.KEY=VALUE"),
+        (["train.model_params={embedding_dim: 4}"], "set the model's arguments one by one, e.g. --set model.embedding_dim=64"),
+        (["max_steps"], "--set 'max_steps': expected model.KEY=VALUE or train.KEY=VALUE"),
     ]:
         with pytest.raises(CtrbenchError, match=re.escape(message)):
             load_config(path, overrides)
@@ -293,7 +315,7 @@ def runs(tmp_path_factory):
     a, b_stopped, b, logistic_result, replicated, table_wise, criteo_result, half = json.loads(
         (root / "out.json").read_text())
     single = subprocess.run(
-        [sys.executable, "-m", "ctrbench.distributed.train", "--config", str(mixed), "--set", f"output_dir={root / 'S'}"],
+        [sys.executable, "-m", "ctrbench.distributed.train", "--config", str(mixed), "--set", f"train.output_dir={root / 'S'}"],
         cwd=root, env=_environment(), capture_output=True, text=True, timeout=600)
     _check(single)
     return {"A": a, "B_stopped": b_stopped, "B": b, "L": logistic_result, "DP": replicated, "TW": table_wise,

@@ -7,7 +7,8 @@ import torch
 
 from ctrbench.data import InMemory, load_split
 from ctrbench.flops import model_stats
-from ctrbench.runner import parse_overrides, resolve_spec
+from ctrbench.config import parse_overrides
+from ctrbench.runner import resolve_spec
 from ctrbench.train import fit, seed_everything
 from model_zoo import MODELS, TABLE2_MODELS
 

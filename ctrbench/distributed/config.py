@@ -5,8 +5,11 @@
     data_dir: data/criteo                # a processed dataset (`ctrbench preprocess criteo ...`)
     batch_size: 131072                   # global: every step trains on batch_size / world_size rows per rank
 
-Every other key has its default below (the paper's Criteo TB setup, Appendix A). `--set KEY=VALUE`
-on the command line overrides a key (`--set model_params.embedding_dim=64` reaches into model_params).
+Every other key has its default below (the paper's Criteo TB setup, Appendix A). The command line's
+`--set` overrides keys in the form every ctrbench command takes (`ctrbench.config.parse_overrides`):
+`--set model.embedding_dim=64` sets a model constructor argument (a key of model_params) and
+`--set train.max_steps=100` any other key of this config. The track's older forms, `--set max_steps=100`
+and `--set model_params.embedding_dim=64`, are accepted as aliases.
 """
 
 from __future__ import annotations
@@ -15,13 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
-from ctrbench.config import build_dataclass, check_kwargs, load_yaml, signature_hints
+from ctrbench.config import build_dataclass, check_kwargs, load_yaml, parse_overrides, signature_hints
+from ctrbench.device import TablePrecision
 from ctrbench.errors import CtrbenchError
 from model_zoo import get_model_class
 
-Precision = Literal["fp32", "fp16", "bf16"]
 ShardingType = Literal["data_parallel", "table_wise", "row_wise", "column_wise", "table_row_wise",
                        "table_column_wise"]
 
@@ -43,8 +44,8 @@ class DistributedConfig:
     warmup_fraction: float = 0.1  # linear warm-up of both learning rates over this share of the steps
     sharding: dict[str, ShardingType] = field(default_factory=dict)  # table ("*": all others) -> type; else planner
     column_shard_dim: int | None = None  # width of column-wise shards; None: torchrec's default (128)
-    embedding_precision: Precision = "fp32"  # storage of the embedding tables
-    comm_precision: Precision = "fp32"  # embedding all-to-alls, forward and backward
+    embedding_precision: TablePrecision = "fp32"  # storage of the embedding tables
+    comm_precision: TablePrecision = "fp32"  # embedding all-to-alls, forward and backward
     checkpoint_dir: str | None = None  # resume from here when it holds a checkpoint
     checkpoint_every: int = 0  # steps between checkpoints; 0: only at the end of the pass / session
     log_every: int = 100  # steps between loss lines (and entries of the result's loss history)
@@ -73,19 +74,27 @@ class DistributedConfig:
             raise CtrbenchError(f"checkpoint_every must be >= 0, got {self.checkpoint_every}")
 
 
+def single_node_form(item: str) -> str:
+    """An assignment in the form of every command: the older `KEY=VALUE` becomes `train.KEY=VALUE` and
+    `model_params.KEY=VALUE` becomes `model.KEY=VALUE`; anything else is returned as it is."""
+    key, sep, text = item.partition("=")
+    section, dot, name = key.partition(".")
+    if sep and key and not dot:
+        return f"train.{item}"
+    if sep and dot and section == "model_params":
+        return f"model.{name}={text}"
+    return item
+
+
 def apply_overrides(values: dict[str, Any], assignments: list[str]) -> dict[str, Any]:
-    """`["max_steps=100", "model_params.embedding_dim=32"]` applied to a config mapping (a copy)."""
-    values = {**values, "model_params": dict(values.get("model_params") or {})}
-    for item in assignments:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise CtrbenchError(f"--set {item!r}: expected KEY=VALUE, e.g. --set max_steps=100")
-        section, dot, name = key.partition(".")
-        if dot and section != "model_params":
-            raise CtrbenchError(f"--set {item!r}: only model_params.NAME reaches into a section")
-        target = values["model_params"] if dot else values
-        target[name if dot else key] = yaml.safe_load(text)
-    return values
+    """`["train.max_steps=100", "model.embedding_dim=32"]` (or the older `max_steps=100`,
+    `model_params.embedding_dim=32`) applied to a config mapping (a copy)."""
+    overrides = parse_overrides([single_node_form(item) for item in assignments])
+    if "model_params" in overrides["train"]:
+        raise CtrbenchError("--set train.model_params=...: set the model's arguments one by one, "
+                            "e.g. --set model.embedding_dim=64")
+    return {**values, **overrides["train"],
+            "model_params": {**(values.get("model_params") or {}), **overrides["model"]}}
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> DistributedConfig:

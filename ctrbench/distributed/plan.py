@@ -55,8 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ctrbench.distributed.plan",
                                      description="Show the sharding plan and embedding memory per GPU for a cluster.")
     parser.add_argument("--config", required=True, type=Path, help="run config (YAML) of ctrbench.distributed.train")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key, e.g. --set 'sharding={\"*\": row_wise}'")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override a config key, e.g. --set 'train.sharding={\"*\": row_wise}' "
+                             "(the older KEY=VALUE form works too)")
     parser.add_argument("--gpus", type=int, required=True, help="GPUs in all (torchrun's world size)")
     parser.add_argument("--gpus-per-host", type=int, default=8, help="GPUs per host (default 8)")
     parser.add_argument("--gpu-memory-gb", type=float, default=80.0, help="memory per GPU in GB (default 80)")

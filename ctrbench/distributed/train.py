@@ -31,6 +31,7 @@ from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 from torchrec.types import DataType
 
 from ctrbench.data import Batch, prefetch
+from ctrbench.device import pick_device
 from ctrbench.distributed.checkpoint import Checkpoints
 from ctrbench.distributed.config import DistributedConfig, load_config
 from ctrbench.distributed.data import RankShare, SparseBatch
@@ -45,13 +46,9 @@ from ctrbench.console import console
 DATA_TYPES = {"fp32": DataType.FP32, "fp16": DataType.FP16, "bf16": DataType.BF16}
 
 
-def pick_device(name: str) -> torch.device:
+def local_device(name: str) -> torch.device:
     """This process's device: GPU LOCAL_RANK when CUDA is used, else the CPU."""
-    if name == "cuda" and not torch.cuda.is_available():
-        raise CtrbenchError("device: cuda was asked for but CUDA is not available; use device: cpu or auto")
-    if name == "cpu" or not torch.cuda.is_available():
-        return torch.device("cpu")
-    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return pick_device(name, local_rank=int(os.environ.get("LOCAL_RANK", 0)), option="device:")
 
 
 def _check(config: DistributedConfig, world_size: int, device: torch.device, stop_after: int | None) -> None:
@@ -122,7 +119,7 @@ def run(config: DistributedConfig, group: dist.ProcessGroup | None = None,
     """
     group = group or dist.group.WORLD
     rank, world_size = dist.get_rank(group), dist.get_world_size(group)
-    device = pick_device(config.device)
+    device = local_device(config.device)
     _check(config, world_size, device, stop_after)
     local_batch = config.batch_size // world_size
     fmap = FeatureMap.load(config.data_dir)
@@ -246,8 +243,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ctrbench.distributed.train",
                                      description="Train a zoo model with sharded embeddings (launch with torchrun).")
     parser.add_argument("--config", required=True, type=Path, help="run config (YAML), e.g. distributed_configs/criteo_dlrm.yaml")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key, e.g. --set max_steps=100 --set model_params.embedding_dim=64")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override a config key, e.g. --set train.max_steps=100 --set model.embedding_dim=64 "
+                             "(the older KEY=VALUE and model_params.KEY=VALUE forms work too)")
     parser.add_argument("--stop-after", type=int, default=None, metavar="STEPS",
                         help="checkpoint and exit after this many steps (job time limits); rerun to resume")
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
@@ -255,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet_libraries()
     try:
         config = load_config(args.config, args.overrides)
-        device = pick_device(config.device)
+        device = local_device(config.device)
         if device.type == "cuda":
             torch.cuda.set_device(device)
         backend = "nccl" if device.type == "cuda" else "gloo"
