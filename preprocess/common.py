@@ -72,6 +72,9 @@ LABEL = "label"
 SPLITS = ("train", "valid", "test")
 SEQUENCE_SEPARATOR = "^"  # joins the items of a sequence in the BARS CSV files
 MAX_COUNTED_ID = 1 << 24  # values are counted in an array up to this id (128 MiB), beyond by a hash table
+# The smallest id written with k digits (k = 0..20: none with 0, and none of 20, beyond int64) and how many there are.
+CANONICAL_LOWEST = np.array([1, 0, *10 ** np.arange(1, 19, dtype=np.uint64), 0], dtype=np.uint64)
+CANONICAL_SPAN = np.array([0, 10, *9 * 10 ** np.arange(1, 18, dtype=np.uint64), 2**63 - 10**18, 0], dtype=np.uint64)
 
 Keep = Literal["recent", "oldest"]  # which end of a sequence survives truncation to max_len
 
@@ -723,9 +726,9 @@ def integer_ids(values: pl.Series) -> np.ndarray:
         ids = values.cast(pl.Int64, strict=False).fill_null(-1).to_numpy()
         return np.maximum(ids, -1)
     ids = values.str.to_integer(strict=False).fill_null(-1).to_numpy()
-    digits = np.minimum(values.str.len_bytes().fill_null(0).to_numpy(), 19)  # canonical text: as many bytes as digits
-    lowest = np.concatenate([[1, 0], 10 ** np.arange(1, 19, dtype=np.int64)])  # of k digits (none of 0)
-    canonical = (ids >= lowest[digits]) & ((digits == 19) | (ids < lowest[np.minimum(digits + 1, 19)]))
+    digits = np.minimum(values.str.len_bytes().fill_null(0).to_numpy(), 20)  # canonical text: as many bytes as digits
+    # ids of k digits are lowest[k] + 0 .. span[k] - 1 (unsigned: -1 wraps to beyond every span)
+    canonical = ids.view(np.uint64) - CANONICAL_LOWEST[digits] < CANONICAL_SPAN[digits]
     return np.where(canonical, ids, -1)
 
 
@@ -783,13 +786,13 @@ class Vocabulary:
         if table is None:
             return self.encode(values).to_numpy()
         ids = integer_ids(values) if ids is None else ids
-        return table[np.where(ids >= 0, np.minimum(ids, len(table) - 1), len(table) - 1)]
+        return table[np.minimum(ids.view(np.uint64), len(table) - 1)]  # -1 (not an id) becomes the largest
 
     @functools.cached_property
     def integer_table(self) -> np.ndarray | None:
         """Index of every id 0..max as an array (OOV where absent, and in one last row for values that
         are not ids), when the values are non-negative integers (or their canonical decimal text) and
-        the array is at most 4 entries per value (plus 1M); else None."""
+        the array is at most 4 entries per value or MAX_COUNTED_ID entries (64 MiB); else None."""
         values = self.values
         if values.dtype == pl.String:
             if not values.str.contains(r"^(0|[1-9][0-9]{0,17})$").all():
@@ -798,7 +801,7 @@ class Vocabulary:
         elif not values.dtype.is_integer():
             return None
         ids = values.to_numpy().astype(np.int64, copy=False)
-        if len(ids) == 0 or ids.min() < 0 or ids.max() >= 4 * len(ids) + (1 << 20):
+        if len(ids) == 0 or ids.min() < 0 or ids.max() >= max(4 * len(ids), MAX_COUNTED_ID):
             return None
         table = np.full(int(ids.max()) + 2, OOV_INDEX, dtype=np.int32)
         table[ids] = np.arange(FIRST_VALUE_INDEX, self.size, dtype=np.int32)
@@ -958,40 +961,65 @@ class Feature:
         return self.column or self.name
 
 
-def count_values(train: pl.LazyFrame, column: str, sequence: bool) -> pl.DataFrame:
-    """(`value`, `count`) of a column's values (or a sequence column's items) over the train rows, nulls and
-    empty items left out. `^`-joined histories are counted by `count_joined_ids`; other columns by one
-    streaming group_by."""
-    dtype = train.collect_schema()[column]
-    if sequence and dtype == pl.String:
-        return count_joined_ids(train, column)
-    values = pl.col(column).explode() if sequence else pl.col(column)
-    return (train.select(values.alias("value")).drop_nulls().group_by("value").agg(pl.len().alias("count"))
-            .collect(engine="streaming"))
+def count_values(train: pl.LazyFrame, queries: Sequence[tuple[str, bool]]) -> dict[tuple[str, bool], pl.DataFrame]:
+    """(`value`, `count`) of each queried column's values (or, for `(column, True)`, a sequence column's items)
+    over the train rows, nulls and empty items left out. The `^`-joined histories are counted together, in one
+    pass over the rows (`count_joined_ids`); other columns one at a time by a streaming group_by."""
+    schema = train.collect_schema()
+    joined = list(dict.fromkeys(column for column, sequence in queries if sequence and schema[column] == pl.String))
+    counts = {(column, True): frame for column, frame in count_joined_ids(train, joined).items()}
+    for column, sequence in queries:
+        if (column, sequence) not in counts:
+            values = pl.col(column).explode() if sequence else pl.col(column)
+            counts[column, sequence] = (train.select(values.alias("value")).drop_nulls().group_by("value")
+                                        .agg(pl.len().alias("count")).collect(engine="streaming"))
+    return counts
 
 
-def count_joined_ids(train: pl.LazyFrame, column: str, rows_per_batch: int = 50_000) -> pl.DataFrame:
-    """`count_values` of a `^`-joined text column, read batch by batch. Its items that are ids
-    (`integer_ids`) are counted in an array (np.bincount): a group_by over a million distinct texts cost
-    more than splitting the histories. Other items go through polars's value_counts. An id counted by
-    number is written back as its canonical text, the only form `integer_ids` accepts: the same text."""
-    by_id, others = np.zeros(0, dtype=np.int64), []
-    for batch in train.select(column).collect_batches(chunk_size=rows_per_batch):
-        items = batch[column].drop_nulls().str.split(SEQUENCE_SEPARATOR).explode(empty_as_null=False)
-        items = items.filter(items.str.len_bytes() > 0)
-        ids = integer_ids(items)
-        counted = (ids >= 0) & (ids < MAX_COUNTED_ID)
-        found = np.bincount(ids[counted])
-        if len(found) > len(by_id):
-            by_id = np.concatenate([by_id, np.zeros(len(found) - len(by_id), dtype=np.int64)])
-        by_id[:len(found)] += found
-        rest = items.filter(pl.Series(~counted))
-        if len(rest):
-            others.append(rest.rename("value").value_counts(name="count"))
-    present = np.flatnonzero(by_id)
-    frames = [pl.DataFrame({"value": pl.Series(present).cast(pl.String), "count": by_id[present]}), *others]
-    counts = pl.concat([frame.cast({"count": pl.get_index_type()}) for frame in frames])
-    return counts.group_by("value").agg(pl.col("count").sum()) if others else counts
+def count_joined_ids(train: pl.LazyFrame, columns: Sequence[str], rows_per_batch: int = 50_000) -> dict[str, pl.DataFrame]:
+    """`count_values` of `^`-joined text columns, read together batch by batch. Their items that are ids
+    (`integer_ids`) are counted in an array per column (np.bincount): a group_by over a million distinct
+    texts cost more than splitting the histories. Other items go through polars's value_counts. An id
+    counted by number is written back as its canonical text, the only form `integer_ids` accepts: the same
+    text."""
+    by_id = {column: np.zeros(0, dtype=np.int64) for column in columns}
+    others: dict[str, list[pl.DataFrame]] = {column: [] for column in columns}
+    batches = train.select(columns).collect_batches(chunk_size=rows_per_batch) if columns else ()
+    for batch in batches:
+        for column in columns:
+            items, _ = sequence_items(batch[column])
+            ids = integer_ids(items)
+            counted = (ids >= 0) & (ids < MAX_COUNTED_ID)
+            found = np.bincount(ids[counted])
+            if len(found) > len(by_id[column]):
+                by_id[column] = np.concatenate([by_id[column], np.zeros(len(found) - len(by_id[column]), np.int64)])
+            by_id[column][:len(found)] += found
+            rest = items.filter(pl.Series(~counted))
+            if len(rest):
+                others[column].append(rest.rename("value").value_counts(name="count"))
+    counts = {}
+    for column in columns:
+        present = np.flatnonzero(by_id[column])
+        frames = [pl.DataFrame({"value": pl.Series(present).cast(pl.String), "count": by_id[column][present]}),
+                  *others[column]]
+        frame = pl.concat([frame.cast({"count": pl.get_index_type()}) for frame in frames])
+        counts[column] = frame.group_by("value").agg(pl.col("count").sum()) if others[column] else frame
+    return counts
+
+
+def sequence_items(column: pl.Series) -> tuple[pl.Series, np.ndarray]:
+    """A batch of a sequence column (`^`-joined text or lists) as its items, oldest first, in one flat series,
+    and each row's number of items. Null rows have none; empty text items ("", "1^^2", "^1") are dropped."""
+    lists = column.str.split(SEQUENCE_SEPARATOR) if column.dtype == pl.String else column
+    items = lists.explode(empty_as_null=False, keep_nulls=False)
+    lengths = lists.list.len().fill_null(0).to_numpy().astype(np.int64)
+    if column.dtype == pl.String:
+        empty = items.str.len_bytes().to_numpy() == 0
+        if empty.any():
+            rows = np.repeat(np.arange(len(column)), lengths)[~empty]
+            lengths = np.bincount(rows, minlength=len(column))
+            items = items.filter(pl.Series(~empty))
+    return items, lengths
 
 
 def encode_sequence(column: pl.Series, vocabularies: Sequence[Vocabulary], max_len: int,
@@ -999,28 +1027,19 @@ def encode_sequence(column: pl.Series, vocabularies: Sequence[Vocabulary], max_l
     """A batch of a sequence column (`^`-joined text or lists) -> for each vocabulary, exactly `max_len`
     int32 indices per row: truncated keeping the most recent (last) or the oldest (first) `max_len`
     items, then padded with 0 at the front. The column is split once, however many vocabularies encode
-    it; the items of all rows are encoded at once (`Vocabulary.lookup`) and placed in a matrix."""
-    if column.dtype == pl.String:
-        lists = column.fill_null("").str.split(SEQUENCE_SEPARATOR)
-    else:
-        lists = column.fill_null([])
-    items = lists.explode(empty_as_null=False)
-    rows = np.repeat(np.arange(len(column)), lists.list.len().to_numpy())
-    present = np.flatnonzero(items.str.len_bytes().to_numpy() > 0 if column.dtype == pl.String
-                             else np.ones(len(items), dtype=bool))  # empty text items are dropped
-    rows = rows[present]
-    counts = np.bincount(rows, minlength=len(column))
-    kept = np.minimum(counts, max_len)
-    position = np.arange(len(rows)) - (np.cumsum(counts) - counts)[rows]  # of the item in its sequence
-    if keep == "recent":
-        position -= (counts - kept)[rows]
-    use = (position >= 0) & (position < kept[rows])
-    rows, columns, present = rows[use], (max_len - kept[rows] + position)[use], present[use]
+    it; the items of all rows are encoded at once (`Vocabulary.lookup`) and placed in a matrix by one
+    boolean mask (row i's last `kept[i]` cells, filled in row-major order: the rows' items in order)."""
+    items, lengths = sequence_items(column)
+    kept = np.minimum(lengths, max_len)
+    if (kept < lengths).any():
+        first = np.cumsum(lengths) - lengths + (lengths - kept if keep == "recent" else 0)
+        items = items.gather(window_rows(first, kept)[1])
     ids = integer_ids(items) if any(v.integer_table is not None for v in vocabularies) else None
+    filled = np.arange(max_len) >= (max_len - kept)[:, None]
     encoded = []
     for vocabulary in vocabularies:
         matrix = np.full((len(column), max_len), PADDING_INDEX, dtype=np.int32)
-        matrix[rows, columns] = vocabulary.lookup(items, ids)[present]
+        matrix[filled] = vocabulary.lookup(items, ids)
         encoded.append(pl.Series(column.name, matrix).cast(pl.List(pl.Int32)))
     return encoded
 
@@ -1040,8 +1059,7 @@ def fit_vocabularies(train: pl.LazyFrame, features: Sequence[Feature]) -> dict[s
         for feature in [owner, *[f for f in features if f.share_embedding == owner.name]]:
             queries.append((feature.source, feature.type == "sequence"))
             owner_of.append(owner.name)
-    # A column several features use is counted once; one at a time: memory of one count.
-    counted = {query: count_values(train, *query) for query in dict.fromkeys(queries)}
+    counted = count_values(train, list(dict.fromkeys(queries)))  # a column several features use: counted once
     counts = [counted[query] for query in queries]
     vocabularies = {}
     for owner in owners:

@@ -275,9 +275,10 @@ def test_encode_sequence_truncates_and_front_pads(keep, expected):
 def test_integer_lookup_matches_the_hash_map():
     """Vocabularies of ids take an array lookup (built once); any value, id or not, gets what `encode` gives."""
     text = Vocabulary(pl.Series(["7", "0", "12", "3"]))
-    values = pl.Series(["7", "07", "+7", "-7", " 7", "0", "-0", "12", "13", "99999999999999999999", "", None, "3"])
+    values = pl.Series(["7", "07", "+7", "-7", " 7", "0", "-0", "12", "13", "99999999999999999999", "", None, "3",
+                        "09223372036854775807"])
     assert text.integer_table is not None
-    assert text.lookup(values).tolist() == text.encode(values).to_list() == [2, 1, 1, 1, 1, 3, 1, 4, 1, 1, 1, 1, 5]
+    assert text.lookup(values).tolist() == text.encode(values).to_list() == [2, 1, 1, 1, 1, 3, 1, 4, 1, 1, 1, 1, 5, 1]
     numbers = Vocabulary(pl.Series([7, 0, 12]))
     values = pl.Series([7, -7, 0, 12, 13, None, 1 << 40])
     assert numbers.lookup(values).tolist() == numbers.encode(values).to_list() == [2, 1, 3, 4, 1, 1, 1]
@@ -285,17 +286,24 @@ def test_integer_lookup_matches_the_hash_map():
         vocab = Vocabulary(pl.Series(other))
         assert vocab.integer_table is None
         assert vocab.lookup(pl.Series(other)).tolist() == list(range(2, 2 + len(other)))
+    sparse = Vocabulary(pl.Series(["3199999", "5"]))  # few ids up to 3.2M (KuaiVideo's item_id): still an array
+    assert sparse.integer_table is not None and sparse.lookup(pl.Series(["5", "3199999", "6"])).tolist() == [3, 2, 1]
 
 
 @pytest.mark.parametrize("rows_per_batch", [2, 100])
 def test_joined_ids_are_counted_by_array_and_other_text_by_hash(rows_per_batch):
-    text = pl.LazyFrame({"s": ["7^07^7", None, "^x^7", "12^", "+7^x", "99999999999999999999"]})
-    counts = count_joined_ids(text, "s", rows_per_batch).sort("value")
-    assert dict(counts.iter_rows()) == {"+7": 1, "07": 1, "12": 1, "7": 3, "x": 2, "99999999999999999999": 1}
-    assert counts.schema == {"value": pl.String, "count": pl.get_index_type()}
-    assert count_values(text, "s", sequence=True).sort("value").equals(counts)  # the text path
+    text = pl.LazyFrame({"s": ["7^07^7", None, "^x^7", "12^", "+7^x", "99999999999999999999"],
+                         "t": ["3^3", "", "3", None, "4^^", "x"]})
+    counts = count_joined_ids(text, ["s", "t"], rows_per_batch)  # both columns in one pass
+    assert dict(counts["s"].sort("value").iter_rows()) == {"+7": 1, "07": 1, "12": 1, "7": 3, "x": 2,
+                                                           "99999999999999999999": 1}
+    assert dict(counts["t"].sort("value").iter_rows()) == {"3": 3, "4": 1, "x": 1}
+    assert counts["s"].schema == {"value": pl.String, "count": pl.get_index_type()}
+    both = count_values(text, [("s", True), ("t", False)])  # the text path for the sequence, group_by for the other
+    assert both["s", True].sort("value").equals(counts["s"].sort("value"))
+    assert both["t", False].sort("value").rows() == [("", 1), ("3", 1), ("3^3", 1), ("4^^", 1), ("x", 1)]
     lists = pl.LazyFrame({"s": [[5, 5, -1], None, [], [None, 5, 1 << 40]]})
-    assert count_values(lists, "s", sequence=True).sort("value").rows() == [(-1, 1), (5, 3), (1 << 40, 1)]
+    assert count_values(lists, [("s", True)])["s", True].sort("value").rows() == [(-1, 1), (5, 3), (1 << 40, 1)]
 
 
 def test_shared_vocabulary_keeps_a_value_frequent_in_one_column():
