@@ -28,8 +28,10 @@ from ctrbench.datasets import REPO_ROOT, load_dataset_config
 from ctrbench.errors import CtrbenchError
 from ctrbench.features import FeatureMap, sha256_file
 from preprocess import PreprocessOptions
+from preprocess.common import BadRows
 from preprocess.criteo import (CATEGORICAL_FEATURES, COLUMNS, INTEGER_FEATURES, LABEL, EncodingRules, KaggleRules,
-                               ParquetSink, ValueCounter, convert_kaggle, convert_terabyte, kaggle_split, load_rules)
+                               LineBlocks, ParquetSink, ValueCounter, _parse_block, convert_kaggle, convert_terabyte,
+                               kaggle_split, load_rules, read_rows)
 from preprocess.criteo_synthetic import CriteoGenerator, write_release
 
 HASH = EncodingRules(encoding="hash", table_size=10, table_sizes={"C2": 7})
@@ -146,17 +148,17 @@ def test_frequency_vocabulary_counts_train_days_only(tmp_path):
 
 def test_value_counter_merges_exactly():
     rng = np.random.default_rng(0)
-    blocks = [pl.DataFrame({name: pl.Series(rng.integers(0, 50, size=300), dtype=pl.UInt32)
-                            for name in CATEGORICAL_FEATURES}) for _ in range(5)]
+    blocks = [rng.integers(-1, 50, size=(len(CATEGORICAL_FEATURES), 300)) for _ in range(5)]  # -1: missing
     counter = ValueCounter(min_merge=1)  # merge after every block
     for block in blocks:
         counter.add(block)
     vocabularies = counter.vocabularies(EncodingRules(encoding="frequency", table_size=None, min_count=1))
-    column = pl.concat(blocks)["C7"]
+    ids = np.concatenate([block[6] for block in blocks])
+    column = pl.Series("C7", ids[ids >= 0])
     expected = column.value_counts().sort(["count", "C7"], descending=[True, False])["C7"].to_list()
     vocab = vocabularies["C7"]
     assert vocab.ids[np.argsort(vocab.indices)].tolist() == expected
-    assert vocab.encode(pl.Series([expected[0], None, 999], dtype=pl.UInt32)).to_list() == [2, 1, 1]
+    assert vocab.encode(np.array([expected[0], -1, 999])).tolist() == [2, 1, 1]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -531,3 +533,29 @@ def test_bad_edge_lines_stop_with_the_same_message(tmp_path, bad):
     with pytest.raises(CtrbenchError) as error:
         convert_terabyte(raw, tmp_path / "out", HASH, STOP)
     assert str(error.value) == f"{raw / 'day_5.gz'}:2: {BAD_EDGE_LINES[bad]}; fix the file or pass --skip-bad-rows"
+
+
+def test_fast_parser_agrees_with_the_careful_path_on_mutated_lines(tmp_path):
+    """Generated lines with random bytes replaced, inserted or deleted: every line the fast parser takes
+    gets the careful path's values, and the others are judged by the careful path."""
+    rng = np.random.default_rng(7)
+    text = bytearray(("\n".join(CriteoGenerator(seed=9).lines(3_000, rng).to_list()) + "\n").encode())
+    alphabet = np.frombuffer(b"0123456789abcdefABCDEFxX+- \t\r\n\"\xc3\xa9", dtype=np.uint8)
+    for position in sorted(rng.choice(len(text) - 1, size=600, replace=False), reverse=True):
+        action = rng.integers(3)
+        if action == 0:
+            text[position] = alphabet[rng.integers(len(alphabet))]
+        elif action == 1:
+            text.insert(position, alphabet[rng.integers(len(alphabet))])
+        else:
+            del text[position]
+    path = tmp_path / "day_0"
+    path.write_bytes(bytes(text))
+    fast_policy, careful_policy = BadRows(skip=True), BadRows(skip=True)
+    fast = list(read_rows(LineBlocks(path, block_bytes=1 << 14), fast_policy, "reading"))
+    lines = np.arange(1, text.count(b"\n") + 1)
+    careful = _parse_block(bytes(text), path, lines, careful_policy)
+    assert sum(len(rows.lines) for rows in fast) == len(careful.lines) > 2_000
+    assert fast_policy.skipped == careful_policy.skipped and careful_policy.total > 200
+    for name in ("lines", "label", "numeric", "ids"):
+        assert np.array_equal(np.concatenate([getattr(rows, name) for rows in fast], axis=-1), getattr(careful, name))
