@@ -19,7 +19,7 @@ import json
 import os
 import sys
 
-from benchmarks.run import REPO, load_average, run_measured
+from benchmarks.measure import REPO, load_average, run_measured
 from ctrbench.features import FeatureMap, atomic_write_text
 from ctrbench.runner import code_version, cpu_name
 

@@ -2,8 +2,9 @@
 
     FXVENV/bin/python benchmarks/fuxictr_side.py JOB.json
 
-JOB.json says what to run (written by `benchmarks/run.py`, which reads the last stdout line back as
-JSON). This file imports only the standard library, numpy, torch and fuxictr 2.3.10, because
+JOB.json says what to run (built by the parts in `benchmarks/parts/` with `benchmarks/fuxictr_bridge.py`,
+which puts our data and configs in FuxiCTR's formats; `benchmarks.measure.run_worker` reads the last
+stdout line back as JSON). This file imports only the standard library, numpy, torch and fuxictr 2.3.10, because
 FuxiCTR cannot share an environment with ctrbench (it needs polars < 2 and installs a top-level
 `model_zoo` package). FuxiCTR's wheel has no models: `model_zoo_dir` names a folder holding
 DLRM.py, DCNv2.py and xDeepFM.py fetched from github.com/reczoo/FuxiCTR (model_zoo/<Model>/src/);

@@ -60,7 +60,7 @@ from typing import Any, Literal
 
 import torch
 
-from benchmarks.run import matmul_peak_gflops
+from benchmarks.measure import matmul_peak_gflops
 from ctrbench.config import parse_overrides
 from ctrbench.datasets import load_dataset_config
 from ctrbench.device import pick_device

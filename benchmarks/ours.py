@@ -2,8 +2,8 @@
 
     python -m benchmarks.ours JOB.json
 
-prints one JSON line. `benchmarks/run.py` starts one process per measurement (so each process's peak
-memory is its own) and alternates them with FuxiCTR's.
+prints one JSON line. The benchmark starts one process per measurement (`benchmarks.measure.Workers`, so
+each process's peak memory is its own) and alternates them with FuxiCTR's.
 
 The training job uses what `ctrbench train` uses: `load_split` + `InMemory` batches, the model from
 the zoo, `make_optimizer` and `train_step` from `ctrbench.train`; inference is `ctrbench.train.predict`.

@@ -14,17 +14,17 @@ import torch
 
 from benchmarks import ours
 from benchmarks.report import paired_ratios, render, spread
-from benchmarks.run import (
+from benchmarks.fuxictr_bridge import (
     FUXICTR_DLRM_NUMERIC,
     export_for_fuxictr,
     fuxictr_cannot_run,
     fuxictr_params,
-    matmul_peak_gflops,
-    run_measured,
-    run_worker,
-    scaling_point,
-    train_jobs,
+    preprocess_job,
+    write_csvs,
 )
+from benchmarks.measure import matmul_peak_gflops, run_measured, run_worker
+from benchmarks.parts.scaling import scaling_point
+from benchmarks.parts.train import train_jobs
 from ctrbench.data import load_split
 from ctrbench.errors import CtrbenchError
 from ctrbench.features import DatasetWriter, FeatureMap, FeatureSpec, to_parquet_frame
@@ -45,8 +45,14 @@ def write_mixed_dataset(directory, rows: int = 40) -> FeatureMap:
 
 
 def test_matmul_peak_is_flops_over_best_time():
-    gflops = matmul_peak_gflops((64, 32, 16), repeats=2)
-    assert np.isfinite(gflops) and gflops > 0
+    """2 m k n FLOPs over the shortest timed call. A clock that makes the three timed calls last 0.5 s,
+    0.25 s and 0.4 s: [64, 32] x [32, 16] is 2 * 64 * 32 * 16 = 65,536 FLOPs, so 65,536 / 0.25 = 262,144
+    FLOP/s = 0.000262144 GFLOP/s (the untimed first call reads no clock)."""
+    ticks = iter([10.0, 10.5, 11.0, 11.25, 12.0, 12.4])
+    assert matmul_peak_gflops((64, 32, 16), repeats=3, clock=lambda: next(ticks)) == 262_144 / 1e9
+    assert next(ticks, None) is None  # two clock reads per timed call, none else
+    ticks = iter([0.0, 2.0, 5.0, 6.0])  # 2 s then 1 s: the best is the later one
+    assert matmul_peak_gflops((10, 20, 30), repeats=2, clock=lambda: next(ticks)) == 12_000 / 1.0 / 1e9
 
 
 def test_spread_and_paired_ratios_by_hand():
@@ -72,6 +78,21 @@ def test_export_for_fuxictr_keeps_indices_values_and_vocabularies(tmp_path):
     np.testing.assert_array_equal(arrays["item"], batch.categorical[:, 1].numpy())
     np.testing.assert_array_equal(arrays["price"], batch.numeric[:, 0].numpy())
     np.testing.assert_array_equal(arrays["label"], batch.label.numpy())
+
+
+def test_csvs_for_fuxictr_preprocessing_take_the_fields_from_the_feature_map(tmp_path):
+    fmap = write_mixed_dataset(tmp_path / "mixed")
+    with pytest.raises(CtrbenchError, match=r"features \['price'\] are not categorical"):
+        write_csvs(fmap, tmp_path / "csv")
+    categorical = dataclasses.replace(fmap, features=[f for f in fmap.features if f.type == "categorical"])
+    out = write_csvs(categorical, tmp_path / "csv")
+    test = pl.read_csv(out / "test.csv")
+    assert test.columns == ["label", "user", "item"]  # BARS x1 layout: the label, then the fields in map order
+    batch = load_split(fmap, "test")
+    np.testing.assert_array_equal(test["item"].to_numpy(), batch.categorical[:, 1].numpy())
+    job = preprocess_job(categorical, out, tmp_path / "fx", threads=2)
+    assert job["feature_cols"] == [{"name": ["user", "item"], "active": True, "dtype": "str", "type": "categorical"}]
+    assert (job["dataset_id"], job["valid_csv"]) == ("mixed", str(out / "valid.csv"))
 
 
 def test_fuxictr_params_match_names_and_reject_unmatched_structures():

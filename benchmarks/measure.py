@@ -1,0 +1,104 @@
+"""How the performance benchmark measures: the machine, its load, a matmul peak, one worker process per
+measurement (its wall time and its own peak RSS), and timed training steps inside this process."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ctrbench.errors import CtrbenchError
+from ctrbench.runner import cpu_name
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def load_average() -> float:
+    """The 1-minute load average (what `uptime` prints first)."""
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
+def matmul_peak_gflops(size: tuple[int, int, int] = (4096, 1024, 1024), repeats: int = 5,
+                       dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
+                       clock: Callable[[], float] = time.perf_counter) -> float:
+    """Best-of-`repeats` GFLOP/s of one torch.matmul [m, k] x [k, n] on `device`: 2 m k n FLOPs over the
+    shortest of `repeats` timed calls, after one untimed call (a CPU: at the current thread count; a GPU:
+    each call timed to its end, so the kernel, not its launch). `clock` reads seconds (tests pass a fake)."""
+    m, k, n = size
+    a, b = torch.randn(m, k, dtype=dtype, device=device), torch.randn(k, n, dtype=dtype, device=device)
+    finish = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    torch.matmul(a, b)  # first call allocates and picks the kernel
+    finish()
+    best = float("inf")
+    for _ in range(repeats):
+        started = clock()
+        torch.matmul(a, b)
+        finish()
+        best = min(best, clock() - started)
+    return 2 * m * k * n / best / 1e9
+
+
+def machine(threads: int) -> dict[str, Any]:
+    return {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": threads, "torch": torch.__version__}
+
+
+def run_measured(command: list[str], env: dict[str, str] | None = None) -> tuple[str, float, float]:
+    """Run `command`; its stdout, wall seconds and peak RSS in MiB (from `os.wait4`, so the child's own)."""
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, stdout=out, stderr=err, cwd=REPO, env=env)
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - started
+        out.seek(0)
+        err.seek(0)
+        if status:
+            raise CtrbenchError(f"{shlex.join(command)} failed:\n{err.read()[-3000:]}")
+        return out.read(), wall, usage.ru_maxrss / 1024
+
+
+def run_worker(command: list[str], job: dict[str, Any], env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run one worker process on `job`: its JSON result (last stdout line), wall seconds and peak RSS."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "job.json"
+        path.write_text(json.dumps(job))
+        stdout, wall, rss = run_measured([*command, str(path)], env)
+    return {**json.loads(stdout.strip().splitlines()[-1]), "wall_seconds": wall, "peak_rss_mib": rss}
+
+
+class Workers:
+    """How to start each side's worker process: ours (`benchmarks/ours.py`) and FuxiCTR's
+    (`benchmarks/fuxictr_side.py` in FuxiCTR's own virtual environment, when `fxvenv` is given)."""
+
+    def __init__(self, fxvenv: Path | None, threads: int):
+        self.env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+        self.ours = [sys.executable, "-m", "benchmarks.ours"]
+        self.fuxictr = None if fxvenv is None else [str(fxvenv / "bin" / "python"), "benchmarks/fuxictr_side.py"]
+
+    def run(self, side: str, job: dict[str, Any]) -> dict[str, Any]:
+        command = self.ours if side == "ctrbench" else self.fuxictr
+        if command is None:
+            raise CtrbenchError("--fxvenv is needed for the FuxiCTR side (see benchmarks/requirements-fuxictr.txt)")
+        return run_worker(command, job, self.env)
+
+
+def timed_steps(model, optimizer, config, batches: list, warmup: int) -> tuple[float, float]:
+    """Wall and CPU seconds (this process's) of ctrbench's `train_step` over `batches[warmup:]`, after
+    untimed steps on `batches[:warmup]` (pre-built batches: no data loading)."""
+    from ctrbench.train import train_step
+
+    model.train()
+    for step, batch in enumerate(batches[:warmup]):
+        train_step(model, batch, optimizer, config, step + 1, None)
+    wall, cpu = time.perf_counter(), time.process_time()
+    for step, batch in enumerate(batches[warmup:]):
+        train_step(model, batch, optimizer, config, step + 1, None)
+    return time.perf_counter() - wall, time.process_time() - cpu

@@ -1,0 +1,64 @@
+"""Part 1 (and inference of part 3): training and inference samples/s and peak RSS per model and dataset,
+ours at each of `--precisions` against FuxiCTR in float32, one worker process per measurement."""
+
+from __future__ import annotations
+
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks.fuxictr_bridge import export_for_fuxictr, fuxictr_cannot_run, model_job, shared_train_settings
+from benchmarks.measure import Workers, load_average, matmul_peak_gflops
+from ctrbench.features import FeatureMap
+from ctrbench.runner import BASE_SEED, resolve_spec
+
+
+def train_jobs(args, dataset: str, fmap: FeatureMap, fx_dir: Path | None, repeat: int):
+    """(row fields, side, job) of one repeat: per model ours at each of `args.precisions` and FuxiCTR's
+    (float32) where it can run, in alternating order."""
+    jobs = []
+    for model in args.models:
+        spec = resolve_spec(model, "frappe", BASE_SEED)  # the Frappe config, on both datasets
+        base = {"kind": "train", "seed": BASE_SEED + repeat, "threads": args.threads, "warmup_steps": args.warmup,
+                "steps": args.steps, "eval_batch_size": spec.train.eval_batch_size, "train": shared_train_settings(spec)}
+        sides = [("ctrbench", precision) for precision in args.precisions]
+        if fx_dir is not None and fuxictr_cannot_run(model, fmap) is None:
+            sides.append(("fuxictr", "fp32"))
+        for side, precision in (reversed(sides) if repeat % 2 else sides):
+            if side == "ctrbench":
+                job = {**base, "data": str(fmap.root), "model": model, "model_params": spec.model_params,
+                       "train": {**base["train"], "precision": precision}}
+            else:
+                job = {**base, **model_job(model, spec, fx_dir, args.fuxictr_zoo)}
+            fields = {"dataset": dataset, "model": model, "side": side, "precision": precision, "repeat": repeat}
+            jobs.append((fields, side, job))
+    return jobs
+
+
+def run(args, workers: Workers) -> dict[str, Any]:
+    """With `--concurrent`, all jobs of a repeat run at the same time (one process each), so every
+    measurement of the repeat shares the same background load; otherwise one after the other."""
+    rows, fuxictr_missing = [], {}
+    peaks = {"fp32": [matmul_peak_gflops()], "bf16": [matmul_peak_gflops(dtype=torch.bfloat16)]}
+    for dataset, data_dir in args.datasets:
+        fmap = FeatureMap.load(data_dir)
+        fx_dir = export_for_fuxictr(fmap, args.work / f"fuxictr_{dataset}") if workers.fuxictr else None
+        fuxictr_missing.update({f"{dataset} {model}": why for model in args.models
+                                if (why := fuxictr_cannot_run(model, fmap)) is not None})
+        for repeat in range(args.repeats):
+            jobs = train_jobs(args, dataset, fmap, fx_dir, repeat)
+            load = load_average()
+            with ThreadPoolExecutor(max_workers=len(jobs) if args.concurrent else 1) as pool:
+                results = list(pool.map(lambda item: workers.run(item[1], item[2]), jobs))
+            for (fields, _, _), result in zip(jobs, results):
+                rows.append({**fields, "load_before": load, **result})
+                print(f"{fields}: {result['samples_per_second']:,.0f} samples/s, inference "
+                      f"{result['inference_samples_per_second']:,.0f}/s, {result['peak_rss_mib']:,.0f} MiB",
+                      file=sys.stderr, flush=True)
+    peaks["fp32"].append(matmul_peak_gflops())
+    peaks["bf16"].append(matmul_peak_gflops(dtype=torch.bfloat16))
+    return {"rows": rows, "warmup_steps": args.warmup, "steps": args.steps, "concurrent": args.concurrent,
+            "matmul_peak_gflops": peaks, "fuxictr_missing": fuxictr_missing}
