@@ -43,13 +43,33 @@ def test_preprocess_train_bench_leaderboard_end_to_end(tmp_path, capsys):
     assert (boards / "synthetic_auc_vs_mflop.png").read_bytes() == plot
 
 
+def table_rows(out: str) -> dict[str, list[str]]:
+    """A rich table's rows by their first cell (lines that continue a wrapped row have it empty)."""
+    rows = {}
+    for line in out.splitlines():
+        if line.startswith("│"):
+            cells = [cell.strip() for cell in line.split("│")[1:-1]]
+            if cells[0]:
+                rows[cells[0]] = cells[1:]
+    return rows
+
+
 def test_models_and_datasets_listings(synthetic_data_dir, capsys):
+    from ctrbench.datasets import dataset_names, load_dataset_config
+    from model_zoo import MODELS
+
     assert run_cli("models") == 0
-    assert "dlrm" in capsys.readouterr().out
+    listed = table_rows(capsys.readouterr().out)
+    assert {name: cells[0] for name, cells in listed.items()} == {name: cls.display_name for name, cls in MODELS.items()}
+    assert all(cells[1] for cells in listed.values())  # a description for each
     assert run_cli("models", "--dataset", "synthetic", "--flops", "--data-dir", synthetic_data_dir) == 0
-    assert "MFLOP/example" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "MFLOP/example" in out and set(table_rows(out)) == set(MODELS)
     assert run_cli("datasets", "--data-dir", synthetic_data_dir) == 0
-    assert "40,000 / 5,000 / 5,000" in capsys.readouterr().out
+    listed = table_rows(capsys.readouterr().out)
+    assert {name: cells[:2] for name, cells in listed.items()} == {
+        name: [load_dataset_config(name).display_name, "40,000 / 5,000 / 5,000" if name == "synthetic" else "not processed"]
+        for name in dataset_names()}
 
 
 def test_models_flops_listing_sits_next_to_the_papers_table3(tiny_fmap, tmp_path, capsys):
@@ -57,8 +77,7 @@ def test_models_flops_listing_sits_next_to_the_papers_table3(tiny_fmap, tmp_path
     (tmp_path / "data" / "frappe").symlink_to(tiny_fmap.root)  # any processed dataset, under Frappe's name
     assert run_cli("models", "--dataset", "frappe", "--flops", "--data-dir", tmp_path / "data") == 0
     out = capsys.readouterr().out
-    rows = {cells[0]: cells[1:] for cells in ([c.strip() for c in line.split("│")[1:-1]]
-                                              for line in out.splitlines() if line.startswith("│"))}
+    rows = table_rows(out)
     assert rows["dlrm"][-2:] == ["1,527,073", "4.99"] and rows["wukong"][-2:] == ["7,769,589", "44.09"]
     assert rows["lr"][-2:] == ["-", "-"]  # not in the paper
     assert "forward + backward" in out
