@@ -75,6 +75,10 @@ DAYS = 24  # day_0 .. day_23; the last one is held out
 RELEASES = {"terabyte": ["day_*"], "kaggle": ["train.txt"]}
 MAX_INDEX = np.iinfo(np.int32).max
 BLOCK_BYTES = 32 << 20
+# Categorical columns with at most this many indices are dictionary-encoded in parquet. Measured on a
+# generated day (100k lines, the Terabyte table sizes): 65 ms and 5.02 MiB per 100k lines, against
+# 83 ms and 5.12 MiB with every column dictionary-encoded, 72 ms and 5.51 MiB with only the numeric ones.
+DICTIONARY_MAX = 1 << 16
 NUMERIC_TRANSFORM = "log(1 + max(x, 0)); missing -> 0"
 
 # The rules a line must follow, in this order: (problem, raw column quoted in the error; None: the
@@ -542,10 +546,14 @@ class ValueCounter:
 
 
 class ParquetSink:
-    """Appends tables to one parquet file in row groups of exactly `row_group_rows` (the last may be shorter)."""
+    """Appends tables to one parquet file in row groups of exactly `row_group_rows` (the last may be shorter).
 
-    def __init__(self, path: Path, schema: pa.Schema, row_group_rows: int):
-        self.writer = pq.ParquetWriter(path, schema, compression="zstd")
+    Columns are zstd-compressed; those named in `dictionary` are dictionary-encoded too (worth it for
+    columns with few distinct values; for hashed ids it costs time and saves nothing).
+    """
+
+    def __init__(self, path: Path, schema: pa.Schema, row_group_rows: int, dictionary: list[str] | bool = True):
+        self.writer = pq.ParquetWriter(path, schema, compression="zstd", use_dictionary=dictionary)
         self.row_group_rows = row_group_rows
         self.pending: list[pa.Table] = []
         self.pending_rows = 0
@@ -596,7 +604,9 @@ def _convert_file(plan: FilePlan, encoding: CategoricalEncoding, specs: list[Fea
                   policy: BadRows, block_bytes: int) -> dict[str, Any]:
     """Encode one raw file into its split files; returns its checksum, size and line count."""
     schema = parquet_schema(LABEL, specs)
-    sinks = [ParquetSink(writer.path(relative), schema, writer.row_group_rows) for _, relative in plan.outputs]
+    dictionary = [LABEL, *(spec.name for spec in specs if spec.type == "numeric" or spec.vocab_size <= DICTIONARY_MAX)]
+    sinks = [ParquetSink(writer.path(relative), schema, writer.row_group_rows, dictionary)
+             for _, relative in plan.outputs]
     blocks = LineBlocks(plan.path, block_bytes)
     # One thread writes (parquet encoding and compression release the GIL) while the next block is parsed.
     with ThreadPoolExecutor(1, thread_name_prefix="criteo-writer") as writing:

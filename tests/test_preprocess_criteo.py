@@ -378,8 +378,7 @@ MEMORY_PROBE = textwrap.dedent("""
 
 def test_streaming_memory_does_not_grow_with_the_file(tmp_path):
     """Peak memory after a 150k-line file, then after a 450k-line one, in one fresh process."""
-    lines = CriteoGenerator(seed=3).lines(50_000, np.random.default_rng(0))
-    text = ("\n".join(lines.to_list()) + "\n").encode()
+    text = CriteoGenerator(seed=3).text(50_000, np.random.default_rng(0))
     (tmp_path / "small").write_bytes(text * 3)
     (tmp_path / "large").write_bytes(text * 9)
     extra_text_mib = len(text) * 6 / 2**20
@@ -539,7 +538,7 @@ def test_fast_parser_agrees_with_the_careful_path_on_mutated_lines(tmp_path):
     """Generated lines with random bytes replaced, inserted or deleted: every line the fast parser takes
     gets the careful path's values, and the others are judged by the careful path."""
     rng = np.random.default_rng(7)
-    text = bytearray(("\n".join(CriteoGenerator(seed=9).lines(3_000, rng).to_list()) + "\n").encode())
+    text = bytearray(CriteoGenerator(seed=9).text(3_000, rng))
     alphabet = np.frombuffer(b"0123456789abcdefABCDEFxX+- \t\r\n\"\xc3\xa9", dtype=np.uint8)
     for position in sorted(rng.choice(len(text) - 1, size=600, replace=False), reverse=True):
         action = rng.integers(3)
