@@ -118,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--release", help="which release to read when DIR holds several (default: the first found, "
                                      "in the order the dataset's converter lists them)")
 
+    p.add_argument("--jobs", type=int, default=1, help="input files converted at once (criteo: day files; default 1)")
     p = commands.add_parser("train", help="train one model on one dataset and record the result",
                             description="Train one model on one dataset with its config for that dataset, "
                                         "evaluate on the test split, and append the run to the results store.")
@@ -210,7 +211,7 @@ def cmd_preprocess(args: argparse.Namespace) -> None:
         if args.raw is None:
             raise CtrbenchError(f"preprocess {args.dataset}: --raw DIR is required (the directory of raw files)")
         fmap = PREPROCESSORS[args.dataset](args.raw, out, PreprocessOptions(skip_bad_rows=args.skip_bad_rows,
-                                                                          release=args.release))
+                                                                          release=args.release, jobs=args.jobs))
         _check_releases(config, args.raw, fmap)
     rows = ", ".join(f"{s} {info.rows:,}" for s, info in fmap.splits.items())
     console.print(f"wrote {out} ({rows} rows; {len(fmap.features)} features)", highlight=False)

@@ -48,7 +48,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -376,8 +376,8 @@ def _merged(a: Rows, b: Rows) -> Rows:
                 np.concatenate([a.numeric, b.numeric], axis=1)[:, order], np.concatenate([a.ids, b.ids], axis=1)[:, order])
 
 
-def read_rows(blocks: LineBlocks, policy: BadRows, action: str) -> Iterator[Rows]:
-    """Typed, checked rows of a raw file, block by block, with a progress bar.
+def read_rows(blocks: LineBlocks, policy: BadRows, action: str, live: bool = True) -> Iterator[Rows]:
+    """Typed, checked rows of a raw file, block by block, with a progress bar (`live`: on a terminal).
 
     A thread reads (and decompresses) the next blocks while this one is parsed; the fast parser
     (preprocess/criteo_parse.py) reads the lines it is sure of, the careful path the others.
@@ -385,7 +385,7 @@ def read_rows(blocks: LineBlocks, policy: BadRows, action: str) -> Iterator[Rows
     # numba takes ~1 s to import: loaded when a conversion starts, not with the CLI
     from preprocess.criteo_parse import parse_block
 
-    with _FileProgress(action, blocks) as progress:
+    with _FileProgress(action, blocks, live) as progress:
         for block in in_background(blocks):
             parsed = parse_block(block.text, block.first_line, block.line_ends)
             rows = Rows(parsed.lines, parsed.label, _numeric(parsed.integers), parsed.ids)
@@ -396,12 +396,13 @@ def read_rows(blocks: LineBlocks, policy: BadRows, action: str) -> Iterator[Rows
 
 
 class _FileProgress:
-    """A progress bar over a file's bytes on a terminal; one summary line per file everywhere."""
+    """A progress bar over a file's bytes on a terminal (unless not `live`: several files at once); one
+    summary line per file everywhere."""
 
-    def __init__(self, action: str, blocks: LineBlocks):
+    def __init__(self, action: str, blocks: LineBlocks, live: bool = True):
         self.action, self.blocks = action, blocks
         self.bar = None
-        if console.is_terminal:
+        if live and console.is_terminal:
             self.bar = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
                                 TimeRemainingColumn(), console=console, transient=True)
 
@@ -600,9 +601,23 @@ def _write_tables(sinks: list[ParquetSink], tables: list[pa.Table]) -> None:
         sink.write(table)
 
 
+@dataclass
+class ConvertedFile:
+    """What converting one raw file gave: the input's description and the rows of each output."""
+
+    source: dict[str, Any]  # sha256, bytes, rows of the raw file
+    rows: list[int]  # rows written to each of the plan's outputs
+    skipped: BadRows
+
+
+class _Cancelled(Exception):
+    """Another file's conversion failed: this one stops too."""
+
+
 def _convert_file(plan: FilePlan, encoding: CategoricalEncoding, specs: list[FeatureSpec], writer: DatasetWriter,
-                  policy: BadRows, block_bytes: int) -> dict[str, Any]:
-    """Encode one raw file into its split files; returns its checksum, size and line count."""
+                  policy: BadRows, block_bytes: int, live: bool = True,
+                  cancelled: threading.Event | None = None) -> ConvertedFile:
+    """Encode one raw file into its split files."""
     schema = parquet_schema(LABEL, specs)
     dictionary = [LABEL, *(spec.name for spec in specs if spec.type == "numeric" or spec.vocab_size <= DICTIONARY_MAX)]
     sinks = [ParquetSink(writer.path(relative), schema, writer.row_group_rows, dictionary)
@@ -611,7 +626,9 @@ def _convert_file(plan: FilePlan, encoding: CategoricalEncoding, specs: list[Fea
     # One thread writes (parquet encoding and compression release the GIL) while the next block is parsed.
     with ThreadPoolExecutor(1, thread_name_prefix="criteo-writer") as writing:
         written: Future | None = None
-        for rows in read_rows(blocks, policy, "converting"):
+        for rows in read_rows(blocks, policy, "converting", live):
+            if cancelled is not None and cancelled.is_set():
+                raise _Cancelled
             columns = [*rows.numeric, *encoding.encode(rows.ids), rows.label]
             table = pa.Table.from_arrays([pa.array(column) for column in columns], schema=schema)
             target = None if plan.assign is None else plan.assign(rows.lines)
@@ -621,9 +638,33 @@ def _convert_file(plan: FilePlan, encoding: CategoricalEncoding, specs: list[Fea
             written = writing.submit(_write_tables, sinks, tables)
         if written is not None:
             written.result()
-    for (split, relative), sink in zip(plan.outputs, sinks):
-        writer.add_file(split, relative, sink.close())
-    return {"sha256": blocks.sha256, "bytes": blocks.bytes, "rows": blocks.lines}
+    return ConvertedFile({"sha256": blocks.sha256, "bytes": blocks.bytes, "rows": blocks.lines},
+                         [sink.close() for sink in sinks], policy)
+
+
+def _convert_files(plans: list[FilePlan], encoding: CategoricalEncoding, specs: list[FeatureSpec],
+                   writer: DatasetWriter, options: PreprocessOptions, block_bytes: int) -> list[ConvertedFile]:
+    """Convert every planned file, `options.jobs` files at a time (threads: the work releases the GIL).
+
+    With several jobs the first file to fail stops the others, and its error is raised.
+    """
+    def convert_one(plan: FilePlan, cancelled: threading.Event | None = None) -> ConvertedFile:
+        return _convert_file(plan, encoding, specs, writer, BadRows(skip=options.skip_bad_rows), block_bytes,
+                             live=options.jobs == 1, cancelled=cancelled)
+
+    if options.jobs == 1:
+        return [convert_one(plan) for plan in plans]
+    cancelled = threading.Event()
+    with ThreadPoolExecutor(options.jobs, thread_name_prefix="criteo-file") as pool:
+        futures = [pool.submit(convert_one, plan, cancelled) for plan in plans]
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        failed = [future for future in futures if future in done and future.exception() is not None]
+        if failed:
+            cancelled.set()
+            for future in futures:
+                future.cancel()
+            raise failed[0].exception()
+        return [future.result() for future in futures]
 
 
 def _count_values(plans: list[FilePlan], rules: EncodingRules, options: PreprocessOptions,
@@ -647,9 +688,16 @@ def convert(plans: list[FilePlan], out_dir: Path, rules: EncodingRules, options:
                                      else _count_values(plans, rules, options, block_bytes))
     specs = [FeatureSpec(name=name, type="numeric", transform=NUMERIC_TRANSFORM) for name in INTEGER_FEATURES]
     specs += [encoding.spec(name) for name in CATEGORICAL_FEATURES]
+    if options.jobs < 1:
+        raise CtrbenchError(f"--jobs must be at least 1, got {options.jobs}")
     policy = BadRows(skip=options.skip_bad_rows)
     with DatasetWriter(out_dir) as writer:
-        inputs = {plan.path.name: _convert_file(plan, encoding, specs, writer, policy, block_bytes) for plan in plans}
+        converted = _convert_files(plans, encoding, specs, writer, options, block_bytes)
+        for plan, result in zip(plans, converted):  # in plan order, whichever file finished first
+            for (split, relative), rows in zip(plan.outputs, result.rows):
+                writer.add_file(split, relative, rows)
+            policy.skipped.update(result.skipped.skipped)  # keys name the file: no two files share one
+        inputs = {plan.path.name: result.source for plan, result in zip(plans, converted)}
         source = {**source, "inputs": inputs, "rules": dataclasses.asdict(rules), "skipped_rows": policy.report()}
         return writer.commit(FeatureMap(dataset="criteo", label=LABEL, features=specs, source=source))
 

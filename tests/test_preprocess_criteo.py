@@ -345,7 +345,7 @@ def test_cli_preprocess_and_train_on_a_generated_kaggle_release(tmp_path, capsys
 def test_cli_terabyte_release_and_one_line_errors(tmp_path, capsys):
     raw = tmp_path / "raw"
     write_release(raw, "terabyte", rows=50, seed=2, compress=True)
-    assert main(["preprocess", "criteo", "--raw", str(raw), "--out", str(tmp_path / "out")]) == 0
+    assert main(["preprocess", "criteo", "--raw", str(raw), "--out", str(tmp_path / "out"), "--jobs", "2"]) == 0
     fmap = FeatureMap.load(tmp_path / "out")
     assert (fmap.splits["train"].rows, fmap.splits["valid"].rows, fmap.splits["test"].rows) == (23 * 50, 25, 25)
     assert fmap.feature("C1").vocab_size == 40_000_002 and fmap.feature("C6").vocab_size == 5
@@ -558,3 +558,18 @@ def test_fast_parser_agrees_with_the_careful_path_on_mutated_lines(tmp_path):
     assert fast_policy.skipped == careful_policy.skipped and careful_policy.total > 200
     for name in ("lines", "label", "numeric", "ids"):
         assert np.array_equal(np.concatenate([getattr(rows, name) for rows in fast], axis=-1), getattr(careful, name))
+
+
+def test_jobs_convert_several_days_at_once_with_the_same_output(tmp_path):
+    raw = tmp_path / "raw"
+    write_release(raw, "terabyte", rows=400, seed=13, compress=True)
+    one = convert_terabyte(raw, tmp_path / "one", HASH, STOP)
+    three = convert_terabyte(raw, tmp_path / "three", HASH, PreprocessOptions(jobs=3))
+    assert three.content_hash == one.content_hash and three.splits == one.splits and three.source == one.source
+
+    (raw / "day_7.gz").write_bytes(gzip.compress(f"{GOOD}\n{GOOD}\n{line('0', I4='x')}\n".encode()))
+    with pytest.raises(CtrbenchError, match=r"day_7.gz:3: I4 is not an integer, found 'x'"):
+        convert_terabyte(raw, tmp_path / "bad", HASH, PreprocessOptions(jobs=2))
+    assert not (tmp_path / "bad").exists()
+    with pytest.raises(CtrbenchError, match="--jobs must be at least 1, got 0"):
+        convert_terabyte(raw, tmp_path / "bad", HASH, PreprocessOptions(jobs=0))
