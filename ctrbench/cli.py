@@ -117,8 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="count and skip malformed rows instead of stopping at the first one")
     p.add_argument("--release", help="which release to read when DIR holds several (default: the first found, "
                                      "in the order the dataset's converter lists them)")
-
     p.add_argument("--jobs", type=int, default=1, help="input files converted at once (criteo: day files; default 1)")
+
     p = commands.add_parser("train", help="train one model on one dataset and record the result",
                             description="Train one model on one dataset with its config for that dataset, "
                                         "evaluate on the test split, and append the run to the results store.")
