@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from ctrbench.layers import MLP, Dropout
+from ctrbench.errors import CtrbenchError
+from ctrbench.layers import MLP, Dropout, InnerProductInteraction
 
 
 def test_dropout_keeps_each_value_with_probability_one_minus_p_and_scales_by_its_inverse():
@@ -56,3 +57,15 @@ def test_mlp_layer_order_matches_fuxictr():
     kinds = [type(layer).__name__ for layer in mlp]
     assert kinds == ["Linear", "BatchNorm1d", "ReLU", "Dropout", "Linear", "BatchNorm1d", "ReLU", "Dropout", "Linear"]
     assert mlp(torch.randn(5, 2, 6)).shape == (5, 2, 1)
+
+
+def test_inner_product_interaction_by_hand():
+    # x_0 = (1, 0), x_1 = (0, 2), x_2 = (1, 1): <x_0, x_1> = 0, <x_0, x_2> = 1, <x_1, x_2> = 2, |x_1|^2 = 4, ...
+    x = torch.tensor([[[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]]]).repeat(2, 1, 1)
+    pairs, matrix = InnerProductInteraction(3, "pairs"), InnerProductInteraction(3, "matrix")
+    assert torch.equal(pairs(x), torch.tensor([[0.0, 1.0, 2.0]] * 2))  # i < j, row by row
+    assert torch.equal(matrix(x), torch.tensor([[1.0, 0.0, 1.0, 0.0, 4.0, 2.0, 1.0, 2.0, 2.0]] * 2))
+    assert (pairs.output_dim, matrix.output_dim) == (3, 9)
+    assert not list(pairs.parameters()) and not pairs.state_dict()  # nothing to train or to save
+    with pytest.raises(CtrbenchError, match="unknown inner product output 'triangle'"):
+        InnerProductInteraction(3, "triangle")
