@@ -77,6 +77,24 @@ class MLP(nn.Sequential):
     Matches FuxiCTR's MLP_Block layer order, so BARS configs (hidden_units, activation, dropout,
     batch_norm) mean the same here. `output_dim=None` returns the last hidden layer's activations;
     `output_activation` applies the activation after the output layer as well (DLRM's bottom MLP).
+    Linear weights are Xavier-normal, biases zero (`xavier_init`).
+
+    Args:
+        input_dim: D_in, the width of the input's last dimension.
+        hidden_units: the hidden layers' widths.
+        output_dim: the output layer's width, or None for no output layer.
+        activation_name: a key of `ACTIVATIONS`.
+
+    Call args:
+        x: [..., D_in]; any leading dimensions (BatchNorm sees them flattened into one).
+
+    Returns:
+        [..., output_dim] (or [..., hidden_units[-1]] without an output layer); `output_dim` holds the width.
+
+    Example::
+
+        mlp = MLP(input_dim=40, hidden_units=(400, 400), output_dim=1, dropout=0.2, batch_norm=True)
+        logits = mlp(torch.randn(8, 40)).squeeze(-1)  # [8]
     """
 
     def __init__(
