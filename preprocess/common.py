@@ -762,8 +762,10 @@ class Vocabulary:
         return cls(kept["value"])
 
     def extended(self, keys: pl.Series) -> Vocabulary:
-        """This vocabulary plus the `keys` it lacks, appended in ascending order."""
-        missing = keys.unique().sort().filter(~keys.unique().sort().is_in(self.values.implode()))
+        """This vocabulary plus the `keys` it lacks, appended in ascending order. The keys are looked up as
+        values are encoded (`lookup`: an array for ids), and only the missing ones are sorted."""
+        keys = keys.drop_nulls().unique()
+        missing = keys.filter(pl.Series(self.lookup(keys) == OOV_INDEX)).sort()
         return Vocabulary(pl.concat([self.values, missing]))
 
     def encode(self, values: pl.Series | pl.Expr) -> pl.Series | pl.Expr:
