@@ -66,6 +66,7 @@ from ctrbench.datasets import load_dataset_config
 from ctrbench.device import pick_device
 from ctrbench.errors import CtrbenchError
 from ctrbench.features import FeatureMap, atomic_write_text
+from ctrbench.record import RunRecord
 from ctrbench.runner import BASE_SEED, DatasetSplits, bench, environment, execute, resolve_spec
 from ctrbench.synthetic import write_synthetic
 from model_zoo import MODELS
@@ -222,8 +223,8 @@ def part_bench(check: Check) -> BenchPart:
                           "--device", check.device.type, "--data-dir", str(data_dir), "--results", str(results), *sets])
     records = bench("synthetic", models, data_dir=data_dir, results_path=results, quick=True, device=check.device.type,
                     overrides=parse_overrides(list(check.size.bench_sets)), progress=False, command=command)
-    runs = [BenchRun(r["model"], r["status"], r["test"].get("auc"), r["samples_per_second"], r["train_seconds"],
-                     r["epochs"]) for r in records]
+    runs = [BenchRun(r.model, r.status, r.metric("test", "auc"), r.samples_per_second, r.train_seconds, r.epochs)
+            for r in records]
     return BenchPart(command, round(data_seconds, 1), runs, models)
 
 
@@ -295,12 +296,12 @@ def part_single_node(check: Check) -> SingleNodePart:
             if check.device.type == "cuda":
                 torch.cuda.synchronize(check.device)
             kind, peak = peak_memory(check.device)
-            speeds = [round(epoch["samples_per_second"], 1) for epoch in record["history"]]
+            speeds = [round(epoch.samples_per_second, 1) for epoch in record.history]
             speed = speeds[-1] if speeds else 0.0
-            gflops = 3 * record["mflop_per_example"] * speed / 1e3
-            runs.append(TrainRun(model, precision, record["status"], command, spec.train.batch_size, speeds, speed, kind,
-                                 peak, record["mflop_per_example"], round(gflops, 2), 0.0,
-                                 record["valid"].get("auc"), record["test"].get("auc"),
+            gflops = 3 * record.mflop_per_example * speed / 1e3
+            runs.append(TrainRun(model, precision, record.status, command, spec.train.batch_size, speeds, speed, kind,
+                                 peak, record.mflop_per_example, round(gflops, 2), 0.0,
+                                 record.metric("valid", "auc"), record.metric("test", "auc"),
                                  round(time.perf_counter() - started, 1)))
             print(f"{model} {precision}: {speed:,.0f} samples/s, {gflops:,.1f} GFLOP/s, peak {peak / 2**20:,.0f} MiB "
                   f"({kind}), test AUC {runs[-1].test_auc}", flush=True)
@@ -357,8 +358,10 @@ def skip_reason(device: torch.device, sharding: str, precision: str) -> str | No
 
 
 def launch(check: Check, sets: list[str], log: Path, stop_after: int | None = None) -> str:
-    """One `torchrun --nproc_per_node=1` run of the track; its command as a user types it. Raises on failure."""
-    args = ["-m", "ctrbench.distributed.train", "--config", DISTRIBUTED_CONFIG, *[a for s in sets for a in ("--set", s)]]
+    """One `torchrun --nproc_per_node=1` run of the track, recorded in the check's results store; its command
+    as a user types it. Raises on failure."""
+    args = ["-m", "ctrbench.distributed.train", "--config", DISTRIBUTED_CONFIG, *[a for s in sets for a in ("--set", s)],
+            "--results", str(check.out / "distributed" / "results.jsonl")]
     if stop_after is not None:
         args += ["--stop-after", str(stop_after)]
     launcher = ["--standalone", "--nproc_per_node=1"]
@@ -386,19 +389,20 @@ def distributed_run(check: Check, data: Path, fmap: FeatureMap, sharding: str, p
             run.stopped_at = fmap.splits["train"].rows // batch // 2
             run.commands.append(launch(check, sets, first_session, run.stopped_at))
         run.commands.append(launch(check, sets, check.out / "logs" / f"distributed_{name}.log"))
-        result = json.loads((output / "result.json").read_text())
-        losses = LOSS_LINE.findall(first_session.read_text()) if resume else [result["history"][0]["loss"]]
+        result = RunRecord.from_json(json.loads((output / "result.json").read_text()))
+        losses = LOSS_LINE.findall(first_session.read_text()) if resume else [result.distributed.loss_history[0].loss]
     except (CtrbenchError, subprocess.TimeoutExpired, OSError, ValueError) as exc:
         run.status, run.reason = "failed", str(exc)[-4000:]
         run.wall_seconds = round(time.perf_counter() - started, 1)
         return run
     run.wall_seconds = round(time.perf_counter() - started, 1)
-    run.steps, run.resumed_at, run.samples_per_second = result["steps"], result["resumed_at"], result["samples_per_second"]
-    run.layout_types = sorted({t["type"] for tables in result["sharding"].values() for t in tables.values()})
-    run.memory_kind = result["peak_memory"]["kind"]
-    run.peak_memory_bytes_per_rank = result["peak_memory"]["bytes_per_rank"]
-    run.first_loss, run.last_loss = (float(losses[0]) if losses else None), result["history"][-1]["loss"]
-    run.auc, run.logloss = result["eval"]["auc"], result["eval"]["logloss"]
+    track = result.distributed
+    run.steps, run.resumed_at, run.samples_per_second = result.steps, track.resumed_at, result.samples_per_second
+    run.layout_types = sorted({t["type"] for tables in track.sharding.values() for t in tables.values()})
+    run.memory_kind = track.peak_memory.kind
+    run.peak_memory_bytes_per_rank = track.peak_memory.bytes_per_rank
+    run.first_loss, run.last_loss = (float(losses[0]) if losses else None), track.loss_history[-1].loss
+    run.auc, run.logloss = result.test.auc, result.test.logloss
     problems = []
     if run.layout_types != [sharding]:
         problems.append(f"asked for {sharding}, the plan gave {run.layout_types}")
@@ -490,7 +494,7 @@ def main(argv: list[str] | None = None) -> int:
     check = Check(args.out, args.work or args.out / "work", device, SIZES[args.size])
     check.out.mkdir(parents=True, exist_ok=True)
     started_at, started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), time.perf_counter()
-    env = environment(device)
+    env = environment(device).to_json()
     env["versions"].update(stack_versions(device))
     parts = [run_part(name, part, check) for name, part in PARTS.items()]
     wall = round(time.perf_counter() - started, 1)

@@ -36,6 +36,7 @@ from ctrbench.datasets import (DEFAULT_DATA_DIR, DatasetConfig, dataset_names, l
 from ctrbench.console import console, stdout
 from ctrbench.errors import CtrbenchError, unknown_name
 from ctrbench.features import FEATURE_MAP_FILE, FeatureMap, atomic_write_text
+from ctrbench.record import RunRecord
 from ctrbench.results import DEFAULT_RESULTS, ResultsStore
 
 
@@ -236,24 +237,24 @@ def _check_releases(config: DatasetConfig, raw_dir: Path, fmap: FeatureMap) -> N
     fmap.save(fmap.root)
 
 
-def _print_results(records: list[dict]) -> None:
+def _print_results(records: list[RunRecord]) -> None:
     table = Table(title="Results (test split)")
-    grouped = any("gauc" in (r["test"] or {}) for r in records)  # the dataset groups rows by user
+    grouped = any(r.metric("test", "gauc") is not None for r in records)  # the dataset groups rows by user
     for column in ("model", "seeds", "test AUC", *(["test gAUC"] if grouped else []), "test LogLoss", "MFLOP/ex",
                    "samples/s"):
         table.add_column(column)
-    by_model: dict[str, list[dict]] = {}
+    by_model: dict[str, list[RunRecord]] = {}
     for record in records:
-        by_model.setdefault(record["model"], []).append(record)
+        by_model.setdefault(record.model, []).append(record)
     for model, runs in by_model.items():
-        ok = [r for r in runs if r["status"] == "ok"]
-        auc = statistics.fmean(r["test"]["auc"] for r in ok) if ok else None
-        logloss = statistics.fmean(r["test"]["logloss"] for r in ok) if ok else None
-        gauc = [f"{statistics.fmean(r['test']['gauc'] for r in ok):.4f}" if ok else "-"] if grouped else []
+        ok = [r for r in runs if r.ok]
+        auc = statistics.fmean(r.test.auc for r in ok) if ok else None
+        logloss = statistics.fmean(r.test.logloss for r in ok) if ok else None
+        gauc = [f"{statistics.fmean(r.test.gauc for r in ok):.4f}" if ok else "-"] if grouped else []
         table.add_row(
-            runs[0]["display_name"], str(len(runs)),
+            runs[0].display_name, str(len(runs)),
             f"{auc:.4f}" if ok else "diverged", *gauc, f"{logloss:.4f}" if ok else "-",
-            f"{runs[0]['mflop_per_example']:.3f}", f"{statistics.fmean(r['samples_per_second'] for r in runs):,.0f}",
+            f"{runs[0].mflop_per_example:.3f}", f"{statistics.fmean(r.samples_per_second for r in runs):,.0f}",
         )
     stdout.print(table)
 
@@ -343,7 +344,7 @@ def cmd_tune(args: argparse.Namespace) -> None:
     for result in tuned.ranked:
         valid, test = result.metric("valid", "auc"), result.metric("test", "auc")
         table.add_row(
-            result.config_hash, *(str(result.config[section][key]) for section, key in varied),
+            result.config_hash, *(str(getattr(result.config, section)[key]) for section, key in varied),
             f"{len(result.ok)}" + (f" + {result.diverged} diverged" if result.diverged else ""),
             f"{statistics.fmean(valid):.4f}" if valid else "LossX", f"{statistics.fmean(test):.4f}" if test else "LossX",
         )

@@ -10,6 +10,7 @@ command line's `--set section.key=value`, the one override syntax of every comma
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import types
 import typing
@@ -49,6 +50,12 @@ def _type_name(annotation: Any) -> str:
     return "null" if annotation is type(None) else getattr(annotation, "__name__", str(annotation))
 
 
+@functools.cache
+def _shape(annotation: Any) -> tuple[Any, tuple[Any, ...], bool]:
+    """An annotation's origin, arguments and whether it is a dataclass, worked out once per annotation."""
+    return typing.get_origin(annotation), typing.get_args(annotation), dataclasses.is_dataclass(annotation)
+
+
 def coerce(value: Any, annotation: Any, where: str) -> Any:
     """Return `value` checked against a type annotation (ints are accepted where floats are).
 
@@ -58,8 +65,11 @@ def coerce(value: Any, annotation: Any, where: str) -> Any:
     """
     if annotation is Any:
         return value
-    origin = typing.get_origin(annotation)
-    args = typing.get_args(annotation)
+    if annotation is float and type(value) in (float, int):  # the common cases first, without introspection
+        return float(value)
+    if annotation in (int, str, bool) and type(value) is annotation:
+        return value
+    origin, args, is_dataclass = _shape(annotation)
     if origin in (Union, types.UnionType):
         for option in args:
             try:
@@ -76,7 +86,7 @@ def coerce(value: Any, annotation: Any, where: str) -> Any:
     elif origin is dict and isinstance(value, dict):
         key_type, value_type = args if args else (Any, Any)
         return {coerce(k, key_type, where): coerce(v, value_type, f"{where}.{k}") for k, v in value.items()}
-    elif dataclasses.is_dataclass(annotation) and isinstance(value, dict):
+    elif is_dataclass and isinstance(value, dict):
         return build_dataclass(annotation, value, where)
     elif annotation is type(None):
         if value is None:
@@ -121,13 +131,21 @@ def signature_hints(func: Any) -> dict[str, Any]:
     }
 
 
-def build_dataclass(cls: type, values: Any, where: str) -> Any:
-    """Instantiate dataclass `cls` from a YAML mapping with key and type checking."""
+@functools.cache
+def _dataclass_fields(cls: type) -> tuple[dict[str, Any], list[str]]:
+    """A dataclass's init fields with their resolved annotations, and the required ones (resolved once:
+    `typing.get_type_hints` evaluates every annotation anew, the cost of reading a results store)."""
     hints = typing.get_type_hints(cls)
     fields = {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.init}
-    checked = check_kwargs(values, fields, where)
     required = [f.name for f in dataclasses.fields(cls) if f.init and f.default is dataclasses.MISSING
                 and f.default_factory is dataclasses.MISSING]
+    return fields, required
+
+
+def build_dataclass(cls: type, values: Any, where: str) -> Any:
+    """Instantiate dataclass `cls` from a YAML mapping with key and type checking."""
+    fields, required = _dataclass_fields(cls)
+    checked = check_kwargs(values, fields, where)
     missing = [name for name in required if name not in checked]
     if missing:
         raise CtrbenchError(f"{where}: missing key {missing[0]!r}; the section needs: {', '.join(required)}")

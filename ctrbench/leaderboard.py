@@ -30,13 +30,13 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from ctrbench.datasets import REPO_ROOT, dataset_names, load_dataset_config
 from ctrbench.errors import CtrbenchError
 from ctrbench.features import atomic_write_bytes, atomic_write_text
+from ctrbench.record import RunRecord
 from ctrbench.results import ConfigResult, format_mean_std, mean_std, select_best
 from ctrbench.plots import Point, auc_vs_mflop_png
 from ctrbench.scaling_report import is_scaling_run, scaling_markdown, scaling_png, studies
@@ -122,15 +122,15 @@ class DatasetBoard:
         return sorted({c for row in self.rows if row.ours for c in row.ours.commands})
 
 
-def current_build(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], Counter[str]]:
+def current_build(records: list[RunRecord]) -> tuple[list[RunRecord], Counter[str]]:
     """The runs on the build of each dataset that its most recently finished run used, and per dataset
     how many runs on other builds were left out: runs on data with another content hash (other
     preprocessing rules or raw release) are not comparable with them."""
     newest: dict[str, str | None] = {}
-    for record in sorted(records, key=lambda r: r.get("finished_at") or ""):
-        newest[record["dataset"]] = record.get("data_hash")
-    kept = [r for r in records if r.get("data_hash") == newest[r["dataset"]]]
-    return kept, Counter(r["dataset"] for r in records if r.get("data_hash") != newest[r["dataset"]])
+    for record in sorted(records, key=lambda r: r.finished_at or ""):
+        newest[record.dataset] = record.data_hash
+    kept = [r for r in records if r.data_hash == newest[r.dataset]]
+    return kept, Counter(r.dataset for r in records if r.data_hash != newest[r.dataset])
 
 
 def _protocol(name: str):
@@ -148,46 +148,49 @@ def _option(command: str, name: str) -> str | None:
     return words[words.index(name) + 1] if name in words[:-1] else None
 
 
-def budgets(records: list[dict[str, Any]]) -> dict[tuple[str, str], Budget]:
-    """(dataset, model) -> its runs, their summed training time and the cap of the protocol that made
-    them (`--protocol NAME` in their commands), if the protocol caps that model there."""
-    runs: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+def budgets(records: list[RunRecord]) -> dict[tuple[str, str], Budget]:
+    """(dataset, entry) -> its runs, their summed training time and the cap of the protocol that made
+    them (`--protocol NAME` in their commands), if the protocol caps that model there. The entry is the
+    model, distributed runs apart (`RunRecord.entry`)."""
+    runs: dict[tuple[str, str], list[RunRecord]] = defaultdict(list)
     for record in records:
-        runs[(record["dataset"], record["model"])].append(record)
+        runs[(record.dataset, record.entry)].append(record)
     result = {}
-    for (dataset, model), group in runs.items():
-        commands = [r.get("command") or "" for r in group]
+    for (dataset, entry), group in runs.items():
+        model = group[0].model
+        commands = [r.command or "" for r in group]
         made_by = sorted({(name, int(_option(c, "--seeds") or 1)) for c in commands if (name := _option(c, "--protocol"))})
         protocol, seeds = (_protocol(made_by[-1][0]), made_by[-1][1]) if made_by else (None, 1)
         cap = protocol.cap(dataset, model) if protocol else None
         planned = (len(protocol.dims(dataset, model, None)) + protocol.points(dataset, model) + seeds - 1
                    if protocol else None)
-        hours = sum(r.get("train_seconds") or 0.0 for r in group) / 3600
-        result[(dataset, model)] = Budget(len(group), hours, cap.reason if cap else None, planned)
+        hours = sum(r.train_seconds or 0.0 for r in group) / 3600
+        result[(dataset, entry)] = Budget(len(group), hours, cap.reason if cap else None, planned)
     return result
 
 
-Logits = Callable[[dict[str, Any]], np.ndarray | None]  # a run -> its stored test logits
+Logits = Callable[[RunRecord], np.ndarray | None]  # a run -> its stored test logits
 Labels = Callable[[str, str], np.ndarray | None]  # (dataset, data hash) -> that build's test labels
 
 
 def significance(board: DatasetBoard, predictions: Logits, labels_of: Labels) -> None:
     """Set each row's verdict against the dataset's best model (highest mean test AUC), from the runs'
     stored test logits and the dataset's test labels; rows whose logits are not all stored keep None,
-    and every row does when the labels are not at hand (the dataset is not processed here)."""
-    rows = [r for r in board.rows if r.ours and r.ours.ok]
+    and every row does when the labels are not at hand (the dataset is not processed here). Distributed
+    runs keep no test logits and take no part."""
+    rows = [r for r in board.rows if r.ours and r.ours.ok and not r.ours.distributed]
     if len(rows) < 2:
         return
     best = max(rows, key=lambda r: r.mean("auc"))
 
     def by_seed(row: Row) -> dict[int, np.ndarray] | None:
-        stored = {run["seed"]: predictions(run) for run in row.ours.ok}
+        stored = {run.seed: predictions(run) for run in row.ours.ok}
         return None if any(p is None for p in stored.values()) else stored
 
     best_predictions = by_seed(best)
     others = {row.model: by_seed(row) for row in rows if row is not best}
     others = {model: stored for model, stored in others.items() if stored is not None}
-    labels = labels_of(board.name, best.ours.first["data_hash"]) if best_predictions and others else None
+    labels = labels_of(board.name, best.ours.first.data_hash) if best_predictions and others else None
     if labels is None:
         return
     verdicts = compare_to_best(labels, best_predictions, others)
@@ -196,7 +199,7 @@ def significance(board: DatasetBoard, predictions: Logits, labels_of: Labels) ->
     board.best = best.model
 
 
-def build_boards(records: list[dict[str, Any]], paper: PaperNumbers) -> list[DatasetBoard]:
+def build_boards(records: list[RunRecord], paper: PaperNumbers) -> list[DatasetBoard]:
     """One board per dataset: the paper's datasets in its order, then ours that it lacks, by name.
 
     Rows are the paper's models in its order, then our other models by name.
@@ -220,7 +223,7 @@ def build_boards(records: list[dict[str, Any]], paper: PaperNumbers) -> list[Dat
             auc, logloss = paper.table2.get((display, model), (None, None))
             params, mflop = paper.table3.get((display, model), (None, None))
             rows.append(Row(model, result, tried, auc, logloss, params, mflop,
-                            budget.get((names.get(display), result.model)) if result else None))
+                            budget.get((names.get(display), result.entry)) if result else None))
         name = names.get(display)
         boards.append(DatasetBoard(display, name, rows, other_builds[name] if name else 0))
     return boards
@@ -261,12 +264,13 @@ def _ours_metric(row: Row, metric: str) -> str:
     return (format_mean_std(values) + tied) if values else "LossX"
 
 
-def _device(device: dict[str, Any]) -> str:
-    """A GPU's name; a CPU's name and thread count, which CPU throughput depends on."""
-    threads = device.get("threads")
-    if device["type"] != "cpu" or not threads:
-        return device["name"]
-    return f"{device['name']}, {threads} thread{'s' if threads > 1 else ''}"
+def _device(run: RunRecord) -> str:
+    """A GPU's name; a CPU's name and thread count, which CPU throughput depends on; and for a
+    distributed run the number of processes (one per GPU, or per CPU process with gloo)."""
+    device, threads = run.device, run.device.threads
+    shown = device.name if device.type != "cpu" or not threads else f"{device.name}, {threads} thread{'s' if threads > 1 else ''}"
+    processes = run.distributed.world_size if run.distributed else 0
+    return shown + (f", {processes} process{'es' if processes > 1 else ''}" if processes else "")
 
 
 def _seeds(row: Row) -> str:
@@ -343,12 +347,12 @@ def _size_columns(board: DatasetBoard) -> dict[str, list[str]]:
         columns["Params (ours)"].append(f"{result.params:,}" if result else DASH)
         columns["Params (paper)"].append(DASH if row.paper_params is None else f"{row.paper_params:,}")
         columns["Embedding / dense params (ours)"].append(
-            f"{result.first['embedding_params']:,} / {result.first['dense_params']:,}" if result else DASH)
-        columns["MFLOP/example (ours)"].append(_mflop(result.first["mflop_per_example"] if result else None))
+            f"{result.first.embedding_params:,} / {result.first.dense_params:,}" if result else DASH)
+        columns["MFLOP/example (ours)"].append(_mflop(result.first.mflop_per_example if result else None))
         columns["MFLOP/example (paper)"].append(_mflop(row.paper_mflop))
-        columns["Train samples/s (ours)"].append(
-            f"{mean_std([r['samples_per_second'] for r in runs])[0]:,.0f}" if runs else DASH)
-        columns["Device (ours)"].append(", ".join(sorted({_device(r["device"]) for r in runs})) or DASH)
+        speeds = [r.samples_per_second for r in runs if r.samples_per_second is not None]
+        columns["Train samples/s (ours)"].append(f"{mean_std(speeds)[0]:,.0f}" if speeds else DASH)
+        columns["Device (ours)"].append(", ".join(sorted({_device(r) for r in runs})) or DASH)
     return columns
 
 
@@ -385,6 +389,7 @@ def table2_markdown(boards: list[DatasetBoard], command: str, paper_found: bool 
         SELECTION_NOTE + f" Paper: Zhang et al., ICML 2024, Table 2 ({PAPER_SOURCE}: `table2.csv`"
         + ("" if paper_found else ", not found when this file was generated: paper columns empty") + ").", "",
         *_provenance(command, boards),
+        *_distributed_note(boards),
         *_grouped_table(boards, _metric_columns),
     ]
     return "\n".join(lines) + "\n"
@@ -398,6 +403,7 @@ def table3_markdown(boards: list[DatasetBoard], command: str, paper_found: bool 
         f"shown. Paper: Table 3 ({PAPER_SOURCE}: `table3.csv`"
         + ("" if paper_found else ", not found when this file was generated: paper columns empty") + ").", "",
         *_provenance(command, boards),
+        *_distributed_note(boards),
         *_grouped_table(boards, _size_columns),
     ]
     return "\n".join(lines) + "\n"
@@ -407,9 +413,34 @@ CAPPED = "(capped)"
 
 
 def _config_cell(result: ConfigResult) -> str:
-    bf16 = result.config.get("train", {}).get("precision") == "bf16"
-    quick = any("--quick" in (r.get("command") or "").split() for r in result.runs)
-    return f"`{result.config_hash}`" + (" bf16" if bf16 else "") + (" quick" if quick else "")
+    bf16 = result.config.train.get("precision") == "bf16"
+    quick = any("--quick" in (r.command or "").split() for r in result.runs)
+    return (f"`{result.config_hash}`" + (" bf16" if bf16 else "") + (" quick" if quick else "")
+            + (" distributed" if result.distributed else ""))
+
+
+DISTRIBUTED_NOTE = ("(distributed): a run of the distributed track (`python -m ctrbench.distributed.train`, "
+                    "`torchrun` for several processes): embedding tables sharded over its processes, one pass over "
+                    "the train split and no validation split, so it is shown beside the model's tuned config, not "
+                    "chosen against it (of several distributed configs, the latest run's), its test metrics are on "
+                    "the splits it evaluated, and it takes no part in the significance tests.")
+
+
+def _distributed_note(boards: list[DatasetBoard]) -> list[str]:
+    """The note and, per distributed row, its processes, evaluation splits and tables' layout; nothing
+    when no board has a distributed run."""
+    runs = [(board, row.ours.first) for board in boards for row in board.rows if row.ours and row.ours.distributed]
+    if not runs:
+        return []
+    lines = [DISTRIBUTED_NOTE, ""]
+    for board, run in runs:
+        layout = Counter(table["type"] for tables in run.distributed.sharding.values() for table in tables.values())
+        tables = ", ".join(f"{kind} {count}" for kind, count in sorted(layout.items()))
+        processes = run.distributed.world_size
+        lines.append(f"- {board.display}, {run.display_name or run.model} (distributed): {processes} "
+                     f"process{'es' if processes > 1 else ''}, evaluated on {' + '.join(run.distributed.eval_splits)} "
+                     f"({run.distributed.eval_rows:,} rows), tables: {tables}")
+    return [*lines, ""]
 
 
 def _runs_cell(budget: Budget) -> str:
@@ -436,14 +467,15 @@ def _verdict_cell(row: Row, board: DatasetBoard) -> str:
 def dataset_markdown(board: DatasetBoard, command: str) -> str:
     chosen = [r.ours if r.ours and r.ours.ok else None for r in board.rows]
     columns = _metric_columns(board)
-    grouped = any(c and "gauc" in c.ok[0]["test"] for c in chosen)  # a dataset with users: gAUC as BARS
+    grouped = any(c and c.metric("test", "gauc") for c in chosen)  # a dataset with users: gAUC as BARS
     metrics = {
         "Seeds": columns.pop("Seeds"),
-        "Valid AUC (ours)": [format_mean_std(c.metric("valid", "auc")) if c else DASH for c in chosen],
+        "Valid AUC (ours)": [format_mean_std(c.metric("valid", "auc")) if c and c.metric("valid", "auc") else DASH
+                             for c in chosen],
         **columns,
-        **({"Test gAUC (ours)": [format_mean_std(c.metric("test", "gauc")) if c and "gauc" in c.ok[0]["test"] else DASH
+        **({"Test gAUC (ours)": [format_mean_std(c.metric("test", "gauc")) if c and c.metric("test", "gauc") else DASH
                                  for c in chosen]} if grouped else {}),
-        "Best epoch": [f"{mean_std([run['best_epoch'] for run in c.ok])[0]:.1f}" if c else DASH for c in chosen],
+        "Best epoch": [f"{mean_std([run.best_epoch for run in c.ok])[0]:.1f}" if c else DASH for c in chosen],
         "Configs tried": [str(r.configs_tried) if r.ours else DASH for r in board.rows],
         "Config": [_config_cell(r.ours) if r.ours else DASH for r in board.rows],
         "Runs": [_runs_cell(r.budget) if r.budget else DASH for r in board.rows],
@@ -459,6 +491,7 @@ def dataset_markdown(board: DatasetBoard, command: str) -> str:
         "Runs and training time: every run stored for the model on this build of the data (all configs tried, "
         "all seeds), the cost of its tuning budget.", "",
         *_provenance(command, [board]),
+        *_distributed_note([board]),
         *_dataset_table(board, metrics), "",
         *([*caps, ""] if caps else []),
         "## Size and compute", "",
@@ -472,7 +505,7 @@ def dataset_markdown(board: DatasetBoard, command: str) -> str:
 def plot_points(board: DatasetBoard) -> tuple[list[Point], list[Point]]:
     """Ours (mean ± std over seeds; the best and the models tied with it highlighted) and the paper's
     (its forward + backward MFLOP divided by 3, the convention of ours)."""
-    ours = [Point(r.model, r.ours.first["mflop_per_example"], *mean_std(r.ours.metric("test", "auc")),
+    ours = [Point(r.model, r.ours.first.mflop_per_example, *mean_std(r.ours.metric("test", "auc")),
                   highlight=r.model == board.best or (r.verdict is not None and not r.verdict.differs))
             for r in board.rows if r.ours and r.ours.ok]
     paper = [Point(r.model, r.paper_mflop / 3, r.paper_auc) for r in board.rows
@@ -480,7 +513,7 @@ def plot_points(board: DatasetBoard) -> tuple[list[Point], list[Point]]:
     return ours, paper
 
 
-def write_leaderboards(records: list[dict[str, Any]], out_dir: str | Path, command: str,
+def write_leaderboards(records: list[RunRecord], out_dir: str | Path, command: str,
                        predictions: Logits = lambda record: None, labels_of: Labels = lambda dataset, data_hash: None,
                        ) -> list[Path]:
     """Write the tables and plots described above, and for the runs `ctrbench scale` made the scaling
@@ -509,9 +542,9 @@ def write_leaderboards(records: list[dict[str, Any]], out_dir: str | Path, comma
             written += [out_dir / f"{board.name}.md", plot]
     scaling_runs, _ = current_build(scaling_runs)
     for dataset, models in studies(scaling_runs).items():
-        runs = [r for r in scaling_runs if r["dataset"] == dataset]
-        bayes = next((r["bayes"] for r in runs if r.get("bayes")), None)
-        commands = sorted({portable_command(r.get("command") or "(command not recorded)") for r in runs})
+        runs = [r for r in scaling_runs if r.dataset == dataset]
+        bayes = next((r.bayes for r in runs if r.bayes), None)
+        commands = sorted({portable_command(r.command or "(command not recorded)") for r in runs})
         page, plot = out_dir / f"{dataset}_scaling.md", out_dir / f"{dataset}_scaling.png"
         atomic_write_text(page, scaling_markdown(dataset, models, bayes, portable_command(command), commands))
         atomic_write_bytes(plot, scaling_png(dataset, models, bayes))

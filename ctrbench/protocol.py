@@ -27,6 +27,7 @@ from typing import Any
 from ctrbench.config import build_dataclass, check_kwargs, load_yaml, signature_hints
 from ctrbench.errors import CtrbenchError, unknown_name
 from ctrbench.console import console
+from ctrbench.record import RunRecord
 from ctrbench.results import DEFAULT_RESULTS, ResultsStore
 from ctrbench.runner import (BASE_SEED, MODEL_CONFIG_DIR, DatasetSplits, RunSpec, default_checkpoint_dir,
                              model_config_entry, pick_device, resolve_spec, train_unclaimed, with_quick)
@@ -167,15 +168,15 @@ class ProtocolPlanner:
     def spec(self, model: str, point: Overrides, seed: int = BASE_SEED) -> RunSpec:
         return resolve_spec(model, self.dataset, seed, self.config_dir, _merge(point, self.overrides))
 
-    def _best(self, specs: list[RunSpec], stored: dict[RunKey, dict[str, Any]]) -> RunSpec:
+    def _best(self, specs: list[RunSpec], stored: dict[RunKey, RunRecord]) -> RunSpec:
         """The spec whose seed-2021 run has the best validation AUC (diverged last; ties: hash order)."""
         def rank(spec: RunSpec) -> tuple[bool, float]:
             record = stored[self.key(spec)]
-            return record["status"] == "ok", record["valid"]["auc"] if record["status"] == "ok" else float("-inf")
+            return record.ok, record.valid.auc if record.ok else float("-inf")
         by_hash = sorted(specs, key=lambda spec: spec.config_hash(self.data_hash))
         return max(by_hash, key=rank)
 
-    def plan_model(self, model: str, stored: dict[RunKey, dict[str, Any]]) -> ModelPlan:
+    def plan_model(self, model: str, stored: dict[RunKey, RunRecord]) -> ModelPlan:
         if "embedding_dim" in signature_hints(get_model_class(model)):
             base = resolve_spec(model, self.dataset, BASE_SEED, self.config_dir, self.overrides)
             dims = self.protocol.dims(self.dataset, model, base.model_params.get("embedding_dim"))
@@ -203,8 +204,8 @@ class ProtocolPlanner:
         return ModelPlan(model, "seeds" if missing else "done", missing, tried, winner,
                          winner.config_hash(self.data_hash))
 
-    def plan(self, records: list[dict[str, Any]]) -> list[ModelPlan]:
-        stored = {(r["model"], r["dataset"], r["config_hash"], r["seed"]): r for r in records}
+    def plan(self, records: list[RunRecord]) -> list[ModelPlan]:
+        stored = {r.key: r for r in records}
         return [self.plan_model(model, stored) for model in self.models]
 
 
@@ -240,7 +241,7 @@ def bench_protocol(dataset: str, models: list[str], protocol: str, seeds: int = 
                    results_path: str | Path | None = None, config_dir: Path | None = None, quick: bool = False,
                    device: str = "auto", overrides: Overrides | None = None, progress: bool = True,
                    command: str | None = None, checkpoint_dir: Path | None = None,
-                   stream: bool | None = None) -> tuple[list[ModelPlan], list[dict]]:
+                   stream: bool | None = None) -> tuple[list[ModelPlan], list[RunRecord]]:
     """`ctrbench bench --protocol NAME`: run the protocol for `models` on `dataset` to the end; return
     the final plans and the stored records of each model's chosen config (every seed). `stream` as
     `DatasetSplits`: True / False streams / loads every split, None chooses by size."""
@@ -250,4 +251,4 @@ def bench_protocol(dataset: str, models: list[str], protocol: str, seeds: int = 
     store = ResultsStore(results_path or DEFAULT_RESULTS)
     plans = run_protocol(planner, data, store, pick_device(device), command, progress, checkpoint_dir)
     chosen = {(plan.model, plan.winner_hash) for plan in plans}
-    return plans, [r for r in store.records() if r["dataset"] == dataset and (r["model"], r["config_hash"]) in chosen]
+    return plans, [r for r in store.records() if r.dataset == dataset and (r.model, r.config_hash) in chosen]

@@ -1,5 +1,8 @@
 """The results store (one JSON object per finished run in a JSON Lines file) and model selection.
 
+Each line is a `ctrbench.record.RunRecord` (`to_json` / `from_json`); reading checks every line and
+stops at the first bad one with the store's file, the line number and the field.
+
 Appends take an exclusive file lock, rewrite the file to a temporary name and rename it over the
 old one, so concurrent benchmark processes never interleave or tear records and a crash leaves the
 previous complete file. A run is identified by (model, dataset, config hash, seed); `bench` and
@@ -20,32 +23,23 @@ import statistics
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from filelock import FileLock
 
 from ctrbench.errors import CtrbenchError
 from ctrbench.features import atomic_write_bytes, atomic_write_text
+from ctrbench.record import RunConfig, RunRecord
 
 
 DEFAULT_RESULTS = Path("results") / "results.jsonl"
 PREDICTIONS_DIR = "predictions"
-KEY_FIELDS = ("model", "dataset", "config_hash", "seed")
-# What model selection, the leaderboard and the results table read from every record.
-REQUIRED_FIELDS = (*KEY_FIELDS, "status", "config", "valid", "test", "dense_params", "embedding_params",
-                   "mflop_per_example", "samples_per_second", "device")
-STATUSES = ("ok", "diverged")
 
 
 def _npy(array: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     np.save(buffer, array)
     return buffer.getvalue()
-
-
-def run_key(record: dict[str, Any]) -> tuple:
-    return tuple(record[k] for k in KEY_FIELDS)
 
 
 class ResultsStore:
@@ -56,7 +50,7 @@ class ResultsStore:
                                 f"{self.path / DEFAULT_RESULTS.name}")
         self.lock = FileLock(str(self.path) + ".lock")
 
-    def _read(self) -> list[dict[str, Any]]:
+    def _read(self) -> list[RunRecord]:
         if not self.path.exists():
             return []
         records = []
@@ -64,46 +58,39 @@ class ResultsStore:
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
+                records.append(RunRecord.from_json(json.loads(line)))
             except json.JSONDecodeError as exc:
                 raise CtrbenchError(f"{self.path}:{number}: not a JSON record ({exc.msg}); fix or remove that line") from None
-            if not isinstance(record, dict):
-                raise CtrbenchError(f"{self.path}:{number}: not a JSON object; fix or remove that line")
-            missing = [k for k in REQUIRED_FIELDS if k not in record]
-            if missing:
-                raise CtrbenchError(f"{self.path}:{number}: record lacks {missing}; fix or remove that line")
-            if record["status"] not in STATUSES:
-                raise CtrbenchError(f"{self.path}:{number}: status {record['status']!r} is not one of {STATUSES}; "
-                                    "fix or remove that line")
-            records.append(record)
+            except CtrbenchError as exc:
+                raise CtrbenchError(f"{self.path}:{number}: {exc}; fix or remove that line") from None
         return records
 
-    def records(self) -> list[dict[str, Any]]:
+    def records(self) -> list[RunRecord]:
         if not self.path.parent.is_dir():  # nothing stored yet; reading creates nothing
             return []
         with self.lock:
             return self._read()
 
     def keys(self) -> set[tuple]:
-        return {run_key(r) for r in self.records()}
+        return {record.key for record in self.records()}
 
     @property
     def predictions_dir(self) -> Path:
         """Where runs' test predictions are kept: `predictions/` beside the store."""
         return self.path.parent / PREDICTIONS_DIR
 
-    def predictions_path(self, record: dict[str, Any]) -> Path:
-        return self.predictions_dir / f"{record['dataset']}_{record['model']}_{record['config_hash']}_{record['seed']}.npy"
+    def predictions_path(self, record: RunRecord) -> Path:
+        return self.predictions_dir / f"{record.dataset}_{record.model}_{record.config_hash}_{record.seed}.npy"
 
-    def predictions(self, record: dict[str, Any]) -> np.ndarray | None:
+    def predictions(self, record: RunRecord) -> np.ndarray | None:
         """The run's test logits (float32, test rows in order), or None when they were not kept. The
         labels are the dataset's: they stay with the processed data, never beside the store."""
         path = self.predictions_path(record)
         return np.load(path) if path.is_file() else None
 
-    def append(self, record: dict[str, Any], test_logits: np.ndarray | None = None) -> None:
+    def append(self, record: RunRecord, test_logits: np.ndarray | None = None) -> None:
         """Add a finished run; its test logits (when given, 4 bytes a test row) go first to their own file."""
-        line = json.dumps(record, sort_keys=True)
+        line = record.to_line()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if test_logits is not None:
             atomic_write_bytes(self.predictions_path(record), _npy(test_logits.astype(np.float32, copy=False)))
@@ -132,31 +119,42 @@ class ConfigResult:
     dataset: str
     model: str
     config_hash: str
-    runs: list[dict[str, Any]]
+    runs: list[RunRecord]
 
     @property
-    def first(self) -> dict[str, Any]:
+    def first(self) -> RunRecord:
         return self.runs[0]
 
     @property
+    def entry(self) -> str:
+        """The leaderboard row these runs are ranked in (`RunRecord.entry`)."""
+        return self.first.entry
+
+    @property
+    def distributed(self) -> bool:
+        return self.first.distributed is not None
+
+    @property
     def display_name(self) -> str:
-        return self.first.get("display_name", self.model)
+        name = self.first.display_name or self.model
+        return f"{name} (distributed)" if self.distributed else name
 
     @property
-    def config(self) -> dict[str, Any]:
-        return self.first["config"]
+    def config(self) -> RunConfig:
+        return self.first.config
 
     @property
-    def ok(self) -> list[dict[str, Any]]:
-        return [r for r in self.runs if r["status"] == "ok"]
+    def ok(self) -> list[RunRecord]:
+        return [r for r in self.runs if r.ok]
 
     @property
     def diverged(self) -> int:
         return len(self.runs) - len(self.ok)
 
     def metric(self, split: str, name: str) -> list[float]:
-        """One value per finished (not diverged) seed, e.g. metric("test", "auc")."""
-        return [r[split][name] for r in self.ok]
+        """One value per finished (not diverged) seed that has it, e.g. metric("test", "auc")."""
+        values = [r.metric(split, name) for r in self.ok]
+        return [v for v in values if v is not None]
 
     @property
     def valid_auc(self) -> float:
@@ -169,44 +167,54 @@ class ConfigResult:
         when given, so that configs run with different numbers of seeds compare on the same ones)."""
         if seeds is None:
             return self.diverged == 0, self.valid_auc
-        values = [r["valid"]["auc"] for r in self.ok if r["seed"] in seeds]
+        values = [r.valid.auc for r in self.ok if r.seed in seeds and r.valid is not None]
         return self.diverged == 0, statistics.fmean(values) if values else float("-inf")
 
     @property
     def seeds(self) -> set[int]:
-        return {r["seed"] for r in self.runs}
+        return {r.seed for r in self.runs}
+
+    @property
+    def finished_at(self) -> str:
+        """When its last run finished ("" when no run recorded it)."""
+        return max(r.finished_at or "" for r in self.runs)
 
     @property
     def params(self) -> int:
-        return self.first["dense_params"] + self.first["embedding_params"]
+        return self.first.dense_params + self.first.embedding_params
 
     @property
     def commands(self) -> list[str]:
         """The distinct command lines that produced these runs (older records may lack one)."""
-        return sorted({r.get("command") or "(command not recorded)" for r in self.runs})
+        return sorted({r.command or "(command not recorded)" for r in self.runs})
 
 
-def group_configs(records: list[dict[str, Any]]) -> list[ConfigResult]:
+def group_configs(records: list[RunRecord]) -> list[ConfigResult]:
     """Records grouped by (dataset, model, config hash), sorted; a key stored twice counts once (the first)."""
-    groups: dict[tuple[str, str, str], dict[int, dict[str, Any]]] = defaultdict(dict)
+    groups: dict[tuple[str, str, str], dict[int, RunRecord]] = defaultdict(dict)
     for record in records:
-        groups[(record["dataset"], record["model"], record["config_hash"])].setdefault(record["seed"], record)
+        groups[(record.dataset, record.model, record.config_hash)].setdefault(record.seed, record)
     return [ConfigResult(dataset, model, config_hash, [runs[seed] for seed in sorted(runs)])
             for (dataset, model, config_hash), runs in sorted(groups.items())]
 
 
-def select_best(records: list[dict[str, Any]]) -> dict[tuple[str, str], tuple[ConfigResult, int]]:
-    """(dataset, model) -> (the config with the best mean validation AUC, how many configs were tried).
+def select_best(records: list[RunRecord]) -> dict[tuple[str, str], tuple[ConfigResult, int]]:
+    """(dataset, entry) -> (the config with the best mean validation AUC, how many configs were tried);
+    the entry is the model (`RunRecord.entry`: distributed runs are ranked apart, as `MODEL (distributed)`).
 
     Configs are compared on the seeds they all have (a protocol's candidates on seed 2021, even after
     its winner got more seeds), or on all their seeds when they share none. Ties go to the config whose
-    hash sorts first, so the choice never depends on record order.
+    hash sorts first, so the choice never depends on record order. Distributed runs have no validation
+    split: of several configs, the one whose run finished last is shown (never a choice on test).
     """
     candidates: dict[tuple[str, str], list[ConfigResult]] = defaultdict(list)
     for result in group_configs(records):
-        candidates[(result.dataset, result.model)].append(result)
+        candidates[(result.dataset, result.entry)].append(result)
     chosen = {}
     for key, results in sorted(candidates.items()):
+        if results[0].distributed:
+            chosen[key] = (max(results, key=lambda result: result.finished_at), len(results))
+            continue
         common = set.intersection(*(result.seeds for result in results)) or None
         chosen[key] = (max(results, key=lambda result: result.rank(common)), len(results))
     return chosen

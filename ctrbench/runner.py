@@ -10,8 +10,6 @@ finished run to the results store and skipping runs already stored; `bench` plan
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import multiprocessing
 import os
 import platform
@@ -39,7 +37,8 @@ from ctrbench.device import pick_device
 from ctrbench.errors import CtrbenchError
 from ctrbench.features import FeatureMap
 from ctrbench.flops import model_stats
-from ctrbench.results import DEFAULT_RESULTS, ResultsStore, run_key
+from ctrbench.record import Device, Divergence, Environment, Epoch, Metrics, RunConfig, RunRecord, hash_config
+from ctrbench.results import DEFAULT_RESULTS, ResultsStore
 from ctrbench.console import console
 from ctrbench.train import TrainConfig, fit, seed_everything
 from model_zoo import get_model_class
@@ -65,9 +64,7 @@ class RunSpec:
 
     def config_hash(self, data_hash: str) -> str:
         """Identifies the config and the exact data it ran on (not the seed)."""
-        blob = json.dumps({"model": self.model, "dataset": self.dataset, "config": self.config(), "data": data_hash},
-                          sort_keys=True, default=list)
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+        return hash_config(self.model, self.dataset, self.config(), data_hash)
 
 
 def model_config_entry(model: str, dataset: str, config_dir: Path | None = None) -> tuple[dict[str, Any], str]:
@@ -126,16 +123,17 @@ def code_version() -> tuple[str | None, bool | None]:
     return _git("rev-parse", "HEAD") or None, None if changes is None else bool(changes)
 
 
-def environment(device: torch.device) -> dict[str, Any]:
+def environment(device: torch.device) -> Environment:
+    """This process's device, library versions and code version, for its run records."""
     commit, dirty = code_version()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
-    return {
-        "versions": {"ctrbench": ctrbench.__version__, "torch": torch.__version__, "python": platform.python_version(),
-                     "polars": polars.__version__, "pyarrow": pyarrow.__version__},
-        "git_commit": commit,
-        "git_dirty": dirty,  # uncommitted changes to tracked files when the process started
-        "device": {"type": device.type, "name": name, "threads": torch.get_num_threads()},
-    }
+    return Environment(
+        versions={"ctrbench": ctrbench.__version__, "torch": torch.__version__, "python": platform.python_version(),
+                  "polars": polars.__version__, "pyarrow": pyarrow.__version__},
+        git_commit=commit,
+        git_dirty=dirty,  # uncommitted changes to tracked files when the process started
+        device=Device(device.type, name, torch.get_num_threads()),
+    )
 
 
 def build_model(spec: RunSpec, fmap: FeatureMap) -> torch.nn.Module:
@@ -186,7 +184,7 @@ def group_column(dataset: str, fmap: FeatureMap) -> int | None:
 
 
 def execute(spec: RunSpec, data: DatasetSplits, device: torch.device, label: str = "", progress: bool = True,
-            checkpoint_path: Path | None = None, command: str | None = None) -> tuple[dict[str, Any], np.ndarray | None]:
+            checkpoint_path: Path | None = None, command: str | None = None) -> tuple[RunRecord, np.ndarray | None]:
     """Train one run; return its results record and its test logits (None when it diverged or the
     dataset has no test split). `command` is the command line that asked for it."""
     code_version()  # read before training, so the record names the code that ran
@@ -197,34 +195,35 @@ def execute(spec: RunSpec, data: DatasetSplits, device: torch.device, label: str
     result = fit(model, data.train, data.valid, data.test, spec.train, spec.seed, device=device,
                  label=label, progress=progress, checkpoint_path=checkpoint_path,
                  group_column=group_column(spec.dataset, data.fmap))
-    record = {
-        "model": spec.model,
-        "display_name": get_model_class(spec.model).display_name,
-        "dataset": spec.dataset,
-        "config_hash": spec.config_hash(data.fmap.content_hash),
-        "seed": spec.seed,
-        "config": spec.config(),
-        "data_hash": data.fmap.content_hash,
-        "status": result.status,
-        "valid": result.valid,
-        "test": result.test,
-        "diverged": result.diverged,
-        "best_epoch": result.best_epoch,
-        "epochs": result.epochs,
-        "steps": result.steps,
-        "train_seconds": round(result.train_seconds, 3),
-        "wall_seconds": round(time.time() - started, 3),
-        "samples_per_second": round(result.samples_per_second, 1),
-        "dense_params": stats.dense_params,
-        "embedding_params": stats.embedding_params,
-        "mflop_per_example": round(stats.mflop_per_example, 6),
-        "history": result.history,
-        "command": command,
-        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        **environment(device),
-    }
-    if "bayes" in data.fmap.source:  # a generated dataset whose best achievable LogLoss is known (teacher)
-        record["bayes"] = data.fmap.source["bayes"]
+    config = spec.config()
+    record = RunRecord(
+        model=spec.model,
+        display_name=get_model_class(spec.model).display_name,
+        dataset=spec.dataset,
+        config_hash=spec.config_hash(data.fmap.content_hash),
+        seed=spec.seed,
+        config=RunConfig(config["model"], config["train"]),
+        data_hash=data.fmap.content_hash,
+        status=result.status,
+        valid=Metrics(**result.valid) if result.valid else None,
+        test=Metrics(**result.test) if result.test else None,
+        diverged=Divergence(**result.diverged) if result.diverged else None,
+        best_epoch=result.best_epoch,
+        epochs=result.epochs,
+        steps=result.steps,
+        train_seconds=round(result.train_seconds, 3),
+        wall_seconds=round(time.time() - started, 3),
+        samples_per_second=round(result.samples_per_second, 1),
+        dense_params=stats.dense_params,
+        embedding_params=stats.embedding_params,
+        mflop_per_example=round(stats.mflop_per_example, 6),
+        history=[Epoch(**entry) for entry in result.history],
+        command=command,
+        finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        environment=environment(device),
+        # a generated dataset whose best achievable LogLoss is known (teacher)
+        bayes=data.fmap.source.get("bayes"),
+    )
     if result.test_logits is None:
         return record, None
     return record, result.test_logits.numpy()
@@ -261,7 +260,7 @@ def checkpoint_path(checkpoint_dir: Path, spec: RunSpec, config_hash: str) -> Pa
 
 def train_unclaimed(spec: RunSpec, data: DatasetSplits, store: ResultsStore, device: torch.device, label: str,
                     checkpoint_dir: Path, command: str | None = None, progress: bool = True,
-                    eta_note: str = "") -> dict[str, Any] | None:
+                    eta_note: str = "") -> RunRecord | None:
     """Train `spec` and append its record to `store`, unless another process holds its claim or it is
     stored already: then return None.
 
@@ -288,11 +287,11 @@ def train_unclaimed(spec: RunSpec, data: DatasetSplits, store: ResultsStore, dev
         store.append(record, test_logits)
         checkpoint.unlink(missing_ok=True)
     claim_path.unlink(missing_ok=True)  # safe: a process that still opens it finds the run stored
-    if record["status"] == "ok":
-        console.print(f"{label} -> test AUC {record['test']['auc']:.4f}  logloss {record['test']['logloss']:.4f}  "
-                      f"({record['epochs']} epochs, {duration(time.time() - started)})", highlight=False)
+    if record.ok:
+        console.print(f"{label} -> test AUC {record.test.auc:.4f}  logloss {record.test.logloss:.4f}  "
+                      f"({record.epochs} epochs, {duration(time.time() - started)})", highlight=False)
     else:
-        console.print(f"{label} -> diverged (LossX): {record['diverged']}; continuing", highlight=False)
+        console.print(f"{label} -> diverged (LossX): {vars(record.diverged)}; continuing", highlight=False)
     return record
 
 
@@ -302,7 +301,7 @@ def default_checkpoint_dir(store: ResultsStore, checkpoint_dir: Path | None) -> 
 
 def run_plan(plan: list[RunSpec], data: DatasetSplits, store: ResultsStore, device: torch.device,
              command: str | None = None, progress: bool = True,
-             checkpoint_dir: Path | None = None) -> list[dict[str, Any]]:
+             checkpoint_dir: Path | None = None) -> list[RunRecord]:
     """Train every run of `plan` not yet in `store`, appending each as it finishes; return the plan's
     stored records.
 
@@ -335,7 +334,7 @@ def run_plan(plan: list[RunSpec], data: DatasetSplits, store: ResultsStore, devi
                           "run; skipped", highlight=False)
         else:
             eta.add(spec.model, time.time() - started)
-    records = {run_key(r): r for r in store.records()}
+    records = {r.key: r for r in store.records()}
     missing = [key for key in keys if key not in records]
     if missing:
         console.print(f"{len(missing)} of the planned runs are still being trained by another process; "
@@ -357,7 +356,7 @@ def bench(
     command: str | None = None,
     checkpoint_dir: Path | None = None,
     stream: bool | None = None,
-) -> list[dict[str, Any]]:
+) -> list[RunRecord]:
     """Train every (model, seed) not yet in the results store; return this benchmark's records.
     `stream`: True / False streams / loads every split, None chooses by size (`DatasetSplits`)."""
     overrides = with_quick(overrides, quick)

@@ -14,6 +14,7 @@ from typing import Any
 
 from ctrbench.errors import CtrbenchError
 from ctrbench.flops import model_stats
+from ctrbench.record import RunRecord
 from ctrbench.results import DEFAULT_RESULTS, ResultsStore
 from ctrbench.runner import (BASE_SEED, DatasetSplits, RunSpec, build_model, model_config_entry, pick_device,
                              resolve_spec, run_plan, with_quick)
@@ -54,7 +55,7 @@ def scale(dataset: str, models: list[str], seeds: int = 1, points: int | None = 
           data_dir: str | Path | None = None, results_path: str | Path | None = None, config_dir: Path | None = None,
           quick: bool = False, device: str = "auto", overrides: Overrides | None = None, progress: bool = True,
           command: str | None = None, checkpoint_dir: Path | None = None, stream: bool | None = None,
-          ) -> list[dict[str, Any]]:
+          ) -> list[RunRecord]:
     """Train every model's ladder rungs x seeds not yet stored (checking first that each ladder grows its
     compute at every rung); return the study's records. `stream` as `DatasetSplits`."""
     data = DatasetSplits.open(dataset, data_dir, stream)

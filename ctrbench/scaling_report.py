@@ -16,14 +16,15 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from ctrbench.errors import CtrbenchError
+from ctrbench.record import RunRecord
 from ctrbench.results import format_mean_std, group_configs, mean_std
 from ctrbench.powerlaw import SATURATION_THRESHOLD, LawFit, fit_with_intervals
 
 DASH = "–"
 
 
-def is_scaling_run(record: dict[str, Any]) -> bool:
-    return (record.get("command") or "").startswith("ctrbench scale ")
+def is_scaling_run(record: RunRecord) -> bool:
+    return (record.command or "").startswith("ctrbench scale ")
 
 
 @dataclass
@@ -31,14 +32,14 @@ class Rung:
     config_hash: str
     mflop: float
     params: int
-    runs: list[dict[str, Any]]
+    runs: list[RunRecord]
 
     def values(self, split: str, metric: str) -> list[float]:
-        return [r[split][metric] for r in self.runs if r["status"] == "ok"]
+        return [r.metric(split, metric) for r in self.runs if r.ok]
 
     @property
     def diverged(self) -> int:
-        return sum(r["status"] != "ok" for r in self.runs)
+        return sum(not r.ok for r in self.runs)
 
 
 @dataclass
@@ -50,13 +51,13 @@ class ModelStudy:
     fit_error: str | None
 
 
-def studies(records: list[dict[str, Any]]) -> dict[str, list[ModelStudy]]:
+def studies(records: list[RunRecord]) -> dict[str, list[ModelStudy]]:
     """dataset -> one study per model: its rungs by compute and the fit of test LogLoss on MFLOP."""
     by_model: dict[tuple[str, str], list[Rung]] = defaultdict(list)
     for group in group_configs(records):
         first = group.first
-        by_model[(group.dataset, group.model)].append(Rung(group.config_hash, first["mflop_per_example"],
-                                                           first["dense_params"] + first["embedding_params"], group.runs))
+        by_model[(group.dataset, group.model)].append(Rung(group.config_hash, first.mflop_per_example, group.params,
+                                                           group.runs))
     result: dict[str, list[ModelStudy]] = defaultdict(list)
     for (dataset, model), rungs in sorted(by_model.items()):
         rungs.sort(key=lambda rung: rung.mflop)
@@ -67,7 +68,7 @@ def studies(records: list[dict[str, Any]]) -> dict[str, list[ModelStudy]]:
             fit = fit_with_intervals(compute, loss)
         except CtrbenchError as exc:
             error = str(exc)
-        result[dataset].append(ModelStudy(model, rungs[0].runs[0].get("display_name", model), rungs, fit, error))
+        result[dataset].append(ModelStudy(model, rungs[0].runs[0].display_name or model, rungs, fit, error))
     return result
 
 

@@ -138,8 +138,8 @@ def best_entry(result: ConfigResult) -> dict[str, Any]:
     """The chosen config as a `model_zoo/configs/<model>.yaml` entry: its model values and the
     training values that differ from TrainConfig's defaults (defaults stay in one place)."""
     defaults = json.loads(json.dumps(asdict(TrainConfig())))
-    train = {key: value for key, value in result.config["train"].items() if value != defaults[key]}
-    entry = {section: values for section, values in (("model", result.config["model"]), ("train", train)) if values}
+    train = {key: value for key, value in result.config.train.items() if value != defaults[key]}
+    entry = {section: values for section, values in (("model", result.config.model), ("train", train)) if values}
     return {result.dataset: entry}
 
 

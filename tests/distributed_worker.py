@@ -4,7 +4,7 @@ with torchrun), so the tests pay torch's and torchrec's import time once for sev
     python -m torch.distributed.run --standalone --nproc_per_node=2 tests/distributed_worker.py RUNS.json OUT.json
 
 RUNS.json is a list of {"config": path, "overrides": [KEY=VALUE, ...], "stop_after": steps or null};
-rank 0 writes the list of results to OUT.json.
+rank 0 writes the list of the runs' records (`RunRecord.to_json`; null for a stopped session) to OUT.json.
 """
 
 import json
@@ -21,11 +21,12 @@ def main(runs_path: str, out_path: str) -> None:
     runs = json.loads(Path(runs_path).read_text())
     dist.init_process_group("gloo")
     try:
-        results = [run(load_config(item["config"], item["overrides"]), stop_after=item["stop_after"]) for item in runs]
+        rank = dist.get_rank()
+        records = [run(load_config(item["config"], item["overrides"]), stop_after=item["stop_after"]) for item in runs]
     finally:
         dist.destroy_process_group()
-    if results[0] is not None:  # rank 0
-        Path(out_path).write_text(json.dumps(results))
+    if rank == 0:
+        Path(out_path).write_text(json.dumps([record and record.to_json() for record in records]))
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ import yaml
 from ctrbench.cli import main
 from ctrbench.errors import CtrbenchError
 from ctrbench.leaderboard import _delta, write_leaderboards
-from ctrbench.results import ResultsStore, run_key, select_best
+from ctrbench.record import KEY_FIELDS, RunRecord
+from ctrbench.results import ResultsStore, select_best
 from ctrbench.runner import Eta, bench, resolve_spec
 from ctrbench.synthetic import write_synthetic
 from ctrbench.tuner import TuneResult, best_entry_yaml, grid_points, load_space, tune
@@ -64,12 +65,15 @@ def lines(path: Path) -> list[str]:
 
 APPEND_MANY = """
 import sys
+from ctrbench.record import RunRecord
 from ctrbench.results import ResultsStore
 store = ResultsStore(sys.argv[1])
 for i in range(40):
-    store.append({"model": sys.argv[2], "dataset": "d", "config_hash": "h", "seed": i, "status": "ok", "config": {},
-                  "valid": {}, "test": {}, "dense_params": 1, "embedding_params": 1, "mflop_per_example": 0.0,
-                  "samples_per_second": 1.0, "device": {}, "pad": "x" * 2000})
+    store.append(RunRecord.from_json({
+        "model": sys.argv[2], "dataset": "d", "config_hash": "h", "seed": i, "status": "ok",
+        "config": {"model": {}, "train": {}}, "valid": {}, "test": {}, "dense_params": 1, "embedding_params": 1,
+        "mflop_per_example": 0.0, "samples_per_second": 1.0, "device": {"type": "cpu", "name": "x"},
+        "command": "x" * 2000}))
 """
 
 
@@ -80,12 +84,12 @@ def test_two_processes_appending_to_one_store_lose_nothing(tmp_path):
     assert [w.wait() for w in writers] == [0, 0]
     records = ResultsStore(path).records()
     assert len(records) == 80
-    assert {run_key(r) for r in records} == {(m, "d", "h", i) for m in "ab" for i in range(40)}
+    assert {r.key for r in records} == {(m, "d", "h", i) for m in "ab" for i in range(40)}
 
 
 def test_bad_store_line_names_file_and_line(tmp_path):
     path = tmp_path / "results.jsonl"
-    complete = json.dumps(record("lr", "d", "h", 1, 0.8, 0.8, 0.4))
+    complete = record("lr", "d", "h", 1, 0.8, 0.8, 0.4).to_line()
     unknown_status = complete.replace('"ok"', '"done"')
     for text, message in [(f'{complete}\n{{"model": \n', "results.jsonl:2: not a JSON record"),
                           (f'{complete}\n{{"model": "lr", "dataset": "d", "config_hash": "h", "seed": 2}}\n',
@@ -101,17 +105,21 @@ def test_bad_store_line_names_file_and_line(tmp_path):
 
 # ---- model selection and the leaderboard --------------------------------------------------------
 
-def record(model, dataset, config_hash, seed, valid_auc, test_auc, test_logloss, status="ok", **extra):
+def key(record: dict) -> tuple:
+    return tuple(record[name] for name in KEY_FIELDS)
+
+
+def record(model, dataset, config_hash, seed, valid_auc, test_auc, test_logloss, status="ok", **extra) -> RunRecord:
     display = {"dlrm": "DLRM", "lr": "LR", "wukong": "Wukong"}[model]
     ok = status == "ok"
-    return {
+    return RunRecord.from_json({
         "model": model, "display_name": display, "dataset": dataset, "config_hash": config_hash, "seed": seed,
         "config": {"model": {"embedding_dim": 8}, "train": {"learning_rate": 0.001}}, "status": status,
         "valid": {"auc": valid_auc, "logloss": 0.3} if ok else {}, "test": {"auc": test_auc, "logloss": test_logloss} if ok else {},
         "best_epoch": 4, "epochs": 6, "samples_per_second": 1000.0 + seed, "dense_params": 1000, "embedding_params": 500,
         "mflop_per_example": 1.5, "device": {"type": "cpu", "name": "test cpu"},
         "command": f"ctrbench bench --dataset {dataset} --models {model}", **extra,
-    }
+    })
 
 
 def frappe_records():
@@ -176,7 +184,7 @@ def test_leaderboard_numbers_next_to_the_paper(tmp_path, paper_dir):
 
 def test_dataset_page_marks_a_bf16_config(tmp_path):
     bf16 = record("dlrm", "frappe", "fff", 2021, 0.999, 0.99, 0.1)
-    bf16["config"]["train"]["precision"] = "bf16"
+    bf16.config.train["precision"] = "bf16"
     write_leaderboards([*frappe_records(), bf16], tmp_path, "ctrbench leaderboard --out X")
     assert "| 3 | `fff` bf16 |" in (tmp_path / "frappe.md").read_text()  # chosen on validation, 3 configs tried
 
@@ -226,8 +234,8 @@ def test_diverged_run_is_recorded_and_the_benchmark_continues(small_data_dir, ti
     results = tmp_path / "results.jsonl"
     records = bench("synthetic", ["lr", "dlrm"], data_dir=small_data_dir, results_path=results,
                     config_dir=tiny_configs, progress=False)
-    assert [(r["model"], r["status"]) for r in records] == [("lr", "diverged"), ("dlrm", "ok")]
-    assert records[0]["diverged"] == {"step": 1, "last_finite_loss": None, "what": "non-finite loss"}
+    assert [(r.model, r.status) for r in records] == [("lr", "diverged"), ("dlrm", "ok")]
+    assert vars(records[0].diverged) == {"step": 1, "last_finite_loss": None, "what": "non-finite loss"}
     assert "diverged (LossX)" in capsys.readouterr().err
     assert not list((tmp_path / "checkpoints").glob("*"))  # nothing left behind
 
@@ -256,8 +264,8 @@ def one_thread():
 
 def outcomes(directory: Path) -> list[tuple]:
     """What a benchmark computed (everything but timings), run by run, in key order."""
-    records = sorted((json.loads(line) for line in lines(directory / "results.jsonl")), key=run_key)
-    return [(run_key(r), r["status"], r["valid"], r["test"], r["best_epoch"], r["epochs"], r["steps"],
+    records = sorted((json.loads(line) for line in lines(directory / "results.jsonl")), key=key)
+    return [(key(r), r["status"], r["valid"], r["test"], r["best_epoch"], r["epochs"], r["steps"],
              [(h["epoch"], h["train_loss"], h["valid_auc"], h["valid_logloss"]) for h in r["history"]])
             for r in records]
 
@@ -347,7 +355,7 @@ def test_two_benchmark_processes_share_the_work(small_data_dir, tiny_configs, tm
     processes = [ctrbench(*bench_args(small_data_dir, tiny_configs), cwd=tmp_path, wait=False) for _ in range(2)]
     outputs = [p.communicate() for p in processes]
     assert [p.returncode for p in processes] == [0, 0], outputs
-    keys = [run_key(json.loads(line)) for line in lines(tmp_path / "results.jsonl")]
+    keys = [key(json.loads(line)) for line in lines(tmp_path / "results.jsonl")]
     assert len(keys) == len(set(keys)) == 4  # each run trained and recorded exactly once
 
 
@@ -429,7 +437,7 @@ def test_tune_rejects_a_set_that_the_space_also_sets(tmp_path):
 
 def test_best_entry_lists_only_non_default_training_values():
     records = [record("dlrm", "synthetic", "abc", 2021, 0.8, 0.79, 0.5)]
-    records[0]["config"]["train"] = {"batch_size": 1024, "epochs": 100, "learning_rate": 0.003, "monitor": {"auc": 1.0}}
+    records[0].config.train = {"batch_size": 1024, "epochs": 100, "learning_rate": 0.003, "monitor": {"auc": 1.0}}
     result, _ = select_best(records)[("synthetic", "dlrm")]
     text = best_entry_yaml(TuneResult({"model": {}, "train": {}}, [result]), "ctrbench tune ...")
     assert text.splitlines()[-3:] == ["synthetic:", "  model: {embedding_dim: 8}", "  train: {batch_size: 1024, learning_rate: 0.003}"]

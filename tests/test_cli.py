@@ -1,10 +1,13 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from ctrbench.cli import main
+
+REPO = Path(__file__).resolve().parent.parent
 
 TINY_TRAIN = ["--set", "train.epochs=2", "--set", "train.batch_size=2048", "--no-progress"]
 
@@ -29,6 +32,8 @@ def test_preprocess_train_bench_leaderboard_end_to_end(tmp_path, capsys):
         assert record["status"] == "ok" and 0.5 < record["test"]["auc"] <= 1
         assert record["epochs"] == 2 and record["mflop_per_example"] >= 0
         assert record["versions"]["torch"] and record["device"]["type"] == "cpu"
+    archived = (REPO / "leaderboards" / "archive" / "results_2026-11-23.jsonl").read_text().splitlines()[0]
+    assert list(records[0]) == list(json.loads(archived))  # the same fields, in the same order, as older records
     out = capsys.readouterr()
     assert "already in" in out.err and "DLRM" in out.out
 

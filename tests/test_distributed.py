@@ -6,6 +6,7 @@ as step i of the 1-process run, and both start from the same weights (table valu
 (seed, table, row), never on the layout).
 """
 
+import contextlib
 import json
 import os
 import re
@@ -24,6 +25,7 @@ from torchrec import EmbeddingBagCollection
 from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
 from torchrec.optim.keyed import KeyedOptimizerWrapper
 
+from ctrbench.cli import main as cli_main
 from ctrbench.data import Batch, load_split
 from ctrbench.distributed.config import load_config
 from ctrbench.distributed.data import RankShare, SparseBatch
@@ -33,6 +35,8 @@ from ctrbench.distributed.sharding import LinearWarmup, available_sharding_types
 from ctrbench.embedding import FeatureEmbedding
 from ctrbench.errors import CtrbenchError
 from ctrbench.features import DatasetWriter, FeatureMap, FeatureSpec
+from ctrbench.record import RunRecord
+from ctrbench.results import ResultsStore
 from ctrbench.synthetic import write_synthetic
 from model_zoo import get_model_class
 from preprocess import PreprocessOptions
@@ -255,15 +259,17 @@ MIXED = {"c0": "data_parallel", "c1": "table_wise", "c2": "column_wise", "c3": "
 
 
 def write_days(directory, days: int, rows_per_day: int, group_rows: int) -> FeatureMap:
-    """The synthetic dataset rewritten as `days` train files with row groups of `group_rows` rows."""
+    """The synthetic dataset rewritten as `days` train files with row groups of `group_rows` rows (its
+    valid and test splits as they are: `ctrbench train --dataset synthetic` trains on it too)."""
     source = write_synthetic(Path(directory).with_name("synthetic-source"), rows=int(days * rows_per_day / 0.8) + 10,
                              seed=3)
     train = pq.read_table(source.split_paths("train")[0])
     with DatasetWriter(directory, row_group_rows=group_rows) as writer:
         for day in range(days):
             writer.write_split("train", train.slice(day * rows_per_day, rows_per_day), part=day)
-        writer.write_split("test", pq.read_table(source.split_paths("test")[0]))
-        return writer.commit(FeatureMap(dataset="synthetic-days", label=source.label, features=source.features))
+        for split in ("valid", "test"):
+            writer.write_split(split, pq.read_table(source.split_paths(split)[0]))
+        return writer.commit(FeatureMap(dataset="synthetic", label=source.label, features=source.features))
 
 
 def _environment():
@@ -281,8 +287,8 @@ def runs(tmp_path_factory):
     criteo: the Criteo converter's output for a generated Terabyte release (a file per day), 2 processes.
     half: TW's run with fp16 tables and bf16 all-to-alls. S: run A's config in 1 process, via the CLI."""
     root = tmp_path_factory.mktemp("distributed")
-    fmap = write_days(root / "data", days=4, rows_per_day=STEPS * BATCH // 4, group_rows=BATCH // 2)
-    base = {"data_dir": str(root / "data"), "batch_size": BATCH, "eval_batch_size": 1024, "log_every": 20}
+    fmap = write_days(root / "synthetic", days=4, rows_per_day=STEPS * BATCH // 4, group_rows=BATCH // 2)
+    base = {"data_dir": "synthetic", "batch_size": BATCH, "eval_batch_size": 1024, "log_every": 20}
     mixed = root / "mixed.yaml"
     mixed.write_text(yaml.safe_dump({
         "model": "dlrm", "model_params": {"embedding_dim": 16, "bottom_mlp_units": [32], "top_mlp_units": [64, 32]},
@@ -312,32 +318,67 @@ def runs(tmp_path_factory):
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
          str(REPO / "tests" / "distributed_worker.py"), str(root / "plan.json"), str(root / "out.json")],
         cwd=root, env=_environment(), capture_output=True, text=True, timeout=600))
-    a, b_stopped, b, logistic_result, replicated, table_wise, criteo_result, half = json.loads(
-        (root / "out.json").read_text())
+    a, b_stopped, b, logistic_result, replicated, table_wise, criteo_result, half = [
+        record and RunRecord.from_json(record) for record in json.loads((root / "out.json").read_text())]
     single = subprocess.run(
-        [sys.executable, "-m", "ctrbench.distributed.train", "--config", str(mixed), "--set", f"train.output_dir={root / 'S'}"],
+        [sys.executable, "-m", "ctrbench.distributed.train", "--config", "mixed.yaml", "--set", "train.output_dir=S",
+         "--results", "S/results.jsonl"],
         cwd=root, env=_environment(), capture_output=True, text=True, timeout=600)
     _check(single)
     return {"A": a, "B_stopped": b_stopped, "B": b, "L": logistic_result, "DP": replicated, "TW": table_wise,
             "criteo": criteo_result, "criteo_fmap": FeatureMap.load(root / "criteo"), "half": half,
-            "stderr_S": single.stderr,
-            "S": json.loads((root / "S" / "result.json").read_text()), "B_dir": root / "B",
+            "stderr_S": single.stderr, "root": root,
+            "S": RunRecord.from_json(json.loads((root / "S" / "result.json").read_text())), "B_dir": root / "B",
             "test_rows": fmap.splits["test"].rows}
 
 
 def test_two_process_run_trains_on_every_cpu_sharding_type(runs):
     a = runs["A"]
-    assert a["status"] == "ok" and a["world_size"] == 2 and a["steps"] == STEPS
-    layout = a["sharding"]["embedding"]
+    assert a.ok and a.distributed.world_size == 2 and a.steps == STEPS
+    layout = a.distributed.sharding["embedding"]
     assert {table: layout[table]["type"] for table in MIXED} == MIXED
     for table in ("c2", "c3", "c7"):  # split into two 8-column shards, on both ranks for the tables sharded across ranks
         assert [shard["sizes"][1] for shard in layout[table]["shards"]] == [8, 8]
     assert {shard["rank"] for shard in layout["c7"]["shards"]} == {0, 1}
-    losses = [entry["loss"] for entry in a["history"]]
+    losses = [entry.loss for entry in a.distributed.loss_history]
     assert len(losses) == STEPS // 20 and max(losses[-3:]) < losses[0] - 0.03
-    assert a["eval"]["rows"] == runs["test_rows"] and a["eval"]["auc"] > 0.65
-    memory = a["peak_memory"]  # each rank's own peak RSS, gathered: the CPU's "memory per GPU"
-    assert memory["kind"] == "peak_rss" and len(memory["bytes_per_rank"]) == 2 and min(memory["bytes_per_rank"]) > 2**27
+    assert a.distributed.eval_rows == runs["test_rows"] and a.test.auc > 0.65
+    memory = a.distributed.peak_memory  # each rank's own peak RSS, gathered: the CPU's "memory per GPU"
+    assert memory.kind == "peak_rss" and len(memory.bytes_per_rank) == 2 and min(memory.bytes_per_rank) > 2**27
+
+
+def test_a_finished_run_is_recorded_in_the_store_and_shown_beside_single_node_runs(runs, tmp_path):
+    """The single-process CLI run appended its record to `--results` (the same record as its result.json);
+    a single-node `ctrbench train` of the same model on the same data joins it there, with the same size
+    and compute, and `ctrbench leaderboard` shows both rows, the distributed one marked as such."""
+    root, single = runs["root"], runs["S"]
+    [line] = (root / "S" / "results.jsonl").read_text().splitlines()
+    assert RunRecord.from_json(json.loads(line)) == single and single.to_line() == line
+    assert single.command == ("python -m ctrbench.distributed.train --config mixed.yaml --set train.output_dir=S "
+                              "--results S/results.jsonl")
+    assert (single.model, single.dataset, single.seed, single.valid, single.epochs) == ("dlrm", "synthetic", 2021, None, 1)
+    assert single.config.train["world_size"] == 1 and single.config.train["sharding"] == MIXED
+    assert single.config_hash != runs["A"].config_hash  # 1 and 2 processes: two configs
+    model = ["--set", "model.embedding_dim=16", "--set", "model.bottom_mlp_units=[32]", "--set", "model.top_mlp_units=[64,32]"]
+    with contextlib.chdir(root):
+        assert cli_main(["train", "--model", "dlrm", "--dataset", "synthetic", "--data-dir", ".", "--config-dir",
+                         str(tmp_path), "--results", "S/results.jsonl", *model, "--set", "train.epochs=1",
+                         "--set", "train.batch_size=1024", "--no-progress"]) == 0
+        assert cli_main(["leaderboard", "--results", "S/results.jsonl", "--out", "boards", "--data-dir", "."]) == 0
+    stored, one_node = ResultsStore(root / "S" / "results.jsonl").records()
+    assert stored == single and one_node.distributed is None and one_node.data_hash == single.data_hash
+    assert (one_node.dense_params, one_node.embedding_params, one_node.mflop_per_example) == (
+        single.dense_params, single.embedding_params, single.mflop_per_example)
+    page = (root / "boards" / "synthetic.md").read_text()
+    rows = {line.split(" | ")[0].removeprefix("| "): line for line in page.split("## Size")[0].splitlines()
+            if line.startswith("| DLRM")}
+    assert f"| `{one_node.config_hash}` |" in rows["DLRM"]
+    assert f"{single.test.auc:.4f}" in rows["DLRM (distributed)"]
+    assert f"| `{single.config_hash}` distributed |" in rows["DLRM (distributed)"]
+    assert ("- Synthetic, DLRM (distributed): 1 process, evaluated on test (3,201 rows), tables: column_wise 2, "
+            "data_parallel 1, table_column_wise 1, table_wise") in page
+    assert "- `python -m ctrbench.distributed.train --config mixed.yaml" in page
+    assert "|  | DLRM (distributed) | 1 |" in (root / "boards" / "table2.md").read_text()
 
 
 def test_sharded_and_single_process_runs_agree(runs):
@@ -346,42 +387,43 @@ def test_sharded_and_single_process_runs_agree(runs):
     single-process gradient), which row-wise AdaGrad divides out up to its epsilon (1e-8). The runs
     agree to float32 rounding: losses and metrics within 1e-5."""
     a, single = runs["A"], runs["S"]
-    assert single["world_size"] == 1 and "resuming" not in runs["stderr_S"]
-    assert [h["step"] for h in single["history"]] == [h["step"] for h in a["history"]]
-    for mine, theirs in zip(single["history"], a["history"]):
-        assert mine["loss"] == pytest.approx(theirs["loss"], abs=1e-5)
-    assert single["eval"]["rows"] == a["eval"]["rows"]
-    assert single["eval"]["auc"] == pytest.approx(a["eval"]["auc"], abs=1e-5)
-    assert single["eval"]["logloss"] == pytest.approx(a["eval"]["logloss"], abs=1e-5)
+    assert single.distributed.world_size == 1 and "resuming" not in runs["stderr_S"]
+    assert [h.step for h in single.distributed.loss_history] == [h.step for h in a.distributed.loss_history]
+    for mine, theirs in zip(single.distributed.loss_history, a.distributed.loss_history):
+        assert mine.loss == pytest.approx(theirs.loss, abs=1e-5)
+    assert single.distributed.eval_rows == a.distributed.eval_rows
+    assert single.test.auc == pytest.approx(a.test.auc, abs=1e-5)
+    assert single.test.logloss == pytest.approx(a.test.logloss, abs=1e-5)
 
 
 def test_checkpoint_and_resume_give_the_uninterrupted_result(runs):
     stopped, resumed, uninterrupted = runs["B_stopped"], runs["B"], runs["A"]
-    assert stopped == {"status": "stopped", "step": 120}
-    assert resumed["resumed_at"] == 120
-    assert resumed["eval"] == uninterrupted["eval"]  # bit for bit
-    assert resumed["history"][-4:] == uninterrupted["history"][-4:]  # windows after step 120
+    assert stopped is None  # a session stopped early records nothing
+    assert resumed.distributed.resumed_at == 120
+    assert resumed.test == uninterrupted.test  # bit for bit
+    assert resumed.distributed.loss_history[-4:] == uninterrupted.distributed.loss_history[-4:]  # after step 120
+    assert resumed.config_hash == uninterrupted.config_hash
     assert (runs["B_dir"] / "LATEST").read_text().strip() == f"step-{STEPS:09d}"
     assert sorted(p.name for p in runs["B_dir"].glob("step-*")) == [f"step-{STEPS:09d}"]
 
 
 def test_logistic_regression_trains_with_replicated_one_column_tables(runs):
     result = runs["L"]
-    assert result["steps"] == 40
-    assert {table["type"] for table in result["sharding"]["weights"].values()} == {"data_parallel"}
-    losses = [entry["loss"] for entry in result["history"]]
-    assert losses[-1] < losses[0] - 0.05 and result["eval"]["auc"] > 0.5
+    assert result.steps == 40
+    assert {table["type"] for table in result.distributed.sharding["weights"].values()} == {"data_parallel"}
+    losses = [entry.loss for entry in result.distributed.loss_history]
+    assert losses[-1] < losses[0] - 0.05 and result.test.auc > 0.5
 
 
 def test_data_parallel_tables_train_exactly_like_table_wise_ones(runs):
     """Replicas are updated by a non-fused row-wise AdaGrad on DDP-averaged gradients, sharded tables by
     fbgemm's fused one on summed gradients: the same updates up to AdaGrad's epsilon."""
     replicated, table_wise = runs["DP"], runs["TW"]
-    assert {t["type"] for t in replicated["sharding"]["embedding"].values()} == {"data_parallel"}
-    assert {t["type"] for t in table_wise["sharding"]["embedding"].values()} == {"table_wise"}
-    for mine, theirs in zip(replicated["history"], table_wise["history"], strict=True):
-        assert mine["loss"] == pytest.approx(theirs["loss"], abs=1e-5)
-    assert replicated["eval"]["auc"] == pytest.approx(table_wise["eval"]["auc"], abs=1e-5)
+    assert {t["type"] for t in replicated.distributed.sharding["embedding"].values()} == {"data_parallel"}
+    assert {t["type"] for t in table_wise.distributed.sharding["embedding"].values()} == {"table_wise"}
+    for mine, theirs in zip(replicated.distributed.loss_history, table_wise.distributed.loss_history, strict=True):
+        assert mine.loss == pytest.approx(theirs.loss, abs=1e-5)
+    assert replicated.test.auc == pytest.approx(table_wise.test.auc, abs=1e-5)
 
 
 def test_criteo_converter_output_trains_one_pass_over_the_days(runs):
@@ -389,18 +431,20 @@ def test_criteo_converter_output_trains_one_pass_over_the_days(runs):
     the run reads the 23 day files in one pass and evaluates on all of day 23."""
     result, fmap = runs["criteo"], runs["criteo_fmap"]
     assert [Path(f).name for f in fmap.splits["train"].files] == [f"day_{day:02d}.parquet" for day in range(23)]
-    assert result["steps"] >= 23 * CRITEO_DAY_ROWS // 512 - 1  # the ranks' shares differ by at most a piece
-    assert result["eval"]["rows"] == CRITEO_DAY_ROWS == fmap.splits["valid"].rows + fmap.splits["test"].rows
-    assert len(result["sharding"]["embedding"]) == 26
-    losses = [entry["loss"] for entry in result["history"]]
-    assert losses[-1] < losses[0] - 0.1 and result["eval"]["auc"] > 0.55
+    assert result.steps >= 23 * CRITEO_DAY_ROWS // 512 - 1  # the ranks' shares differ by at most a piece
+    assert result.distributed.eval_rows == CRITEO_DAY_ROWS == fmap.splits["valid"].rows + fmap.splits["test"].rows
+    assert result.distributed.eval_splits == ["valid", "test"] and result.dataset == "criteo"
+    assert len(result.distributed.sharding["embedding"]) == 26
+    losses = [entry.loss for entry in result.distributed.loss_history]
+    assert losses[-1] < losses[0] - 0.1 and result.test.auc > 0.55
 
 
 def test_half_precision_tables_and_communication_train_close_to_fp32(runs):
     """fp16 storage rounds every update and bf16 all-to-alls keep 8 bits of mantissa: not the fp32
     numbers, but the same run to within a few thousandths of loss and AUC over 30 steps."""
     half, full = runs["half"], runs["TW"]
-    for mine, theirs in zip(half["history"], full["history"], strict=True):
-        assert mine["loss"] == pytest.approx(theirs["loss"], abs=0.01)
-    assert half["eval"]["auc"] == pytest.approx(full["eval"]["auc"], abs=0.01)
-    assert half["eval"]["auc"] != full["eval"]["auc"]  # the half-precision paths did run
+    for mine, theirs in zip(half.distributed.loss_history, full.distributed.loss_history, strict=True):
+        assert mine.loss == pytest.approx(theirs.loss, abs=0.01)
+    assert half.test.auc == pytest.approx(full.test.auc, abs=0.01)
+    assert half.test.auc != full.test.auc  # the half-precision paths did run
+    assert half.config_hash != full.config_hash  # table and all-to-all precision are part of the config

@@ -10,19 +10,20 @@ import numpy as np
 
 from ctrbench.cli import main
 from ctrbench.leaderboard import write_leaderboards
+from ctrbench.record import RunRecord
 from ctrbench.results import ResultsStore
 
 ROWS = 3_000
 
 
-def run(model: str, seed: int, test_auc: float, config_hash: str = "h1", command: str = "", **extra) -> dict:
+def run(model: str, seed: int, test_auc: float, config_hash: str = "h1", command: str = "", **extra) -> RunRecord:
     display = {"dlrm": "DLRM", "wukong": "Wukong", "afn_plus": "AFN+", "dcnv2": "DCNv2"}[model]
-    return {"model": model, "display_name": display, "dataset": "frappe", "config_hash": f"{model}-{config_hash}",
+    return RunRecord.from_json({"model": model, "display_name": display, "dataset": "frappe", "config_hash": f"{model}-{config_hash}",
             "seed": seed, "config": {"model": {}, "train": {}}, "status": "ok", "data_hash": "d",
             "valid": {"auc": 0.9, "logloss": 0.3}, "test": {"auc": test_auc, "logloss": 0.3}, "best_epoch": 3,
             "epochs": 5, "samples_per_second": 1000.0, "dense_params": 10, "embedding_params": 10,
             "mflop_per_example": 1.0, "device": {"type": "cpu", "name": "cpu"}, "train_seconds": 1800.0,
-            "command": command or f"ctrbench bench --dataset frappe --models {model} --data-dir /home/me/data", **extra}
+            "command": command or f"ctrbench bench --dataset frappe --models {model} --data-dir /home/me/data", **extra})
 
 
 def synthetic_predictions():
@@ -47,7 +48,7 @@ def test_budget_significance_and_notes(tmp_path):
     records.append(run("afn_plus", 2021, 0.90, command=protocol))
 
     def predictions(record):
-        key = (record["model"], record["seed"])
+        key = (record.model, record.seed)
         return table.get(key)
 
     write_leaderboards(records, tmp_path, "ctrbench leaderboard --out /home/me/boards", predictions,
@@ -81,7 +82,7 @@ def test_quick_runs_are_marked(tmp_path):
     quick = run("dlrm", 2021, 0.95, command="ctrbench bench --dataset frappe --quick")
     write_leaderboards([quick], tmp_path, "ctrbench leaderboard")
     assert "`dlrm-h1` quick |" in (tmp_path / "frappe.md").read_text()
-    json.dumps(quick)  # records stay plain JSON
+    assert json.loads(quick.to_line())["command"] == "ctrbench bench --dataset frappe --quick"  # plain JSON
 
 
 def test_without_the_papers_tables_the_leaderboard_shows_ours_and_says_so(tmp_path, monkeypatch):

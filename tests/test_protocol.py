@@ -12,6 +12,7 @@ import pytest
 from ctrbench.cli import main
 from ctrbench.errors import CtrbenchError
 from ctrbench.protocol import ProtocolPlanner, draw_points, load_protocol, search_space
+from ctrbench.record import Device, Environment, Metrics, RunConfig, RunRecord
 from ctrbench.results import ResultsStore, select_best
 from ctrbench.synthetic import write_synthetic
 
@@ -115,11 +116,13 @@ def test_points_are_drawn_the_same_way_every_time():
     assert draw_points(points[:2], 3, "frappe", "dlrm") == points[:2]
 
 
-def record(planner: ProtocolPlanner, spec, valid_auc: float | None) -> dict:
+def record(planner: ProtocolPlanner, spec, valid_auc: float | None) -> RunRecord:
     """A stored run of `spec` with the given validation AUC (None: diverged)."""
-    return {"model": spec.model, "dataset": spec.dataset, "config_hash": spec.config_hash(planner.data_hash),
-            "seed": spec.seed, "status": "ok" if valid_auc is not None else "diverged",
-            "valid": {"auc": valid_auc} if valid_auc is not None else None}
+    metrics = Metrics(valid_auc, 0.5) if valid_auc is not None else None
+    return RunRecord(model=spec.model, dataset=spec.dataset, config_hash=spec.config_hash(planner.data_hash),
+                     seed=spec.seed, status="ok" if valid_auc is not None else "diverged", config=RunConfig({}, {}),
+                     valid=metrics, test=metrics, dense_params=1, embedding_params=1, mflop_per_example=1.0,
+                     samples_per_second=1.0, environment=Environment(Device("cpu", "test cpu")))
 
 
 def test_stages_follow_validation_auc_only(configs):
@@ -216,5 +219,5 @@ def test_each_run_keeps_its_test_predictions(data_dir, tmp_path):
     for record in store.records():
         logits = store.predictions(record)
         assert logits.dtype == np.float32 and logits.shape == (len(labels),)
-        assert auc(torch.from_numpy(labels), torch.from_numpy(logits)) == record["test"]["auc"]
+        assert auc(torch.from_numpy(labels), torch.from_numpy(logits)) == record.test.auc
     assert len(list(store.predictions_dir.iterdir())) == 2  # one file per run, no labels

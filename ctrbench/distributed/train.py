@@ -7,6 +7,11 @@ Each process drives one GPU (NCCL) or, without CUDA, one CPU process (gloo). Ste
 torchrec's TrainPipelineSparseDist, which overlaps the next batch's host-to-device copy and embedding
 input all-to-all with the current batch's forward and backward. Evaluation gathers every rank's
 predictions on rank 0 and computes AUC and LogLoss with `ctrbench.metrics` (exact, as on one node).
+
+A finished run is a `ctrbench.record.RunRecord` like any single-node run, appended by rank 0 to the
+results store (`--results`, default `results/results.jsonl`, the store `ctrbench train` and `bench`
+use), so `ctrbench leaderboard` shows it beside the single-node runs of its dataset; with `output_dir`
+in the config the same record is also written to `output_dir/result.json`.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import json
 import logging
 import os
 import resource
+import shlex
 import socket
 import sys
 import time
@@ -27,6 +33,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torchrec import KeyedTensor
 from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 from torchrec.types import DataType
 
@@ -35,13 +42,18 @@ from ctrbench.device import pick_device
 from ctrbench.distributed.checkpoint import Checkpoints
 from ctrbench.distributed.config import DistributedConfig, load_config
 from ctrbench.distributed.data import RankShare, SparseBatch
-from ctrbench.distributed.model import build_sharded_model, initialize_tables
+from ctrbench.distributed.model import PooledInputs, ShardedCTRModel, build_sharded_model, initialize_tables
 from ctrbench.distributed.sharding import (LinearWarmup, make_optimizer, make_planner, make_sharder, plan_tables,
                                            shard, table_layout)
 from ctrbench.errors import CtrbenchError
 from ctrbench.features import FeatureMap, atomic_write_text
+from ctrbench.flops import ModelStats, forward_flops
 from ctrbench.metrics import evaluate
 from ctrbench.console import console
+from ctrbench.record import DistributedRun, Metrics, PeakMemory, RunConfig, RunRecord, StepLoss, hash_config
+from ctrbench.results import DEFAULT_RESULTS, ResultsStore
+from ctrbench.runner import environment
+from model_zoo import get_model_class
 
 DATA_TYPES = {"fp32": DataType.FP32, "fp16": DataType.FP16, "bf16": DataType.BF16}
 
@@ -110,15 +122,53 @@ def _peak_memory(device: torch.device, group: dist.ProcessGroup) -> dict[str, An
     return {"kind": kind, "bytes_per_rank": [int(t.item()) for t in gathered]}
 
 
-def run(config: DistributedConfig, group: dist.ProcessGroup | None = None,
-        stop_after: int | None = None) -> dict[str, Any] | None:
-    """Train and evaluate in an initialised process group; the result on rank 0, None elsewhere.
+def _model_stats(sharded: ShardedCTRModel, fmap: FeatureMap) -> ModelStats:
+    """Size and compute as `ctrbench.flops` counts them on one node: the zoo model's trainable dense
+    parameters, rows x dim of its tables, and its forward FLOPs per example (matrix products; lookups
+    count 0, so the pooled embeddings of a batch can be zeros of the right shape)."""
+    dense = sum(p.numel() for p in sharded.model.parameters() if p.requires_grad)
+    configs = [config for group in sharded.table_configs.values() for config in group]
+    rows = 256
+    pooled = {}
+    for group, tables in sharded.table_configs.items():
+        keys = [name for table in tables for name in table.feature_names]
+        widths = [table.embedding_dim for table in tables for _ in table.feature_names]
+        pooled[group] = KeyedTensor(keys=keys, length_per_key=widths, values=torch.zeros(rows, sum(widths)))
+    numeric = torch.zeros(rows, len(fmap.of_type("numeric")))
+    flops = forward_flops(sharded.model, PooledInputs(numeric, pooled))
+    return ModelStats(dense, sum(c.num_embeddings * c.embedding_dim for c in configs), flops / rows / 1e6)
+
+
+# Config keys that say where things are or how the run is watched, not what it computes: kept out of the
+# record's config (and so of its config hash), as `--data-dir` is for single-node runs.
+PLACE_KEYS = ("model", "model_params", "seed", "data_dir", "checkpoint_dir", "checkpoint_every", "log_every",
+              "output_dir", "device", "prefetch_batches")
+
+
+def command_line(argv: list[str]) -> str:
+    """This run's command as a user would type it: under torchrun (its environment says how many processes
+    per host and hosts), `torchrun [--nnodes=N] --nproc_per_node=P -m ctrbench.distributed.train ARGS`."""
+    args = ["-m", "ctrbench.distributed.train", *argv]
+    if "LOCAL_WORLD_SIZE" not in os.environ:
+        return shlex.join(["python", *args])
+    local = int(os.environ["LOCAL_WORLD_SIZE"])
+    nodes = int(os.environ.get("WORLD_SIZE", local)) // local
+    return shlex.join(["torchrun", *([f"--nnodes={nodes}"] if nodes > 1 else []), f"--nproc_per_node={local}", *args])
+
+
+def run(config: DistributedConfig, group: dist.ProcessGroup | None = None, stop_after: int | None = None,
+        results: str | Path | None = None, command: str | None = None) -> RunRecord | None:
+    """Train and evaluate in an initialised process group; on rank 0 return the run's record (appended to
+    the results store `results` when given, and written to `output_dir/result.json` when the config has
+    one), None on the other ranks and when the session stopped early.
 
     `stop_after` ends this session after that many steps with a checkpoint (for job time limits);
-    launching the same config again resumes there.
+    launching the same config again resumes there. `command` is the command line recorded with the run.
     """
+    started_at = time.time()
     group = group or dist.group.WORLD
     rank, world_size = dist.get_rank(group), dist.get_world_size(group)
+    store = ResultsStore(results) if results is not None and rank == 0 else None  # a bad path stops before training
     device = local_device(config.device)
     _check(config, world_size, device, stop_after)
     local_batch = config.batch_size // world_size
@@ -126,6 +176,7 @@ def run(config: DistributedConfig, group: dist.ProcessGroup | None = None,
 
     sharded = build_sharded_model(config.model, config.model_params, fmap, config.seed,
                                   DATA_TYPES[config.embedding_precision])
+    stats = _model_stats(sharded, fmap) if rank == 0 else None
     sharder = make_sharder(config.comm_precision)
     plan = plan_tables(make_planner(sharded, sharder, config, device, world_size), sharded, sharder, group)
     model = shard(sharded, sharder, plan, device, config.embedding_learning_rate, group)
@@ -189,7 +240,7 @@ def run(config: DistributedConfig, group: dist.ProcessGroup | None = None,
         if rank == 0:
             console.print(f"stopped after step {end} of {steps}; checkpoint in {config.checkpoint_dir}",
                           highlight=False)
-        return {"status": "stopped", "step": end} if rank == 0 else None
+        return None
 
     # evaluation: every rank predicts its share (padded to the longest), rank 0 computes the metrics
     eval_rows = _rows_per_rank(fmap, config.eval_splits, world_size)
@@ -204,21 +255,37 @@ def run(config: DistributedConfig, group: dist.ProcessGroup | None = None,
     memory = _peak_memory(device, group)
     if rank != 0:
         return None
-    result = {
-        "status": "ok", "model": config.model, "dataset": fmap.dataset, "data_hash": fmap.content_hash,
-        "config": dataclasses.asdict(config), "world_size": world_size, "device": device.type,
-        "sharding": layout, "steps": steps, "resumed_at": start, "train_rows": steps * config.batch_size,
-        "train_seconds": round(train_seconds, 3),
-        "samples_per_second": round((end - start) * config.batch_size / train_seconds, 1) if end > start else None,
-        "eval": {"splits": config.eval_splits, "rows": len(labels), **evaluate(labels, logits)},
-        "peak_memory": memory,
-        "history": history,
-    }
-    console.print(f"{config.model}: AUC {result['eval']['auc']:.5f}  logloss {result['eval']['logloss']:.5f} "
+    train = {key: value for key, value in dataclasses.asdict(config).items() if key not in PLACE_KEYS}
+    train["world_size"] = world_size  # the layout and the summation order of gradients depend on it
+    metrics = Metrics(**evaluate(labels, logits))
+    record = RunRecord(
+        model=config.model, display_name=get_model_class(config.model).display_name, dataset=fmap.dataset,
+        config_hash=hash_config(config.model, fmap.dataset, {"model": config.model_params, "train": train},
+                                fmap.content_hash),
+        seed=config.seed, config=RunConfig(config.model_params, train), data_hash=fmap.content_hash, status="ok",
+        valid=None, test=metrics,
+        best_epoch=1, epochs=1, steps=steps,  # one pass over the train split (its first max_steps steps, if set)
+        train_seconds=round(train_seconds, 3),  # this session's, as samples/s
+        wall_seconds=round(time.time() - started_at, 3),
+        samples_per_second=round((end - start) * config.batch_size / train_seconds, 1) if end > start else None,
+        dense_params=stats.dense_params, embedding_params=stats.embedding_params,
+        mflop_per_example=round(stats.mflop_per_example, 6),
+        command=command, finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        environment=environment(device), bayes=fmap.source.get("bayes"),
+        distributed=DistributedRun(
+            world_size=world_size, sharding=layout, eval_splits=list(config.eval_splits), eval_rows=len(labels),
+            train_rows=steps * config.batch_size, resumed_at=start,
+            peak_memory=PeakMemory(**memory), loss_history=[StepLoss(**entry) for entry in history]),
+    )
+    console.print(f"{config.model}: AUC {metrics.auc:.5f}  logloss {metrics.logloss:.5f} "
                   f"on {'+'.join(config.eval_splits)} ({len(labels):,} rows)", highlight=False)
     if config.output_dir is not None:
-        atomic_write_text(Path(config.output_dir) / "result.json", json.dumps(result, indent=2) + "\n")
-    return result
+        atomic_write_text(Path(config.output_dir) / "result.json",
+                          json.dumps(record.to_json(), indent=2, sort_keys=True) + "\n")
+    if store is not None:
+        store.append(record)
+        console.print(f"recorded in {store.path}", highlight=False)
+    return record
 
 
 def quiet_libraries() -> None:
@@ -248,6 +315,9 @@ def main(argv: list[str] | None = None) -> int:
                              "(the older KEY=VALUE and model_params.KEY=VALUE forms work too)")
     parser.add_argument("--stop-after", type=int, default=None, metavar="STEPS",
                         help="checkpoint and exit after this many steps (job time limits); rerun to resume")
+    parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS, metavar="FILE",
+                        help="the results store the finished run is appended to, as by `ctrbench train` "
+                             f"(default: {DEFAULT_RESULTS}); `ctrbench leaderboard --results FILE` shows it")
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     args = parser.parse_args(argv)
     quiet_libraries()
@@ -262,7 +332,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0, world_size=1)
         try:
-            run(config, stop_after=args.stop_after)
+            run(config, stop_after=args.stop_after, results=args.results,
+                command=command_line(sys.argv[1:] if argv is None else argv))
         finally:
             dist.destroy_process_group()
     except CtrbenchError as exc:

@@ -1,0 +1,65 @@
+"""The run record: stored records read back exactly, bad lines stop with file, line and field."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ctrbench.errors import CtrbenchError
+from ctrbench.record import Device, Environment, Metrics, RunConfig, RunRecord
+from ctrbench.results import ResultsStore
+
+ARCHIVE = Path(__file__).resolve().parent.parent / "leaderboards" / "archive" / "results_2026-11-23.jsonl"
+
+
+def archived_line(number: int = 1) -> str:
+    return ARCHIVE.read_text().splitlines()[number - 1]
+
+
+def test_a_stored_record_reads_back_field_by_field_and_writes_the_same_line():
+    line = archived_line()
+    data = json.loads(line)
+    record = RunRecord.from_json(data)
+    assert record.key == (data["model"], "frappe", data["config_hash"], 2021) and record.model == "dlrm"
+    assert record.ok and record.entry == "dlrm" and record.distributed is None
+    assert isinstance(record.valid, Metrics) and record.test.auc == data["test"]["auc"]
+    assert record.history[0].epoch == 1 and len(record.history) == record.epochs
+    assert record.device == Device("cpu", "AMD EPYC", 1) and record.environment.git_dirty is False
+    assert record.to_line() == line  # same keys, same order, same values: old and new records mix in a store
+
+
+def test_a_store_round_trips_through_append(tmp_path):
+    store = ResultsStore(tmp_path / "results.jsonl")
+    records = [RunRecord.from_json(json.loads(archived_line(n))) for n in (1, 2)]
+    for record in records:
+        store.append(record)
+    assert store.records() == records
+    assert (tmp_path / "results.jsonl").read_text() == archived_line(1) + "\n" + archived_line(2) + "\n"
+
+
+def test_a_diverged_run_stores_empty_metrics():
+    record = RunRecord(model="lr", dataset="d", config_hash="h", seed=1, status="diverged", config=RunConfig({}, {}),
+                       valid=None, test=None, dense_params=1, embedding_params=2, mflop_per_example=0.5,
+                       samples_per_second=10.0, environment=Environment(Device("cpu", "x", 2)))
+    data = record.to_json()
+    assert (data["valid"], data["test"], data["history"], "distributed" in data) == ({}, {}, [], False)
+    assert RunRecord.from_json(json.loads(record.to_line())) == record
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda r: r["valid"].update(auc="high"), "record.valid.auc: expected float, got 'high'"),
+    (lambda r: r["history"][3].update(valid_auc=None), r"record.history\[3\].valid_auc: expected float, got None"),
+    (lambda r: r["device"].pop("name"), "record.device: missing key 'name'"),
+    (lambda r: r.update(seed="2021"), "record.seed: expected int, got '2021'"),
+    (lambda r: r.update(epoch=3), "record: unknown field 'epoch'; the fields are: bayes, best_epoch"),
+    (lambda r: r.pop("config"), r"record lacks \['config'\]"),
+])
+def test_a_bad_line_names_the_store_the_line_and_the_field(tmp_path, edit, message):
+    bad = json.loads(archived_line(2))
+    edit(bad)
+    path = tmp_path / "results.jsonl"
+    path.write_text(archived_line(1) + "\n" + json.dumps(bad) + "\n")
+    with pytest.raises(CtrbenchError, match=f"^{path}:2: {message}.*; fix or remove that line$"):
+        ResultsStore(path).records()
