@@ -272,6 +272,20 @@ def test_encode_sequence_truncates_and_front_pads(keep, expected):
                                                                   [1, 2, 2] if keep == "recent" else [1, 1, 2]]]
 
 
+@pytest.mark.parametrize("keep, text_rows, id_rows", [
+    ("recent", [[2, 3, 4], [3, 4, 4], [0, 0, 0], [0, 0, 1]], [[2, 3, 4], [3, 4, 4], [0, 0, 0], [0, 1, 1]]),
+    ("oldest", [[2, 3, 4], [2, 3, 4], [0, 0, 0], [0, 0, 1]], [[2, 3, 4], [1, 3, 4], [0, 0, 0], [0, 1, 1]])])
+def test_encode_sequence_drops_empty_items_before_truncating(keep, text_rows, id_rows):
+    """Empty items (leading, trailing or doubled separators) are dropped, then the rest truncated; non-canonical
+    ids ("010", "+20") are out of a vocabulary of ids. Expected values as the converter before commit 09c084e gave."""
+    vocab = Vocabulary(pl.Series(["a", "b", "c"]))  # a: 2, b: 3, c: 4
+    [encoded] = encode_sequence(pl.Series("s", ["^a^^b^c^", "a^^b^^c^c", "^", "^^zz^"]), [vocab], 3, keep)
+    assert encoded.to_list() == text_rows
+    ids = Vocabulary(pl.Series(["10", "30", "20"]))  # 10: 2, 30: 3, 20: 4, by array lookup
+    [encoded] = encode_sequence(pl.Series("s", ["^10^^30^20^", "010^^30^^20^20", "^", "+20^^7^"]), [ids], 3, keep)
+    assert encoded.to_list() == id_rows
+
+
 def test_integer_lookup_matches_the_hash_map():
     """Vocabularies of ids take an array lookup (built once); any value, id or not, gets what `encode` gives."""
     text = Vocabulary(pl.Series(["7", "0", "12", "3"]))
