@@ -268,7 +268,9 @@ def _device(run: RunRecord) -> str:
     """A GPU's name; a CPU's name and thread count, which CPU throughput depends on; and for a
     distributed run the number of processes (one per GPU, or per CPU process with gloo)."""
     device, threads = run.device, run.device.threads
-    shown = device.name if device.type != "cpu" or not threads else f"{device.name}, {threads} thread{'s' if threads > 1 else ''}"
+    shown = device.name
+    if device.type == "cpu" and threads:
+        shown += f", {threads} thread{'s' if threads > 1 else ''}"
     processes = run.distributed.world_size if run.distributed else 0
     return shown + (f", {processes} process{'es' if processes > 1 else ''}" if processes else "")
 
@@ -419,11 +421,11 @@ def _config_cell(result: ConfigResult) -> str:
             + (" distributed" if result.distributed else ""))
 
 
-DISTRIBUTED_NOTE = ("(distributed): a run of the distributed track (`python -m ctrbench.distributed.train`, "
-                    "`torchrun` for several processes): embedding tables sharded over its processes, one pass over "
-                    "the train split and no validation split, so it is shown beside the model's tuned config, not "
-                    "chosen against it (of several distributed configs, the latest run's), its test metrics are on "
-                    "the splits it evaluated, and it takes no part in the significance tests.")
+DISTRIBUTED_NOTE = ("(distributed) rows: runs of the distributed track (`python -m ctrbench.distributed.train`, under "
+                    "`torchrun` for several processes) with the embedding tables sharded over their processes: one "
+                    "pass over the train split and no validation split, so such a row is shown beside the model's "
+                    "tuned config rather than chosen against it (of several distributed configs, the one run last), "
+                    "its test metrics are on the splits listed below, and it takes no part in the significance tests.")
 
 
 def _distributed_note(boards: list[DatasetBoard]) -> list[str]:

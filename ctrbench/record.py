@@ -251,7 +251,8 @@ class RunRecord:
         for split in ("valid", "test"):  # {}: no metrics (a diverged run)
             if values[split] == {}:
                 values[split] = None
-        for name, kind in (("valid", Metrics), ("test", Metrics), ("diverged", Divergence), ("distributed", DistributedRun)):
+        nested = {"valid": Metrics, "test": Metrics, "diverged": Divergence, "distributed": DistributedRun}
+        for name, kind in nested.items():
             if isinstance(values.get(name), dict):  # built here, so that an error names the field inside
                 values[name] = build_dataclass(kind, values[name], f"record.{name}")
         values["environment"] = build_dataclass(

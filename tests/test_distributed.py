@@ -356,10 +356,12 @@ def test_a_finished_run_is_recorded_in_the_store_and_shown_beside_single_node_ru
     assert RunRecord.from_json(json.loads(line)) == single and single.to_line() == line
     assert single.command == ("python -m ctrbench.distributed.train --config mixed.yaml --set train.output_dir=S "
                               "--results S/results.jsonl")
-    assert (single.model, single.dataset, single.seed, single.valid, single.epochs) == ("dlrm", "synthetic", 2021, None, 1)
+    assert (single.model, single.dataset, single.seed, single.valid, single.epochs) == (
+        "dlrm", "synthetic", 2021, None, 1)
     assert single.config.train["world_size"] == 1 and single.config.train["sharding"] == MIXED
     assert single.config_hash != runs["A"].config_hash  # 1 and 2 processes: two configs
-    model = ["--set", "model.embedding_dim=16", "--set", "model.bottom_mlp_units=[32]", "--set", "model.top_mlp_units=[64,32]"]
+    model = ["--set", "model.embedding_dim=16", "--set", "model.bottom_mlp_units=[32]",
+             "--set", "model.top_mlp_units=[64,32]"]
     with contextlib.chdir(root):
         assert cli_main(["train", "--model", "dlrm", "--dataset", "synthetic", "--data-dir", ".", "--config-dir",
                          str(tmp_path), "--results", "S/results.jsonl", *model, "--set", "train.epochs=1",
