@@ -28,7 +28,7 @@ def run(args, workers: Workers) -> dict[str, Any]:
     for precision in args.precisions:
         records = bench("frappe", ["dlrm"], args.converge_seeds, args.frappe.parent, args.results / "converge_ours.jsonl",
                         overrides={"train": {"precision": precision}}, progress=False, command=args.command)
-        ours += [{"precision": precision, "seed": r["seed"], "epochs": r["epochs"], "valid_auc": r["valid"]["auc"],
-                  "test_auc": r["test"]["auc"], "test_logloss": r["test"]["logloss"], "git_commit": r["git_commit"]}
+        ours += [{"precision": precision, "seed": r.seed, "epochs": r.epochs, "valid_auc": r.valid.auc,
+                  "test_auc": r.test.auc, "test_logloss": r.test.logloss, "git_commit": r.environment.git_commit}
                  for r in records]
     return {"fuxictr": fuxictr, "ours": ours}
