@@ -456,21 +456,12 @@ class HashEncoding:
 class IdVocabulary:
     """Kept ids of one feature, sorted, and the index each one gets.
 
-    Unlike preprocess.common.Vocabulary (a hash map rebuilt on every encode), a lookup here is a
-    binary search in a sorted array, which scales to tens of millions of ids and thousands of blocks.
+    FrequencyEncoding looks ids up in hash tables built from these once (not a map rebuilt on every
+    encode, as preprocess.common.Vocabulary), which scales to tens of millions of ids and thousands of blocks.
     """
 
     ids: np.ndarray  # uint32, ascending
     indices: np.ndarray  # int32
-
-    def encode(self, ids: np.ndarray) -> np.ndarray:
-        """int32 indices of int64 ids (-1: missing)."""
-        if len(self.ids) == 0:
-            return np.full(len(ids), OOV_INDEX, dtype=np.int32)
-        values = np.where(ids < 0, 0, ids).astype(np.uint32)
-        position = np.minimum(np.searchsorted(self.ids, values), len(self.ids) - 1)
-        found = (self.ids[position] == values) & (ids >= 0)
-        return np.where(found, self.indices[position], OOV_INDEX).astype(np.int32)
 
 
 class FrequencyEncoding:
@@ -479,13 +470,22 @@ class FrequencyEncoding:
     def __init__(self, rules: EncodingRules, vocabularies: dict[str, IdVocabulary]):
         self.min_count = rules.min_count
         self.vocabularies = vocabularies
+        from preprocess.criteo_parse import id_table  # numba: see read_rows
+
+        # One hash table per feature, built once: a lookup costs about one cache miss, whatever the size.
+        ordered = [vocabularies[name] for name in CATEGORICAL_FEATURES]
+        self._table = id_table(np.concatenate([vocabulary.ids for vocabulary in ordered]).astype(np.int64),
+                               np.cumsum([0, *(len(vocabulary.ids) for vocabulary in ordered)]),
+                               np.concatenate([vocabulary.indices for vocabulary in ordered]).astype(np.int32))
 
     def vocab_size(self, feature: str) -> int:
         return FIRST_VALUE_INDEX + len(self.vocabularies[feature].ids)
 
     def encode(self, ids: np.ndarray) -> np.ndarray:
         """int32 indices [26, n] of the ids [26, n] of C1..C26 (-1: missing)."""
-        return np.stack([self.vocabularies[name].encode(ids[j]) for j, name in enumerate(CATEGORICAL_FEATURES)])
+        from preprocess.criteo_parse import vocabulary_indices  # numba: see read_rows
+
+        return vocabulary_indices(ids, *self._table, OOV_INDEX)
 
     def spec(self, feature: str) -> FeatureSpec:
         return FeatureSpec(name=feature, type="categorical", vocab_size=self.vocab_size(feature),
@@ -509,10 +509,12 @@ class ValueCounter:
         self.queue: list[pl.DataFrame] = []
         self.queued = 0
 
-    def add(self, ids: np.ndarray) -> None:
-        """Count the ids [26, n] of C1..C26 (-1: missing, not counted)."""
+    def add(self, ids: np.ndarray, rows: np.ndarray | None = None) -> None:
+        """Count the ids [26, n] of C1..C26 (-1: missing, not counted), in the `rows` (a mask) or all."""
+        from preprocess.criteo_parse import value_keys  # numba: see read_rows
+
         # One key per (feature, id): the feature's position in the high 32 bits, the id in the low 32.
-        keys = np.concatenate([column[column >= 0] + (j << 32) for j, column in enumerate(ids)]).astype(np.uint64)
+        keys = value_keys(ids, np.ones(ids.shape[1], dtype=bool) if rows is None else rows)
         counts = pl.Series("key", keys).value_counts(name="count").with_columns(pl.col("count").cast(pl.Int64))
         self.queue.append(counts)
         self.queued += counts.height
@@ -677,7 +679,7 @@ def _count_values(plans: list[FilePlan], rules: EncodingRules, options: Preproce
         if train is None:
             continue
         for rows in read_rows(LineBlocks(plan.path, block_bytes), policy, "counting values in"):
-            counter.add(rows.ids if plan.assign is None else rows.ids[:, plan.assign(rows.lines) == train])
+            counter.add(rows.ids, None if plan.assign is None else plan.assign(rows.lines) == train)
     return FrequencyEncoding(rules, counter.vocabularies(rules))
 
 

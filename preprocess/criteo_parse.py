@@ -162,3 +162,73 @@ def hash_indices(ids, sizes, missing):  # pragma: no cover - compiled
             value = ids[j, r]
             out[j, r] = missing if value < 0 else 2 + value % size
     return out
+
+
+GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing's multiplier
+
+
+@numba.njit(nogil=True, cache=True)
+def id_table(ids, starts, indices):  # pragma: no cover - compiled
+    """Open-addressing hash tables, one per feature j, of its ids[starts[j]:starts[j + 1]] -> indices.
+
+    Returns (slots' ids, -1 where empty; slots' indices; each table's first slot; each table's log2 size).
+    A table has at least twice as many slots as ids, so a lookup probes ~1.5 slots.
+    """
+    features = len(starts) - 1
+    bits = np.empty(features, dtype=np.int64)
+    firsts = np.zeros(features + 1, dtype=np.int64)
+    for j in range(features):
+        bits[j] = 1
+        while (1 << bits[j]) < 2 * (starts[j + 1] - starts[j]):
+            bits[j] += 1
+        firsts[j + 1] = firsts[j] + (1 << bits[j])
+    slot_ids = np.full(firsts[features], -1, dtype=np.int64)
+    slot_indices = np.empty(firsts[features], dtype=np.int32)
+    for j in range(features):
+        mask = (1 << bits[j]) - 1
+        for k in range(starts[j], starts[j + 1]):
+            slot = np.int64((np.uint64(ids[k]) * GOLDEN) >> np.uint64(64 - bits[j]))
+            while slot_ids[firsts[j] + slot] != -1:
+                slot = (slot + 1) & mask
+            slot_ids[firsts[j] + slot] = ids[k]
+            slot_indices[firsts[j] + slot] = indices[k]
+    return slot_ids, slot_indices, firsts, bits
+
+
+@numba.njit(nogil=True, cache=True)
+def vocabulary_indices(ids, slot_ids, slot_indices, firsts, bits, missing):  # pragma: no cover - compiled
+    """Feature j's ids [j, n] -> their indices in table j of `id_table`, or `missing` where an id is not
+    in it or is -1 (missing)."""
+    out = np.empty(ids.shape, dtype=np.int32)
+    for j in range(ids.shape[0]):
+        first, mask, shift = firsts[j], (1 << bits[j]) - 1, np.uint64(64 - bits[j])
+        for r in range(ids.shape[1]):
+            value = ids[j, r]
+            out[j, r] = missing
+            if value < 0:
+                continue
+            slot = np.int64((np.uint64(value) * GOLDEN) >> shift)
+            while slot_ids[first + slot] != -1:
+                if slot_ids[first + slot] == value:
+                    out[j, r] = slot_indices[first + slot]
+                    break
+                slot = (slot + 1) & mask
+    return out
+
+
+@numba.njit(nogil=True, cache=True)
+def value_keys(ids, rows):  # pragma: no cover - compiled
+    """(j << 32) + id for feature j's ids present (not -1) in the rows selected by the mask `rows`."""
+    count = 0
+    for j in range(ids.shape[0]):
+        for r in range(ids.shape[1]):
+            if rows[r] and ids[j, r] >= 0:
+                count += 1
+    keys = np.empty(count, dtype=np.uint64)
+    k = 0
+    for j in range(ids.shape[0]):
+        for r in range(ids.shape[1]):
+            if rows[r] and ids[j, r] >= 0:
+                keys[k] = (j << 32) + ids[j, r]
+                k += 1
+    return keys

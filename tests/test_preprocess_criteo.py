@@ -29,8 +29,8 @@ from ctrbench.errors import CtrbenchError
 from ctrbench.features import FeatureMap, sha256_file
 from preprocess import PreprocessOptions
 from preprocess.common import BadRows
-from preprocess.criteo import (CATEGORICAL_FEATURES, COLUMNS, INTEGER_FEATURES, LABEL, EncodingRules, KaggleRules,
-                               LineBlocks, ParquetSink, ValueCounter, _parse_block, convert_kaggle, convert_terabyte,
+from preprocess.criteo import (CATEGORICAL_FEATURES, COLUMNS, INTEGER_FEATURES, LABEL, EncodingRules,
+                               FrequencyEncoding, KaggleRules, LineBlocks, ParquetSink, ValueCounter, _parse_block, convert_kaggle, convert_terabyte,
                                kaggle_split, load_rules, read_rows)
 from preprocess.criteo_synthetic import CriteoGenerator, write_release
 
@@ -158,7 +158,10 @@ def test_value_counter_merges_exactly():
     expected = column.value_counts().sort(["count", "C7"], descending=[True, False])["C7"].to_list()
     vocab = vocabularies["C7"]
     assert vocab.ids[np.argsort(vocab.indices)].tolist() == expected
-    assert vocab.encode(np.array([expected[0], -1, 999])).tolist() == [2, 1, 1]
+    ids = np.full((len(CATEGORICAL_FEATURES), 3), -1)
+    ids[6] = [expected[0], -1, 999]
+    encoded = FrequencyEncoding(EncodingRules(encoding="frequency", table_size=None), vocabularies).encode(ids)
+    assert encoded[6].tolist() == [2, 1, 1] and encoded[5].tolist() == [1, 1, 1]
 
 
 # --------------------------------------------------------------------------------------------------
