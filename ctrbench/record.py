@@ -40,7 +40,6 @@ KEY_FIELDS = ("model", "dataset", "config_hash", "seed")
 REQUIRED_FIELDS = (*KEY_FIELDS, "status", "config", "valid", "test", "dense_params", "embedding_params",
                    "mflop_per_example", "samples_per_second", "device")
 ENVIRONMENT_FIELDS = ("versions", "git_commit", "git_dirty", "device")
-OPTIONAL_FIELDS = ("bayes", "distributed")  # stored only when set
 
 
 def hash_config(model: str, dataset: str, config: dict[str, Any], data_hash: str) -> str:
@@ -119,6 +118,22 @@ class Environment:
 
 
 @dataclass
+class BayesLimit:
+    """On a generated dataset that knows how its labels were drawn (teacher): the LogLoss and AUC of the
+    true probabilities on one split, the best any model can reach, and the split's click rate."""
+
+    logloss: float
+    auc: float
+    ctr: float
+
+
+def bayes_limits(source: dict[str, Any]) -> dict[str, BayesLimit] | None:
+    """Split -> Bayes limit, from a feature map's `source` (None for a dataset that does not know it)."""
+    limits = source.get("bayes")
+    return {split: BayesLimit(**values) for split, values in limits.items()} if limits else None
+
+
+@dataclass
 class StepLoss:
     step: int
     loss: float  # mean training loss over the steps since the previous entry, over every process
@@ -172,7 +187,7 @@ class RunRecord:
     history: list[Epoch] = field(default_factory=list)
     command: str | None = None
     finished_at: str | None = None
-    bayes: dict[str, dict[str, float]] | None = None  # split -> {logloss, auc, ctr} of the teacher itself
+    bayes: dict[str, BayesLimit] | None = None  # split -> the teacher's own LogLoss, AUC and click rate
     distributed: DistributedRun | None = None
 
     @property
@@ -218,7 +233,7 @@ class RunRecord:
             **self.environment.to_json(),
         }
         if self.bayes is not None:
-            data["bayes"] = self.bayes
+            data["bayes"] = {split: vars(limit).copy() for split, limit in self.bayes.items()}
         if self.distributed is not None:
             run = self.distributed
             data["distributed"] = {

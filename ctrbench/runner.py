@@ -37,7 +37,8 @@ from ctrbench.device import pick_device
 from ctrbench.errors import CtrbenchError
 from ctrbench.features import FeatureMap
 from ctrbench.flops import model_stats
-from ctrbench.record import Device, Divergence, Environment, Epoch, Metrics, RunConfig, RunRecord, hash_config
+from ctrbench.record import (Device, Divergence, Environment, Epoch, Metrics, RunConfig, RunRecord, bayes_limits,
+                             hash_config)
 from ctrbench.results import DEFAULT_RESULTS, ResultsStore
 from ctrbench.console import console
 from ctrbench.train import TrainConfig, fit, seed_everything
@@ -221,8 +222,7 @@ def execute(spec: RunSpec, data: DatasetSplits, device: torch.device, label: str
         command=command,
         finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         environment=environment(device),
-        # a generated dataset whose best achievable LogLoss is known (teacher)
-        bayes=data.fmap.source.get("bayes"),
+        bayes=bayes_limits(data.fmap.source),  # a generated dataset whose best achievable LogLoss is known
     )
     if result.test_logits is None:
         return record, None

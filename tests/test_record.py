@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ctrbench.errors import CtrbenchError
-from ctrbench.record import Device, Environment, Metrics, RunConfig, RunRecord
+from ctrbench.record import BayesLimit, Device, Environment, Metrics, RunConfig, RunRecord, bayes_limits
 from ctrbench.results import ResultsStore
 
 ARCHIVE = Path(__file__).resolve().parent.parent / "leaderboards" / "archive" / "results_2026-11-23.jsonl"
@@ -46,6 +46,15 @@ def test_a_diverged_run_stores_empty_metrics():
     data = record.to_json()
     assert (data["valid"], data["test"], data["history"], "distributed" in data) == ({}, {}, [], False)
     assert RunRecord.from_json(json.loads(record.to_line())) == record
+
+
+def test_bayes_limits_are_stored_only_for_a_dataset_that_knows_them():
+    source = {"bayes": {"test": {"logloss": 0.41, "auc": 0.8, "ctr": 0.25}}}
+    assert bayes_limits(source) == {"test": BayesLimit(0.41, 0.8, 0.25)} and bayes_limits({}) is None
+    data = json.loads(archived_line())
+    assert "bayes" not in data
+    teacher = RunRecord.from_json({**data, "bayes": source["bayes"]})
+    assert teacher.bayes["test"].logloss == 0.41 and json.loads(teacher.to_line())["bayes"] == source["bayes"]
 
 
 @pytest.mark.parametrize("edit, message", [

@@ -50,7 +50,8 @@ from ctrbench.features import FeatureMap, atomic_write_text
 from ctrbench.flops import ModelStats, forward_flops
 from ctrbench.metrics import evaluate
 from ctrbench.console import console
-from ctrbench.record import DistributedRun, Metrics, PeakMemory, RunConfig, RunRecord, StepLoss, hash_config
+from ctrbench.record import (DistributedRun, Metrics, PeakMemory, RunConfig, RunRecord, StepLoss, bayes_limits,
+                             hash_config)
 from ctrbench.results import DEFAULT_RESULTS, ResultsStore
 from ctrbench.runner import environment
 from model_zoo import get_model_class
@@ -271,7 +272,7 @@ def run(config: DistributedConfig, group: dist.ProcessGroup | None = None, stop_
         dense_params=stats.dense_params, embedding_params=stats.embedding_params,
         mflop_per_example=round(stats.mflop_per_example, 6),
         command=command, finished_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        environment=environment(device), bayes=fmap.source.get("bayes"),
+        environment=environment(device), bayes=bayes_limits(fmap.source),
         distributed=DistributedRun(
             world_size=world_size, sharding=layout, eval_splits=list(config.eval_splits), eval_rows=len(labels),
             train_rows=steps * config.batch_size, resumed_at=start,
