@@ -8,10 +8,11 @@ about 1 / (r + 1). Its id is a fixed bijective hash of (feature, rank), so a val
 every file and day. Clicks are drawn from a logistic model of four categorical features and I1, so a
 model trained on generated data beats chance.
 
-    python -m preprocess.criteo_synthetic DIR --release terabyte --rows 100000 [--gzip] [--seed 0]
+    python -m preprocess.criteo_synthetic DIR --release terabyte --rows 100000 [--gzip] [--seed 0] [--days 0-23]
     python -m preprocess.criteo_synthetic DIR --release kaggle --rows 5000000
 
-The first writes day_0 .. day_23 with 100,000 lines each, the second one train.txt.
+The first writes day_0 .. day_23 with 100,000 lines each (or the days given: a day's lines depend on
+the seed and the day only), the second one train.txt.
 """
 
 from __future__ import annotations
@@ -178,19 +179,29 @@ class CriteoGenerator:
         return path
 
 
-def write_release(raw_dir: str | Path, release: str, rows: int, seed: int = 0, compress: bool = False) -> list[Path]:
-    """A generated raw release: `terabyte` (day_0 .. day_23, `rows` lines each) or `kaggle` (train.txt)."""
+def write_release(raw_dir: str | Path, release: str, rows: int, seed: int = 0, compress: bool = False,
+                  days: Sequence[int] = range(DAYS)) -> list[Path]:
+    """A generated raw release: `terabyte` (day_0 .. day_23, or the `days` given, `rows` lines each) or
+    `kaggle` (train.txt)."""
     raw_dir = Path(raw_dir)
     suffix = ".gz" if compress else ""
     if release == "terabyte":
         generator = CriteoGenerator(seed)
-        return [generator.write(raw_dir / f"day_{day}{suffix}", rows, day=day) for day in range(DAYS)]
+        return [generator.write(raw_dir / f"day_{day}{suffix}", rows, day=day) for day in days]
     if release == "kaggle":
         if compress:
             raise ValueError("the kaggle release is a plain train.txt")
         generator = CriteoGenerator(seed, KAGGLE_CARDINALITIES, positive_rate=0.25)
         return [generator.write(raw_dir / "train.txt", rows)]
     raise ValueError(f"unknown release {release!r}; expected terabyte or kaggle")
+
+
+def _day_range(text: str) -> range:
+    first, _, last = text.partition("-")
+    days = range(int(first), int(last or first) + 1)
+    if not days or days[0] < 0 or days[-1] >= DAYS:
+        raise argparse.ArgumentTypeError(f"days must lie in 0-{DAYS - 1}, e.g. 0 or 1-23; got {text!r}")
+    return days
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -201,8 +212,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rows", type=int, required=True, help="lines per day file (terabyte) or in train.txt")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--gzip", action="store_true", help="terabyte: write day_N.gz files")
+    parser.add_argument("--days", type=_day_range, default=range(DAYS),
+                        help="terabyte: the days to write, e.g. 0 or 1-23 (default: all)")
     args = parser.parse_args(argv)
-    for path in write_release(args.raw_dir, args.release, args.rows, args.seed, args.gzip):
+    for path in write_release(args.raw_dir, args.release, args.rows, args.seed, args.gzip, args.days):
         print(path)
 
 

@@ -33,6 +33,7 @@ from preprocess.criteo import (CATEGORICAL_FEATURES, COLUMNS, INTEGER_FEATURES, 
                                FrequencyEncoding, KaggleRules, LineBlocks, ParquetSink, ValueCounter, _parse_block, convert_kaggle, convert_terabyte,
                                kaggle_split, load_rules, read_rows)
 from preprocess.criteo_synthetic import CriteoGenerator, write_release
+from preprocess.criteo_synthetic import main as synthetic_main
 
 HASH = EncodingRules(encoding="hash", table_size=10, table_sizes={"C2": 7})
 STOP, SKIP = PreprocessOptions(), PreprocessOptions(skip_bad_rows=True)
@@ -576,3 +577,12 @@ def test_jobs_convert_several_days_at_once_with_the_same_output(tmp_path):
     assert not (tmp_path / "bad").exists()
     with pytest.raises(CtrbenchError, match="--jobs must be at least 1, got 0"):
         convert_terabyte(raw, tmp_path / "bad", HASH, PreprocessOptions(jobs=0))
+
+
+def test_generator_writes_the_days_asked_for(tmp_path):
+    synthetic_main([str(tmp_path / "some"), "--rows", "40", "--days", "22-23", "--seed", "4"])
+    assert sorted(path.name for path in (tmp_path / "some").iterdir()) == ["day_22", "day_23"]
+    write_release(tmp_path / "all", "terabyte", rows=40, seed=4)
+    assert (tmp_path / "some" / "day_23").read_bytes() == (tmp_path / "all" / "day_23").read_bytes()
+    with pytest.raises(SystemExit):
+        synthetic_main([str(tmp_path / "bad"), "--rows", "40", "--days", "20-24"])
