@@ -44,6 +44,34 @@ def test_log_neurons_run_in_fp32_under_autocast():
     assert torch.allclose(y, layer(x.float()))
 
 
+def test_neuron_batch_norm_on_rows_equals_batch_norm_on_the_neuron_layout():
+    # The layer normalises [B * d, N] rows; FuxiCTR normalises the [B, N, d] tensor. Same statistics per
+    # neuron (over batch and d): outputs, input gradients and running statistics agree.
+    torch.manual_seed(0)
+    layer = LogarithmicTransformation(num_fields=3, num_neurons=5)
+    reference = torch.nn.BatchNorm1d(5)
+    x = torch.rand(64, 3, 4) + 0.5
+
+    def neuron_layout() -> torch.Tensor:  # exp(W ln|x|) as [B, N, d], before the neurons' BatchNorm
+        with torch.no_grad():
+            logs = layer.log_batch_norm(torch.log(x.abs().clamp(min=layer.clamp_min)))
+            return torch.exp(layer.weights(logs.transpose(1, 2))).transpose(1, 2)
+
+    neurons = neuron_layout()  # before the layer's call: its log BatchNorm updates running statistics
+    y = layer(x)
+    expected = reference(neurons)
+    assert y.shape == (64, 5, 4)
+    assert torch.allclose(y, expected, atol=1e-5)
+    assert torch.allclose(layer.exp_batch_norm.running_mean, reference.running_mean, atol=1e-6)
+    assert torch.allclose(layer.exp_batch_norm.running_var, reference.running_var, rtol=1e-5)
+    upstream = torch.randn(64, 5, 4)
+    (y * upstream).sum().backward()
+    (expected * upstream).sum().backward()
+    assert torch.allclose(layer.exp_batch_norm.weight.grad, reference.weight.grad, rtol=1e-4, atol=1e-5)
+    layer.eval(), reference.eval()
+    assert torch.allclose(layer(x), reference(neuron_layout()), atol=1e-5)
+
+
 def test_ensemble_has_its_own_embedding_and_combines_two_logits(tiny_fmap, tiny_batch):
     torch.manual_seed(0)
     model = AFNPlus(tiny_fmap, embedding_dim=4, logarithmic_neurons=6, afn_hidden_units=(8,), dnn_hidden_units=(8,))
