@@ -1,7 +1,7 @@
 """Measure one `ctrbench preprocess` run and record it under benchmarks/fullsize_results/.
 
     python -m benchmarks.fullsize_preprocess DATASET --raw DIR --out DIR --input "HOW THE RAW FILES WERE MADE"
-        [--name NAME] [--note TEXT]
+        [--name NAME] [--note TEXT] [--jobs N] [--record-dataset NAME]
 
 runs `ctrbench preprocess DATASET --raw DIR --out DIR` as a child process and writes
 benchmarks/fullsize_results/NAME.json (NAME defaults to DATASET_preprocess): the split sizes it wrote,
@@ -9,7 +9,8 @@ wall seconds, the child's peak RSS (`os.wait4`, what `/usr/bin/time -v` reports 
 size), rows per second (train + test rows over wall time; valid lists the test files) and per CPU second
 (user + system: what the run itself cost, whatever else the machine ran), the output's size,
 the command as typed (paths as given, relative to the repository), the machine, its load average before
-the run and the commit.
+the run and the commit. Criteo records its input lines too (`lines`, `lines_per_s`, `lines_per_cpu_s`:
+every line of every raw file), and `--record-dataset` names the record (e.g. criteo_tb_day).
 """
 
 from __future__ import annotations
@@ -34,8 +35,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--input", required=True, help="the command that made the raw files, as typed")
     parser.add_argument("--name", help="result file name without .json (default: DATASET_preprocess)")
     parser.add_argument("--note", default="", help="conditions of the run, e.g. what else the machine ran")
+    parser.add_argument("--jobs", type=int, help="passed to ctrbench preprocess")
+    parser.add_argument("--record-dataset", help="the record's dataset field (default: DATASET)")
     args = parser.parse_args(argv)
     command = ["ctrbench", "preprocess", args.dataset, "--raw", args.raw, "--out", args.out]
+    command += ["--jobs", str(args.jobs)] if args.jobs is not None else []
     commit, dirty = code_version()
     load = load_average()
     cpu_before = os.times()
@@ -45,8 +49,13 @@ def main(argv: list[str] | None = None) -> None:
     fmap = FeatureMap.load(REPO / args.out)
     rows = {split: info.rows for split, info in fmap.splits.items()}
     output = sum(path.stat().st_size for path in (REPO / args.out).rglob("*") if path.is_file())
+    lines = {}
+    if args.dataset == "criteo":
+        count = sum(info["rows"] for info in fmap.source["inputs"].values())
+        lines = {"lines": count, "lines_per_s": round(count / wall), "lines_per_cpu_s": round(count / cpu)}
     record = {
-        "dataset": args.dataset, "stage": "preprocess", "train_rows": rows["train"], "valid_rows": rows["valid"],
+        "dataset": args.record_dataset or args.dataset, "stage": "preprocess", **lines,
+        "train_rows": rows["train"], "valid_rows": rows["valid"],
         "test_rows": rows["test"], "wall_s": round(wall, 1), "peak_rss_mib": round(rss),
         "rows_per_s": round((rows["train"] + rows["test"]) / wall), "cpu_s": round(cpu, 1),
         "rows_per_cpu_s": round((rows["train"] + rows["test"]) / cpu), "output_mib": round(output / 2**20),

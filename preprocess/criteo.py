@@ -32,10 +32,13 @@ Splits and files, in the order the feature map lists them:
     kaggle    {train,valid,test}/part-00000.parquet           each line drawn by a seeded hash of its line
                                                               number with the `split` fractions
 
-Memory: each file is read `block_bytes` of text at a time (whole lines); a block is parsed, checked,
-encoded and appended to its parquet files, in row groups of the writer's size, before the next one
-is read, so memory does not grow with the file. Only `frequency` vocabularies grow with the data
-(one entry per distinct value of the train split). Input checksums are computed on the same pass.
+Speed and memory: each file is read `block_bytes` of text at a time (whole lines), on three threads
+that overlap: one reads, checksums and decompresses (ISA-L) the next blocks, one parses, checks and
+encodes a block, one appends the previous block to its parquet files in row groups of the writer's
+size. A compiled parser (preprocess/criteo_parse.py) reads the lines it is sure of; the few others
+(bad lines, unusual forms) go through the polars path below, which names the broken rule. At most a
+few blocks are in flight, so memory does not grow with the file; only `frequency` vocabularies grow
+with the data (one entry per distinct value of the train split). `--jobs N` converts N files at once.
 """
 
 from __future__ import annotations
@@ -179,7 +182,7 @@ class _DigestingReader:
 class Block:
     """Whole lines of a raw file (the file's last line may lack its line end)."""
 
-    text: bytes
+    text: memoryview
     first_line: int  # number of its first line in the file, from 1
     line_ends: int  # newlines it holds
 
@@ -211,18 +214,18 @@ class LineBlocks:
             text = igzip.GzipFile(fileobj=self._reader, mode="rb") if self.path.suffix == ".gz" else self._reader
             next_line, carry = 1, b""
             while data := self._read(text, next_line):
-                data = carry + data
+                data = carry + data if carry else data
                 cut = data.rfind(b"\n") + 1
                 if cut == 0 and len(data) > 4 * self.block_bytes:
                     raise CtrbenchError(f"{self.path}:{next_line}: no line end in {len(data):,} bytes; "
                                         "is this a Criteo text file?")
-                block, carry = data[:cut], data[cut:]
-                if block:
-                    line_ends = block.count(b"\n")
-                    yield Block(block, next_line, line_ends)
+                if cut:
+                    line_ends = data.count(b"\n", 0, cut)
+                    yield Block(memoryview(data)[:cut], next_line, line_ends)  # a view: no copy
                     next_line += line_ends
+                carry = data[cut:]
             if carry:  # a last line without a line end
-                yield Block(carry, next_line, 0)
+                yield Block(memoryview(carry), next_line, 0)
                 next_line += 1
         if next_line == 1:
             raise CtrbenchError(f"{self.path}: empty file; is the download or copy complete?")

@@ -43,12 +43,12 @@ class ParsedBlock:
     other_text: bytes  # those lines, each ended by a newline
 
 
-def parse_block(block: bytes, first_line: int, line_ends: int) -> ParsedBlock:
+def parse_block(block: bytes | memoryview, first_line: int, line_ends: int) -> ParsedBlock:
     """Parse a block of whole lines (the last may lack its line end) holding `line_ends` newlines."""
     data = np.frombuffer(block, dtype=np.uint8)
     (rows, lines, label, integers, ids, others, other_starts, other_ends) = _parse(data, first_line, line_ends + 1)
-    other_text = b"".join(block[start:end] + b"\n" for start, end in zip(other_starts[:others].tolist(),
-                                                                         other_ends[:others].tolist()))
+    other_text = b"".join(bytes(block[start:end]) + b"\n" for start, end in zip(other_starts[:others].tolist(),
+                                                                                other_ends[:others].tolist()))
     return ParsedBlock(lines=lines[:rows], label=label[:rows], integers=integers[:, :rows], ids=ids[:, :rows],
                        other_lines=lines[len(lines) - others:][::-1].copy(), other_text=other_text)
 
