@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ctrbench.bars_reference import BarsResult, load_bars_reference
 from ctrbench.datasets import REPO_ROOT, dataset_names, load_dataset_config
 from ctrbench.errors import CtrbenchError
 from ctrbench.features import atomic_write_bytes, atomic_write_text
@@ -466,8 +467,23 @@ def _verdict_cell(row: Row, board: DatasetBoard) -> str:
     return f"{'differs' if row.verdict.differs else 'tied'} ({pvalues} / {row.verdict.seed_p:.2g})"
 
 
-def dataset_markdown(board: DatasetBoard, command: str) -> str:
+BARS_NOTE = ("BARS: the test AUC and gAUC that BARS reports for the model on this dataset (one run of its best config, "
+             "FuxiCTR 2.0.1; not measured here; `leaderboards/bars_reference.yaml` names each experiment, seed and the "
+             f"file read); {DASH}: BARS has no result for it.")
+
+
+def _bars_columns(board: DatasetBoard, bars: dict[tuple[str, str], BarsResult]) -> dict[str, list[str]]:
+    """BARS's test AUC and gAUC beside ours, on a dataset the reference lists (grouped ones only)."""
+    if not any(dataset == board.name for dataset, _ in bars):
+        return {}
+    quoted = [bars.get((board.name, row.model)) for row in board.rows]
+    return {"Test AUC (BARS)": [_number(r.auc if r else None) for r in quoted],
+            "Test gAUC (BARS)": [_number(r.gauc if r else None) for r in quoted]}
+
+
+def dataset_markdown(board: DatasetBoard, command: str, bars: dict[tuple[str, str], BarsResult] | None = None) -> str:
     chosen = [r.ours if r.ours and r.ours.ok else None for r in board.rows]
+    bars_columns = _bars_columns(board, bars or {})
     columns = _metric_columns(board)
     grouped = any(c and c.metric("test", "gauc") for c in chosen)  # a dataset with users: gAUC as BARS
     metrics = {
@@ -477,6 +493,7 @@ def dataset_markdown(board: DatasetBoard, command: str) -> str:
         **columns,
         **({"Test gAUC (ours)": [format_mean_std(c.metric("test", "gauc")) if c and c.metric("test", "gauc") else DASH
                                  for c in chosen]} if grouped else {}),
+        **bars_columns,
         "Best epoch": [f"{mean_std([run.best_epoch for run in c.ok])[0]:.1f}" if c else DASH for c in chosen],
         "Configs tried": [str(r.configs_tried) if r.ours else DASH for r in board.rows],
         "Config": [_config_cell(r.ours) if r.ours else DASH for r in board.rows],
@@ -491,7 +508,7 @@ def dataset_markdown(board: DatasetBoard, command: str) -> str:
         SELECTION_NOTE + " Config: the hash of the chosen config (`config_hash` in the results store), marked "
         "bf16 when it trains with `train.precision: bf16` and quick when a run of it was capped by `--quick`. "
         "Runs and training time: every run stored for the model on this build of the data (all configs tried, "
-        "all seeds), the cost of its tuning budget.", "",
+        "all seeds), the cost of its tuning budget." + (f" {BARS_NOTE}" if bars_columns else ""), "",
         *_provenance(command, [board]),
         *_distributed_note([board]),
         *_dataset_table(board, metrics), "",
@@ -527,7 +544,7 @@ def write_leaderboards(records: list[RunRecord], out_dir: str | Path, command: s
     scaling_runs = [r for r in records if is_scaling_run(r)]
     records = [r for r in records if not is_scaling_run(r)]
     if records:
-        paper = PaperNumbers.load()
+        paper, bars = PaperNumbers.load(), load_bars_reference()
         boards = build_boards(records, paper)
         for board in boards:
             significance(board, predictions, labels_of)
@@ -538,7 +555,7 @@ def write_leaderboards(records: list[RunRecord], out_dir: str | Path, command: s
         for board in boards:
             if board.name is None:
                 continue
-            atomic_write_text(out_dir / f"{board.name}.md", dataset_markdown(board, command))
+            atomic_write_text(out_dir / f"{board.name}.md", dataset_markdown(board, command, bars))
             plot = out_dir / f"{board.name}_auc_vs_mflop.png"
             atomic_write_bytes(plot, auc_vs_mflop_png(board.display, *plot_points(board)))
             written += [out_dir / f"{board.name}.md", plot]
