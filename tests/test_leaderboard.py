@@ -93,3 +93,20 @@ def test_without_the_papers_tables_the_leaderboard_shows_ours_and_says_so(tmp_pa
     table2 = (tmp_path / "table2.md").read_text()
     assert "not found when this file was generated: paper columns empty" in table2
     assert "| [Frappe](frappe.md) | DLRM | 1 | **0.9500** | – |" in table2
+
+
+def test_a_grouped_datasets_page_quotes_bars_beside_ours(tmp_path, monkeypatch):
+    import ctrbench.leaderboard as leaderboard
+
+    monkeypatch.setattr(leaderboard, "PAPER_DIR", tmp_path / "nowhere")  # rows: our models only
+    kuaivideo = [run(model, seed, auc, dataset="kuaivideo", test={"auc": auc, "logloss": 0.44, "gauc": gauc})
+                 for model, auc, gauc in (("dcnv2", 0.745, 0.665), ("dlrm", 0.744, 0.664)) for seed in (2021, 2022)]
+    write_leaderboards([*kuaivideo, run("dlrm", 2021, 0.95)], tmp_path, "ctrbench leaderboard")
+    page = (tmp_path / "kuaivideo.md").read_text().split("## Size")[0]
+    rows = {line.split(" | ")[0].removeprefix("| "): line for line in page.splitlines() if line.startswith("| ")}
+    assert "| Test gAUC (ours) | Test AUC (BARS) | Test gAUC (BARS) | Best epoch |" in rows["Model"]
+    # BARS DCNv2_kuaivideo_x1_008_7047bff3: AUC 0.746953, gAUC 0.667472; BARS has no DLRM run on KuaiVideo
+    assert "| 0.6650 ± 0.0000 | 0.7470 | 0.6675 | 3.0 |" in rows["DCNv2"]
+    assert "| 0.6640 ± 0.0000 | – | – | 3.0 |" in rows["DLRM"]
+    assert "`leaderboards/bars_reference.yaml` names each experiment" in page
+    assert "BARS" not in (tmp_path / "frappe.md").read_text()  # no groups: no BARS columns
