@@ -7,7 +7,8 @@
 * `table3.md`: parameters and MFLOP per example, ours next to the paper's Table 3, with our training
   throughput and the device it was measured on;
 * for each dataset with runs, `<dataset>.md` (both tables for that dataset, plus validation AUC, best
-  epoch, configs tried and the chosen config's hash) and `<dataset>_auc_vs_mflop.png` (test AUC
+  epoch, configs tried and the chosen config's hash; on the datasets with user groups, our test gAUC
+  and BARS's reported test AUC and gAUC, `ctrbench.bars_reference`) and `<dataset>_auc_vs_mflop.png` (test AUC
   against MFLOP per example, ours with the seeds' std as error bars, and the paper's).
 
 Only runs on the current build of each dataset count: the processed data (content hash) of its most
