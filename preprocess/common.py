@@ -992,13 +992,13 @@ def count_joined_ids(train: pl.LazyFrame, columns: Sequence[str], rows_per_batch
             items, _ = sequence_items(batch[column])
             ids = integer_ids(items)
             counted = (ids >= 0) & (ids < MAX_COUNTED_ID)
-            found = np.bincount(ids[counted])
+            every = bool(counted.all())  # the usual case: no copy of the ids, no other items
+            found = np.bincount(ids if every else ids[counted])
             if len(found) > len(by_id[column]):
                 by_id[column] = np.concatenate([by_id[column], np.zeros(len(found) - len(by_id[column]), np.int64)])
             by_id[column][:len(found)] += found
-            rest = items.filter(pl.Series(~counted))
-            if len(rest):
-                others[column].append(rest.rename("value").value_counts(name="count"))
+            if not every:
+                others[column].append(items.filter(pl.Series(~counted)).rename("value").value_counts(name="count"))
     counts = {}
     for column in columns:
         present = np.flatnonzero(by_id[column])
