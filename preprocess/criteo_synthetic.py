@@ -26,7 +26,8 @@ import numba
 import numpy as np
 from isal import igzip_threaded
 
-from preprocess.criteo import CATEGORICAL_FEATURES, COLUMNS, DAYS, INTEGER_FEATURES
+from preprocess.criteo import DAYS
+from preprocess.criteo_read import CATEGORICAL_FEATURES, COLUMNS, INTEGER_FEATURES
 
 # Distinct values per categorical feature in the real logs, as TorchRec's DLRM example lists them.
 TERABYTE_CARDINALITIES = (45833188, 36746, 17245, 7413, 20243, 3, 7114, 1441, 62, 29275261, 1572176, 345138, 10,

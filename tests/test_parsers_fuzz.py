@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from ctrbench.errors import CtrbenchError
 from preprocess.common import BadRows, read_csv, read_libfm
-from preprocess.criteo import COLUMNS, LineBlocks, read_rows
+from preprocess.criteo_read import COLUMNS, LineBlocks, read_rows
 
 # 400 examples per parser keep the default suite quick; HYPOTHESIS_EXAMPLES=5000 fuzzes deeper.
 FUZZ = settings(max_examples=int(os.environ.get("HYPOTHESIS_EXAMPLES", 400)), deadline=None,
@@ -190,8 +190,10 @@ def expected_criteo_row(text: str) -> tuple | None:
 
 def parse_criteo(block_bytes: int):
     def parse(path: Path, policy: BadRows) -> pl.DataFrame:
-        parts = [rows.with_columns(pl.Series("line", lines))
-                 for rows, lines in read_rows(LineBlocks(path, block_bytes), policy, "fuzzing")]
+        parts = [pl.DataFrame({COLUMNS[0]: rows.label, **dict(zip(COLUMNS[1:14], rows.numeric)),
+                               **{name: pl.Series(ids).replace(-1, None) for name, ids in zip(COLUMNS[14:], rows.ids)},
+                               "line": rows.lines})
+                 for rows in read_rows(LineBlocks(path, block_bytes), policy, "fuzzing")]
         return pl.concat(parts)
     return parse
 

@@ -1,4 +1,5 @@
-"""The Criteo converter (preprocess/criteo.py) and its line generator (preprocess/criteo_synthetic.py).
+"""The Criteo converter (preprocess/criteo.py, criteo_read.py, criteo_parse.py) and its line generator
+(preprocess/criteo_synthetic.py).
 
 Raw files are written by hand (a few lines whose encodings are computed by hand below) or generated;
 nothing here needs the real logs.
@@ -29,9 +30,10 @@ from ctrbench.errors import CtrbenchError
 from ctrbench.features import FeatureMap, sha256_file
 from preprocess import PreprocessOptions
 from preprocess.common import BadRows
-from preprocess.criteo import (CATEGORICAL_FEATURES, COLUMNS, INTEGER_FEATURES, LABEL, EncodingRules,
-                               FrequencyEncoding, KaggleRules, LineBlocks, ParquetSink, ValueCounter, _parse_block, convert_kaggle, convert_terabyte,
-                               kaggle_split, load_rules, read_rows)
+from preprocess.criteo import (EncodingRules, FrequencyEncoding, KaggleRules, ParquetSink, ValueCounter, convert_kaggle,
+                               convert_terabyte, kaggle_split, load_rules)
+from preprocess.criteo_read import (CATEGORICAL_FEATURES, COLUMNS, INTEGER_FEATURES, LABEL, LineBlocks, _parse_block,
+                                    read_rows)
 from preprocess.criteo_synthetic import CriteoGenerator, write_release
 from preprocess.criteo_synthetic import main as synthetic_main
 
