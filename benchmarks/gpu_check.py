@@ -66,6 +66,7 @@ from ctrbench.datasets import load_dataset_config
 from ctrbench.device import pick_device
 from ctrbench.errors import CtrbenchError
 from ctrbench.features import FeatureMap, atomic_write_text
+from ctrbench.options import RunOptions
 from ctrbench.record import RunRecord
 from ctrbench.runner import BASE_SEED, DatasetSplits, bench, environment, execute, resolve_spec
 from ctrbench.synthetic import write_synthetic
@@ -221,8 +222,9 @@ def part_bench(check: Check) -> BenchPart:
     sets = [arg for value in check.size.bench_sets for arg in ("--set", value)]
     command = shlex.join(["ctrbench", "bench", "--dataset", "synthetic", "--models", ",".join(models), "--quick",
                           "--device", check.device.type, "--data-dir", str(data_dir), "--results", str(results), *sets])
-    records = bench("synthetic", models, data_dir=data_dir, results_path=results, quick=True, device=check.device.type,
-                    overrides=parse_overrides(list(check.size.bench_sets)), progress=False, command=command)
+    records = bench("synthetic", models, options=RunOptions(
+        data_dir=data_dir, results_path=results, quick=True, device=check.device.type,
+        overrides=parse_overrides(list(check.size.bench_sets)), progress=False, command=command))
     runs = [BenchRun(r.model, r.status, r.metric("test", "auc"), r.samples_per_second, r.train_seconds, r.epochs)
             for r in records]
     return BenchPart(command, round(data_seconds, 1), runs, models)

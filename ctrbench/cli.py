@@ -36,6 +36,7 @@ from ctrbench.datasets import (DEFAULT_DATA_DIR, DatasetConfig, dataset_names, l
 from ctrbench.console import console, stdout
 from ctrbench.errors import CtrbenchError, unknown_name
 from ctrbench.features import FEATURE_MAP_FILE, FeatureMap, atomic_write_text
+from ctrbench.options import RunOptions
 from ctrbench.record import RunRecord
 from ctrbench.results import DEFAULT_RESULTS, ResultsStore
 
@@ -72,6 +73,7 @@ def _dataset_arg(value: str) -> str:
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    """The options of every command that trains (`train`, `bench`, `scale`, `tune`): `run_options`."""
     parser.add_argument("--dataset", required=True, help="dataset name (see `ctrbench datasets`)")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
                         help="where processed datasets live (default: $CTRBENCH_DATA_DIR or ./data)")
@@ -100,6 +102,15 @@ def _add_plan_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint-dir", type=Path, default=None,
                         help="where each run saves its state after every epoch, so that an interrupted run "
                              "resumes from its last finished epoch (default: RESULTS_DIR/checkpoints)")
+
+
+def run_options(args: argparse.Namespace) -> RunOptions:
+    """The `RunOptions` of a training command's parsed arguments (`_add_run_options`, `_add_plan_options`,
+    `_add_workers_option`): with several workers, no process shows a progress bar."""
+    return RunOptions(data_dir=args.data_dir, results_path=args.results, config_dir=args.config_dir,
+                      overrides=parse_overrides(args.overrides), quick=args.quick, device=args.device,
+                      progress=not args.no_progress and getattr(args, "workers", 1) == 1, stream=args.stream,
+                      command=args.command_line, checkpoint_dir=getattr(args, "checkpoint_dir", None))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -261,14 +272,14 @@ def _print_results(records: list[RunRecord]) -> None:
 
 def cmd_train(args: argparse.Namespace) -> None:
     from ctrbench.device import pick_device
-    from ctrbench.runner import DatasetSplits, execute, resolve_spec, with_quick
+    from ctrbench.runner import DatasetSplits, execute, resolve_spec
 
-    overrides = with_quick(parse_overrides(args.overrides), args.quick)
-    spec = resolve_spec(args.model, args.dataset, args.seed, args.config_dir, overrides)
-    store = ResultsStore(args.results)  # a bad --results stops here, not after training
-    data = DatasetSplits.open(args.dataset, args.data_dir, args.stream)
-    record, test_logits = execute(spec, data, pick_device(args.device), label=args.model, progress=not args.no_progress,
-                                  checkpoint_path=args.checkpoint, command=args.command_line)
+    options = run_options(args)
+    spec = resolve_spec(args.model, args.dataset, args.seed, options.config_dir, options.run_overrides())
+    store = ResultsStore(options.results_path)  # a bad --results stops here, not after training
+    data = DatasetSplits.open(args.dataset, options.data_dir, options.stream)
+    record, test_logits = execute(spec, data, pick_device(options.device), label=args.model, progress=options.progress,
+                                  checkpoint_path=args.checkpoint, command=options.command)
     store.append(record, test_logits)
     _print_results([record])
 
@@ -277,21 +288,18 @@ def cmd_bench(args: argparse.Namespace) -> None:
     from ctrbench.runner import bench, duration, in_workers
 
     started = time.time()
-    options = dict(dataset=args.dataset, models=args.models, seeds=args.seeds, data_dir=args.data_dir,
-                   results_path=args.results, config_dir=args.config_dir, quick=args.quick, device=args.device,
-                   overrides=parse_overrides(args.overrides), command=args.command_line,
-                   checkpoint_dir=args.checkpoint_dir, stream=args.stream)
+    arguments = dict(dataset=args.dataset, models=args.models, seeds=args.seeds, options=run_options(args))
     if args.protocol is not None:
         from ctrbench.protocol import bench_protocol, load_protocol
 
-        options["protocol"] = args.protocol
+        arguments["protocol"] = args.protocol
         load_protocol(args.protocol, args.config_dir)  # a bad name stops before any worker starts
         target = bench_protocol
     else:
         target = bench
     if args.workers > 1:
-        in_workers(args.workers, target, **options, progress=False)
-    outcome = target(**options, progress=not args.no_progress and args.workers == 1)
+        in_workers(args.workers, target, **arguments)
+    outcome = target(**arguments)
     if args.protocol is not None:
         plans, records = outcome
         _print_protocol(plans, args.protocol)
@@ -318,13 +326,11 @@ def cmd_scale(args: argparse.Namespace) -> None:
     from ctrbench.scaling import scale
 
     started = time.time()
-    options = dict(dataset=args.dataset, models=args.models, points=args.points, seeds=args.seeds,
-                   data_dir=args.data_dir, results_path=args.results, config_dir=args.config_dir, quick=args.quick,
-                   device=args.device, overrides=parse_overrides(args.overrides), command=args.command_line,
-                   checkpoint_dir=args.checkpoint_dir, stream=args.stream)
+    arguments = dict(dataset=args.dataset, models=args.models, points=args.points, seeds=args.seeds,
+                     options=run_options(args))
     if args.workers > 1:
-        in_workers(args.workers, scale, **options, progress=False)
-    records = scale(**options, progress=not args.no_progress and args.workers == 1)
+        in_workers(args.workers, scale, **arguments)
+    records = scale(**arguments)
     _print_results(records)
     console.print(f"scaling runs took {duration(time.time() - started)}; `ctrbench leaderboard --results {args.results}` "
                   "fits and reports them", highlight=False)
@@ -333,10 +339,7 @@ def cmd_scale(args: argparse.Namespace) -> None:
 def cmd_tune(args: argparse.Namespace) -> None:
     from ctrbench.tuner import SECTIONS, best_entry_yaml, tune
 
-    tuned = tune(args.model, args.dataset, args.space, seeds=args.seeds, data_dir=args.data_dir,
-                 results_path=args.results, config_dir=args.config_dir, quick=args.quick, device=args.device,
-                 overrides=parse_overrides(args.overrides), progress=not args.no_progress, command=args.command_line,
-                 checkpoint_dir=args.checkpoint_dir, stream=args.stream)
+    tuned = tune(args.model, args.dataset, args.space, seeds=args.seeds, options=run_options(args))
     varied = [(section, key) for section in SECTIONS for key, values in tuned.axes[section].items() if len(values) > 1]
     table = Table(title=f"{args.model} on {args.dataset}: {len(tuned.ranked)} grid points, best validation AUC first")
     for column in ("config", *(key for _, key in varied), "seeds", "valid AUC", "test AUC"):

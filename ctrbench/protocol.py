@@ -28,14 +28,14 @@ from ctrbench.config import build_dataclass, check_kwargs, load_yaml, signature_
 from ctrbench.errors import CtrbenchError, unknown_name
 from ctrbench.console import console
 from ctrbench.record import RunRecord
-from ctrbench.results import DEFAULT_RESULTS, ResultsStore
-from ctrbench.runner import (BASE_SEED, MODEL_CONFIG_DIR, DatasetSplits, RunSpec, default_checkpoint_dir,
-                             model_config_entry, pick_device, resolve_spec, train_unclaimed, with_quick)
+from ctrbench.options import Overrides, RunOptions
+from ctrbench.results import ResultsStore
+from ctrbench.runner import (BASE_SEED, MODEL_CONFIG_DIR, DatasetSplits, RunSpec, model_config_entry, pick_device,
+                             resolve_spec, train_unclaimed)
 from ctrbench.tuner import SECTIONS, check_point, check_space, grid_points
 from model_zoo import get_model_class
 
 PROTOCOL_FILE = "protocol.yaml"
-Overrides = dict[str, dict[str, Any]]  # {"model": {...}, "train": {...}}
 RunKey = tuple[str, str, str, int]
 
 
@@ -146,15 +146,16 @@ class ModelPlan:
 
 
 class ProtocolPlanner:
-    """Plans the protocol's runs for some models on one dataset from the records stored so far."""
+    """Plans the protocol's runs for some models on one dataset from the records stored so far; the
+    model configs and overrides are `options`' (`config_dir`, `run_overrides()`)."""
 
     def __init__(self, protocol: Protocol, dataset: str, models: list[str], seeds: int, data_hash: str,
-                 config_dir: Path | None = None, overrides: Overrides | None = None, quick: bool = False):
+                 options: RunOptions = RunOptions()):
         self.protocol, self.dataset, self.models, self.seeds = protocol, dataset, models, seeds
-        self.data_hash, self.config_dir = data_hash, config_dir
-        self.overrides = with_quick(overrides, quick)
+        self.data_hash, self.config_dir = data_hash, options.config_dir
+        self.overrides = options.run_overrides()
         for model in models:
-            clashes = sorted({f"{s}.{k}" for point in search_space(model, dataset, config_dir)
+            clashes = sorted({f"{s}.{k}" for point in search_space(model, dataset, self.config_dir)
                               for s in SECTIONS for k in point[s] if k in self.overrides[s]})
             if "embedding_dim" in self.overrides["model"]:
                 clashes.insert(0, "model.embedding_dim")
@@ -210,14 +211,12 @@ class ProtocolPlanner:
 
 
 def run_protocol(planner: ProtocolPlanner, data: DatasetSplits, store: ResultsStore, device: Any,
-                 command: str | None = None, progress: bool = True, checkpoint_dir: Path | None = None,
-                 poll_seconds: float = 20.0) -> list[ModelPlan]:
+                 options: RunOptions, poll_seconds: float = 20.0) -> list[ModelPlan]:
     """Train the protocol's runs until every model is done; return the final plans.
 
     After each finished run the plan is made again (a run can open its model's next stage). When every
     run left is being trained by another process, this one waits for them (`poll_seconds`).
     """
-    checkpoint_dir = default_checkpoint_dir(store, checkpoint_dir)
     waiting = False
     while True:
         plans = planner.plan(store.records())
@@ -227,7 +226,7 @@ def run_protocol(planner: ProtocolPlanner, data: DatasetSplits, store: ResultsSt
         for plan, spec in todo:
             dim = spec.model_params.get("embedding_dim")
             label = f"{plan.model} ({plan.stage} stage) seed {spec.seed}" + (f" dim {dim}" if dim else "")
-            if train_unclaimed(spec, data, store, device, label, checkpoint_dir, command, progress) is not None:
+            if train_unclaimed(spec, data, store, device, label, options) is not None:
                 waiting = False
                 break
         else:
@@ -237,18 +236,14 @@ def run_protocol(planner: ProtocolPlanner, data: DatasetSplits, store: ResultsSt
             time.sleep(poll_seconds)
 
 
-def bench_protocol(dataset: str, models: list[str], protocol: str, seeds: int = 1, data_dir: str | Path | None = None,
-                   results_path: str | Path | None = None, config_dir: Path | None = None, quick: bool = False,
-                   device: str = "auto", overrides: Overrides | None = None, progress: bool = True,
-                   command: str | None = None, checkpoint_dir: Path | None = None,
-                   stream: bool | None = None) -> tuple[list[ModelPlan], list[RunRecord]]:
+def bench_protocol(dataset: str, models: list[str], protocol: str, seeds: int = 1,
+                   options: RunOptions = RunOptions()) -> tuple[list[ModelPlan], list[RunRecord]]:
     """`ctrbench bench --protocol NAME`: run the protocol for `models` on `dataset` to the end; return
-    the final plans and the stored records of each model's chosen config (every seed). `stream` as
-    `DatasetSplits`: True / False streams / loads every split, None chooses by size."""
-    data = DatasetSplits.open(dataset, data_dir, stream)
-    planner = ProtocolPlanner(load_protocol(protocol, config_dir), dataset, models, seeds, data.fmap.content_hash,
-                              config_dir, overrides, quick)
-    store = ResultsStore(results_path or DEFAULT_RESULTS)
-    plans = run_protocol(planner, data, store, pick_device(device), command, progress, checkpoint_dir)
+    the final plans and the stored records of each model's chosen config (every seed)."""
+    data = DatasetSplits.open(dataset, options.data_dir, options.stream)
+    planner = ProtocolPlanner(load_protocol(protocol, options.config_dir), dataset, models, seeds,
+                              data.fmap.content_hash, options)
+    store = ResultsStore(options.results_path)
+    plans = run_protocol(planner, data, store, pick_device(options.device), options)
     chosen = {(plan.model, plan.winner_hash) for plan in plans}
     return plans, [r for r in store.records() if r.dataset == dataset and (r.model, r.config_hash) in chosen]

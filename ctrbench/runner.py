@@ -4,7 +4,8 @@ A run is (model, dataset, config, seed). Its config is the model's constructor d
 `model_zoo/configs/<model>.yaml` -> `<dataset>:` -> {model: ..., train: ...}, then by command-line
 `--set section.key=value` overrides. `run_plan` trains a list of runs on one dataset, appending each
 finished run to the results store and skipping runs already stored; `bench` plans models x seeds,
-`ctrbench.tuner.tune` plans grid points x seeds.
+`ctrbench.tuner.tune` plans grid points x seeds. The options they share (data, results store, overrides,
+device, ...) are one `ctrbench.options.RunOptions`.
 """
 
 from __future__ import annotations
@@ -37,16 +38,16 @@ from ctrbench.device import pick_device
 from ctrbench.errors import CtrbenchError
 from ctrbench.features import FeatureMap
 from ctrbench.flops import model_stats
+from ctrbench.options import RunOptions
 from ctrbench.record import (Device, Divergence, Environment, Epoch, Metrics, RunConfig, RunRecord, bayes_limits,
                              hash_config)
-from ctrbench.results import DEFAULT_RESULTS, ResultsStore
+from ctrbench.results import ResultsStore
 from ctrbench.console import console
 from ctrbench.train import TrainConfig, fit, seed_everything
 from model_zoo import get_model_class
 
 MODEL_CONFIG_DIR = REPO_ROOT / "model_zoo" / "configs"
 BASE_SEED = 2021  # BARS's seed; seed i of a multi-seed benchmark is BASE_SEED + i
-QUICK_EPOCHS = 3
 
 
 @dataclass
@@ -259,10 +260,10 @@ def checkpoint_path(checkpoint_dir: Path, spec: RunSpec, config_hash: str) -> Pa
 
 
 def train_unclaimed(spec: RunSpec, data: DatasetSplits, store: ResultsStore, device: torch.device, label: str,
-                    checkpoint_dir: Path, command: str | None = None, progress: bool = True,
-                    eta_note: str = "") -> RunRecord | None:
+                    options: RunOptions, eta_note: str = "") -> RunRecord | None:
     """Train `spec` and append its record to `store`, unless another process holds its claim or it is
-    stored already: then return None.
+    stored already: then return None. `options` gives the checkpoint directory, the progress bar and
+    the command line recorded.
 
     The run saves its training state to a checkpoint after every epoch (deleted once the run is
     recorded), so a killed run resumes from its last finished epoch. A process claims a run with a
@@ -270,7 +271,7 @@ def train_unclaimed(spec: RunSpec, data: DatasetSplits, store: ResultsStore, dev
     """
     config_hash = spec.config_hash(data.fmap.content_hash)
     key = (spec.model, spec.dataset, config_hash, spec.seed)
-    checkpoint = checkpoint_path(checkpoint_dir, spec, config_hash)
+    checkpoint = checkpoint_path(options.checkpoints(), spec, config_hash)
     claim_path = checkpoint.with_name(checkpoint.name + ".lock")
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -283,7 +284,8 @@ def train_unclaimed(spec: RunSpec, data: DatasetSplits, store: ResultsStore, dev
             return None
         console.print(f"{label}: config {config_hash}{eta_note}", highlight=False)
         started = time.time()
-        record, test_logits = execute(spec, data, device, label, progress, checkpoint_path=checkpoint, command=command)
+        record, test_logits = execute(spec, data, device, label, options.progress, checkpoint_path=checkpoint,
+                                      command=options.command)
         store.append(record, test_logits)
         checkpoint.unlink(missing_ok=True)
     claim_path.unlink(missing_ok=True)  # safe: a process that still opens it finds the run stored
@@ -295,23 +297,18 @@ def train_unclaimed(spec: RunSpec, data: DatasetSplits, store: ResultsStore, dev
     return record
 
 
-def default_checkpoint_dir(store: ResultsStore, checkpoint_dir: Path | None) -> Path:
-    return Path(checkpoint_dir) if checkpoint_dir is not None else store.path.parent / "checkpoints"
-
-
 def run_plan(plan: list[RunSpec], data: DatasetSplits, store: ResultsStore, device: torch.device,
-             command: str | None = None, progress: bool = True,
-             checkpoint_dir: Path | None = None) -> list[RunRecord]:
+             options: RunOptions) -> list[RunRecord]:
     """Train every run of `plan` not yet in `store`, appending each as it finishes; return the plan's
     stored records.
 
-    Each run saves its training state under `checkpoint_dir` (default `<store dir>/checkpoints/`)
+    Each run saves its training state under `options.checkpoints()` (default `<store dir>/checkpoints/`)
     after every epoch, so a benchmark killed mid-run resumes from that run's last finished epoch.
     Several processes given the same plan share the work instead of repeating it (`train_unclaimed`);
     runs another process is still training are left to it. A diverged run is recorded as such and
     the plan continues.
     """
-    checkpoint_dir = default_checkpoint_dir(store, checkpoint_dir)
+    checkpoint_dir = options.checkpoints()
     hashes = [spec.config_hash(data.fmap.content_hash) for spec in plan]
     keys = [(spec.model, spec.dataset, config_hash, spec.seed) for spec, config_hash in zip(plan, hashes)]
     stored = store.keys()
@@ -327,8 +324,7 @@ def run_plan(plan: list[RunSpec], data: DatasetSplits, store: ResultsStore, devi
         left = eta.remaining([plan[i].model for i in todo[position - 1:]])
         started = time.time()
         record = train_unclaimed(spec, data, store, device, f"[{position}/{len(todo)}] {spec.model} seed {spec.seed}",
-                                 checkpoint_dir, command, progress,
-                                 "" if left is None else f"; about {duration(left)} left in this benchmark")
+                                 options, "" if left is None else f"; about {duration(left)} left in this benchmark")
         if record is None:
             console.print(f"[{position}/{len(todo)}] {spec.model} seed {spec.seed}: another process is training this "
                           "run; skipped", highlight=False)
@@ -342,36 +338,13 @@ def run_plan(plan: list[RunSpec], data: DatasetSplits, store: ResultsStore, devi
     return [records[key] for key in keys if key in records]
 
 
-def bench(
-    dataset: str,
-    models: list[str],
-    seeds: int = 1,
-    data_dir: str | Path | None = None,
-    results_path: str | Path | None = None,
-    config_dir: Path | None = None,
-    quick: bool = False,
-    device: str = "auto",
-    overrides: dict[str, dict[str, Any]] | None = None,
-    progress: bool = True,
-    command: str | None = None,
-    checkpoint_dir: Path | None = None,
-    stream: bool | None = None,
-) -> list[RunRecord]:
-    """Train every (model, seed) not yet in the results store; return this benchmark's records.
-    `stream`: True / False streams / loads every split, None chooses by size (`DatasetSplits`)."""
-    overrides = with_quick(overrides, quick)
-    plan = [resolve_spec(m, dataset, BASE_SEED + i, config_dir, overrides) for m in models for i in range(seeds)]
-    store = ResultsStore(results_path or DEFAULT_RESULTS)
-    return run_plan(plan, DatasetSplits.open(dataset, data_dir, stream), store, pick_device(device), command, progress,
-                    checkpoint_dir)
-
-
-def with_quick(overrides: dict[str, dict[str, Any]] | None, quick: bool) -> dict[str, dict[str, Any]]:
-    """Overrides with `--quick`'s epoch cap added (an explicit train.epochs wins)."""
-    overrides = {"model": {}, "train": {}, **(overrides or {})}
-    if quick:
-        overrides["train"] = {"epochs": QUICK_EPOCHS, **overrides["train"]}
-    return overrides
+def bench(dataset: str, models: list[str], seeds: int = 1, options: RunOptions = RunOptions()) -> list[RunRecord]:
+    """Train every (model, seed) not yet in the results store; return this benchmark's records."""
+    overrides = options.run_overrides()
+    plan = [resolve_spec(m, dataset, BASE_SEED + i, options.config_dir, overrides) for m in models for i in range(seeds)]
+    store = ResultsStore(options.results_path)
+    data = DatasetSplits.open(dataset, options.data_dir, options.stream)
+    return run_plan(plan, data, store, pick_device(options.device), options)
 
 
 def _worker(threads: int, target: Callable[..., Any], kwargs: dict[str, Any]) -> None:

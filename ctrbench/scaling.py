@@ -10,17 +10,15 @@ law of `ctrbench.powerlaw` to them and writes the report (`ctrbench.scaling_repo
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from ctrbench.errors import CtrbenchError
 from ctrbench.flops import model_stats
 from ctrbench.record import RunRecord
-from ctrbench.results import DEFAULT_RESULTS, ResultsStore
+from ctrbench.options import Overrides, RunOptions
+from ctrbench.results import ResultsStore
 from ctrbench.runner import (BASE_SEED, DatasetSplits, RunSpec, build_model, model_config_entry, pick_device,
-                             resolve_spec, run_plan, with_quick)
+                             resolve_spec, run_plan)
 from ctrbench.tuner import SECTIONS, check_point
-
-Overrides = dict[str, dict[str, Any]]
 
 
 def ladder(model: str, dataset: str, config_dir: Path | None = None) -> list[Overrides]:
@@ -33,12 +31,13 @@ def ladder(model: str, dataset: str, config_dir: Path | None = None) -> list[Ove
     return [check_point(rung, model, f"{where}.ladder[{i}]") for i, rung in enumerate(rungs)]
 
 
-def ladder_specs(model: str, dataset: str, seeds: int, points: int | None = None, config_dir: Path | None = None,
-                 overrides: Overrides | None = None, quick: bool = False) -> list[RunSpec]:
-    """Runs of the first `points` rungs (all by default) for seeds 2021, ...; rung by rung."""
-    overrides = with_quick(overrides, quick)
-    rungs = ladder(model, dataset, config_dir)[:points]
-    return [resolve_spec(model, dataset, BASE_SEED + s, config_dir,
+def ladder_specs(model: str, dataset: str, seeds: int, points: int | None = None,
+                 options: RunOptions = RunOptions()) -> list[RunSpec]:
+    """Runs of the first `points` rungs (all by default) for seeds 2021, ...; rung by rung. `options`'
+    overrides go over each rung's values (`RunOptions.run_overrides`)."""
+    overrides = options.run_overrides()
+    rungs = ladder(model, dataset, options.config_dir)[:points]
+    return [resolve_spec(model, dataset, BASE_SEED + s, options.config_dir,
                          {section: {**rung[section], **overrides[section]} for section in SECTIONS})
             for rung in rungs for s in range(seeds)]
 
@@ -52,19 +51,15 @@ def check_increasing(model: str, mflop: list[float]) -> None:
 
 
 def scale(dataset: str, models: list[str], seeds: int = 1, points: int | None = None,
-          data_dir: str | Path | None = None, results_path: str | Path | None = None, config_dir: Path | None = None,
-          quick: bool = False, device: str = "auto", overrides: Overrides | None = None, progress: bool = True,
-          command: str | None = None, checkpoint_dir: Path | None = None, stream: bool | None = None,
-          ) -> list[RunRecord]:
+          options: RunOptions = RunOptions()) -> list[RunRecord]:
     """Train every model's ladder rungs x seeds not yet stored (checking first that each ladder grows its
-    compute at every rung); return the study's records. `stream` as `DatasetSplits`."""
-    data = DatasetSplits.open(dataset, data_dir, stream)
+    compute at every rung); return the study's records."""
+    data = DatasetSplits.open(dataset, options.data_dir, options.stream)
     batch = next(data.valid.batches(256))
     plan = []
     for model in models:
-        specs = ladder_specs(model, dataset, seeds, points, config_dir, overrides, quick)
+        specs = ladder_specs(model, dataset, seeds, points, options)
         check_increasing(model, [model_stats(build_model(spec, data.fmap), batch).mflop_per_example
                                  for spec in specs[::seeds]])
         plan += specs
-    store = ResultsStore(results_path or DEFAULT_RESULTS)
-    return run_plan(plan, data, store, pick_device(device), command, progress, checkpoint_dir)
+    return run_plan(plan, data, ResultsStore(options.results_path), pick_device(options.device), options)

@@ -31,8 +31,9 @@ import yaml
 
 from ctrbench.config import check_kwargs, load_yaml, signature_hints
 from ctrbench.errors import CtrbenchError
-from ctrbench.results import DEFAULT_RESULTS, ConfigResult, ResultsStore, format_mean_std, group_configs
-from ctrbench.runner import BASE_SEED, DatasetSplits, pick_device, resolve_spec, run_plan, with_quick
+from ctrbench.options import RunOptions
+from ctrbench.results import ConfigResult, ResultsStore, format_mean_std, group_configs
+from ctrbench.runner import BASE_SEED, DatasetSplits, pick_device, resolve_spec, run_plan
 from ctrbench.train import TrainConfig
 from model_zoo import get_model_class
 
@@ -96,37 +97,19 @@ class TuneResult:
         return self.ranked[0]
 
 
-def tune(
-    model: str,
-    dataset: str,
-    space_path: Path,
-    seeds: int = 1,
-    data_dir: str | Path | None = None,
-    results_path: str | Path | None = None,
-    config_dir: Path | None = None,
-    quick: bool = False,
-    device: str = "auto",
-    overrides: dict[str, dict[str, Any]] | None = None,
-    progress: bool = True,
-    command: str | None = None,
-    checkpoint_dir: Path | None = None,
-    stream: bool | None = None,
-) -> TuneResult:
-    """Run every grid point x seed not yet stored and rank the points by mean validation AUC.
-    `stream`: True / False streams / loads every split, None chooses by size (`DatasetSplits`)."""
+def tune(model: str, dataset: str, space_path: Path, seeds: int = 1,
+         options: RunOptions = RunOptions()) -> TuneResult:
+    """Run every grid point x seed not yet stored and rank the points by mean validation AUC."""
     axes = load_space(space_path, model)
-    overrides = {"model": {}, "train": {}, **(overrides or {})}
-    clashes = [f"{section}.{key}" for section in SECTIONS for key in axes[section] if key in overrides[section]]
+    clashes = [f"{section}.{key}" for section in SECTIONS for key in axes[section]
+               if key in options.overrides.get(section, {})]
     if clashes:
         raise CtrbenchError(f"--set {', '.join(clashes)}: also set in {space_path}; give each hyperparameter in one place")
-    plan = [
-        resolve_spec(model, dataset, BASE_SEED + i, config_dir,
-                     with_quick({s: {**point[s], **overrides[s]} for s in SECTIONS}, quick))
-        for point in grid_points(axes) for i in range(seeds)
-    ]
-    store = ResultsStore(results_path or DEFAULT_RESULTS)
-    records = run_plan(plan, DatasetSplits.open(dataset, data_dir, stream), store, pick_device(device), command, progress,
-                       checkpoint_dir)
+    plan = [resolve_spec(model, dataset, BASE_SEED + i, options.config_dir, options.run_overrides(point))
+            for point in grid_points(axes) for i in range(seeds)]
+    store = ResultsStore(options.results_path)
+    data = DatasetSplits.open(dataset, options.data_dir, options.stream)
+    records = run_plan(plan, data, store, pick_device(options.device), options)
     ranked = sorted(group_configs(records), key=ConfigResult.rank, reverse=True)
     if not ranked[0].ok:
         raise CtrbenchError(f"every grid point diverged on every seed (records in {store.path}); "

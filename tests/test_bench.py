@@ -18,6 +18,7 @@ import yaml
 from ctrbench.cli import main
 from ctrbench.errors import CtrbenchError
 from ctrbench.leaderboard import _delta, write_leaderboards
+from ctrbench.options import RunOptions
 from ctrbench.record import KEY_FIELDS, RunRecord
 from ctrbench.results import ResultsStore, select_best
 from ctrbench.runner import Eta, bench, resolve_spec
@@ -232,15 +233,14 @@ def test_diverged_run_is_recorded_and_the_benchmark_continues(small_data_dir, ti
                                                              capsys):
     monkeypatch.setattr(LogisticRegression, "forward", lambda self, batch: (self.bias * float("nan")).expand(len(batch)))
     results = tmp_path / "results.jsonl"
-    records = bench("synthetic", ["lr", "dlrm"], data_dir=small_data_dir, results_path=results,
-                    config_dir=tiny_configs, progress=False)
+    options = RunOptions(data_dir=small_data_dir, results_path=results, config_dir=tiny_configs, progress=False)
+    records = bench("synthetic", ["lr", "dlrm"], options=options)
     assert [(r.model, r.status) for r in records] == [("lr", "diverged"), ("dlrm", "ok")]
     assert vars(records[0].diverged) == {"step": 1, "last_finite_loss": None, "what": "non-finite loss"}
     assert "diverged (LossX)" in capsys.readouterr().err
     assert not list((tmp_path / "checkpoints").glob("*"))  # nothing left behind
 
-    again = bench("synthetic", ["lr", "dlrm"], data_dir=small_data_dir, results_path=results,
-                  config_dir=tiny_configs, progress=False)
+    again = bench("synthetic", ["lr", "dlrm"], options=options)
     assert again == records and len(lines(results)) == 2  # a diverged run is a result, not retried
     write_leaderboards(records, tmp_path / "boards", "ctrbench leaderboard")
     assert "| LR | 0 + 1 LossX | – | LossX |" in (tmp_path / "boards" / "synthetic.md").read_text()
@@ -431,8 +431,8 @@ tuner_space:
 def test_tune_rejects_a_set_that_the_space_also_sets(tmp_path):
     space = write_space(tmp_path / "space.yaml", "tuner_space:\n  train: {learning_rate: [1.0e-3, 3.0e-3]}\n")
     with pytest.raises(CtrbenchError, match=r"--set train.learning_rate: also set in .*space.yaml"):
-        tune("dlrm", "synthetic", space, results_path=tmp_path / "r.jsonl",
-             overrides={"model": {}, "train": {"learning_rate": 0.01}}, progress=False)
+        tune("dlrm", "synthetic", space, options=RunOptions(results_path=tmp_path / "r.jsonl", progress=False,
+                                                            overrides={"train": {"learning_rate": 0.01}}))
 
 
 def test_best_entry_lists_only_non_default_training_values():

@@ -11,6 +11,7 @@ import pytest
 
 from ctrbench.cli import main
 from ctrbench.errors import CtrbenchError
+from ctrbench.options import RunOptions
 from ctrbench.protocol import ProtocolPlanner, draw_points, load_protocol, search_space
 from ctrbench.record import Device, Environment, Metrics, RunConfig, RunRecord
 from ctrbench.results import ResultsStore, select_best
@@ -129,7 +130,7 @@ def test_stages_follow_validation_auc_only(configs):
     """Stage 1 tries both dims; the better one on validation (dim 8) carries the grid point; the best of
     all three configs on validation gets the extra seeds. Test AUCs play no part (none are given)."""
     planner = ProtocolPlanner(load_protocol("even", configs), "synthetic", ["dlrm"], seeds=3, data_hash="h",
-                              config_dir=configs)
+                              options=RunOptions(config_dir=configs))
     plan = planner.plan([])[0]
     assert plan.stage == "embedding dim" and [s.model_params["embedding_dim"] for s in plan.todo] == [4, 8]
     dim4, dim8 = plan.todo
@@ -153,7 +154,7 @@ def test_stages_follow_validation_auc_only(configs):
 def test_a_point_equal_to_the_config_is_not_a_point(configs):
     """The base config (learning rate 0.001, top MLP [16]) is in the space; it is never drawn again."""
     planner = ProtocolPlanner(load_protocol("even", configs), "synthetic", ["dlrm"], seeds=1, data_hash="h",
-                              config_dir=configs)
+                              options=RunOptions(config_dir=configs))
     (configs / "protocol.yaml").write_text(PROTOCOL.replace("grid_points: 1\n  embedding", "grid_points: 9\n  embedding"))
     planner.protocol = load_protocol("even", configs)
     dim4, dim8 = planner.plan([])[0].todo
@@ -163,11 +164,11 @@ def test_a_point_equal_to_the_config_is_not_a_point(configs):
 
 def test_set_of_a_searched_hyperparameter_is_refused(configs):
     with pytest.raises(CtrbenchError, match=r"--set train.learning_rate: the protocol tries several values"):
-        ProtocolPlanner(load_protocol("even", configs), "synthetic", ["dlrm"], 1, "h", configs,
-                        {"model": {}, "train": {"learning_rate": 0.1}})
+        ProtocolPlanner(load_protocol("even", configs), "synthetic", ["dlrm"], 1, "h",
+                        RunOptions(config_dir=configs, overrides={"train": {"learning_rate": 0.1}}))
     with pytest.raises(CtrbenchError, match=r"--set model.embedding_dim"):
-        ProtocolPlanner(load_protocol("even", configs), "synthetic", ["dlrm"], 1, "h", configs,
-                        {"model": {"embedding_dim": 8}, "train": {}})
+        ProtocolPlanner(load_protocol("even", configs), "synthetic", ["dlrm"], 1, "h",
+                        RunOptions(config_dir=configs, overrides={"model": {"embedding_dim": 8}}))
 
 
 def test_protocol_end_to_end_with_two_workers_then_resume(configs, data_dir, tmp_path, capsys):

@@ -10,6 +10,7 @@ from typing import Any
 from benchmarks.fuxictr_bridge import export_for_fuxictr, model_job, shared_train_settings
 from benchmarks.measure import Workers
 from ctrbench.features import FeatureMap
+from ctrbench.options import RunOptions
 from ctrbench.runner import BASE_SEED, bench, resolve_spec
 
 
@@ -26,8 +27,9 @@ def run(args, workers: Workers) -> dict[str, Any]:
         print(f"FuxiCTR seed {seed}: {fuxictr[-1]}", file=sys.stderr, flush=True)
     ours = []
     for precision in args.precisions:
-        records = bench("frappe", ["dlrm"], args.converge_seeds, args.frappe.parent, args.results / "converge_ours.jsonl",
-                        overrides={"train": {"precision": precision}}, progress=False, command=args.command)
+        options = RunOptions(data_dir=args.frappe.parent, results_path=args.results / "converge_ours.jsonl",
+                             overrides={"train": {"precision": precision}}, progress=False, command=args.command)
+        records = bench("frappe", ["dlrm"], args.converge_seeds, options)
         ours += [{"precision": precision, "seed": r.seed, "epochs": r.epochs, "valid_auc": r.valid.auc,
                   "test_auc": r.test.auc, "test_logloss": r.test.logloss, "git_commit": r.environment.git_commit}
                  for r in records]
