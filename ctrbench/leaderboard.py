@@ -262,7 +262,7 @@ def _ours_metric(row: Row, metric: str) -> str:
     if row.ours is None:
         return "not run"
     values = row.ours.metric("test", metric)
-    tied = TIED if metric == "auc" and row.verdict is not None and not row.verdict.differs else ""
+    tied = TIED if metric == "auc" and row.verdict is not None and row.verdict.tied else ""
     return (format_mean_std(values) + tied) if values else "LossX"
 
 
@@ -382,7 +382,8 @@ SELECTION_NOTE = ("Ours: the config with the best mean validation AUC for each (
                   "Δ = ours − paper. Best per dataset in bold, ours and the paper's separately. "
                   f"{TIED.strip()}: not distinguishable from our best model on that dataset (`ctrbench/stats.py`: it "
                   "differs only if DeLong's paired test on every seed and a paired t-test over seeds both give p < 0.05 "
-                  "after Holm's correction); unmarked: it differs, or no test predictions are stored for it.")
+                  "after Holm's correction); unmarked: it differs, it shares fewer than 2 seeds with the best (the test "
+                  "over seeds needs 2: the comparison stays open), or no test predictions are stored for it.")
 MFLOP_NOTE = ("MFLOP: ours count the forward pass (2 FLOPs per multiply-add, `ctrbench/flops.py`); the paper's Table 3 "
               "counts forward + backward, 3x the forward pass: divide the paper's figure by 3 to compare.")
 
@@ -465,6 +466,8 @@ def _verdict_cell(row: Row, board: DatasetBoard) -> str:
     if row.verdict is None:
         return DASH
     pvalues = ", ".join(f"{p:.2g}" for p in row.verdict.delong_p)
+    if len(row.verdict.seeds) < 2:
+        return f"open: {len(row.verdict.seeds)} shared seed ({pvalues} / –)"
     return f"{'differs' if row.verdict.differs else 'tied'} ({pvalues} / {row.verdict.seed_p:.2g})"
 
 
@@ -526,7 +529,7 @@ def plot_points(board: DatasetBoard) -> tuple[list[Point], list[Point]]:
     """Ours (mean ± std over seeds; the best and the models tied with it highlighted) and the paper's
     (its forward + backward MFLOP divided by 3, the convention of ours)."""
     ours = [Point(r.model, r.ours.first.mflop_per_example, *mean_std(r.ours.metric("test", "auc")),
-                  highlight=r.model == board.best or (r.verdict is not None and not r.verdict.differs))
+                  highlight=r.model == board.best or (r.verdict is not None and r.verdict.tied))
             for r in board.rows if r.ours and r.ours.ok]
     paper = [Point(r.model, r.paper_mflop / 3, r.paper_auc) for r in board.rows
              if r.paper_mflop is not None and r.paper_auc is not None]

@@ -142,6 +142,12 @@ class Comparison:
     seed_p: float  # paired t-test over seeds, Holm-adjusted
     differs: bool  # both tests reject at 5% (on every seed for DeLong)
 
+    @property
+    def tied(self) -> bool:
+        """Not distinguishable from the best: decided only on 2 or more shared seeds, since the test over
+        seeds cannot reject with one (a single seed leaves the comparison open, neither tied nor different)."""
+        return len(self.seeds) >= 2 and not self.differs
+
 
 def compare_to_best(labels: np.ndarray, best: dict[int, np.ndarray],
                     others: dict[str, dict[int, np.ndarray]], alpha: float = 0.05) -> list[Comparison]:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from ctrbench.stats import compare_to_best, delong, gauc, holm, paired_seed_test
+from ctrbench.stats import Comparison, compare_to_best, delong, gauc, holm, paired_seed_test
 
 
 def test_gauc_by_hand():
@@ -134,3 +134,10 @@ def test_training_reports_and_monitors_gauc(synthetic_fmap, tmp_path):
     logits, labels, groups = predict(model, splits["test"], 4096, torch.device("cpu"), group_column=0)
     assert result.test["gauc"] == gauc(labels.numpy(), logits.numpy(), groups.numpy())
     assert evaluate(labels, logits)["auc"] == result.test["auc"] and "gauc" not in evaluate(labels, logits)
+
+
+def test_one_shared_seed_leaves_the_comparison_open():
+    # The seed test cannot reject with one seed, so "not different" would follow from no evidence at all.
+    assert not Comparison("a", [2021], [1e-17], 1.0, False).tied
+    assert Comparison("a", [2021, 2022], [0.4, 0.3], 0.5, False).tied
+    assert not Comparison("a", [2021, 2022], [1e-9, 1e-9], 0.01, True).tied
