@@ -466,7 +466,7 @@ def _verdict_cell(row: Row, board: DatasetBoard) -> str:
     if row.verdict is None:
         return DASH
     pvalues = ", ".join(f"{p:.2g}" for p in row.verdict.delong_p)
-    if len(row.verdict.seeds) < 2:
+    if not row.verdict.decided:
         return f"open: {len(row.verdict.seeds)} shared seed ({pvalues} / –)"
     return f"{'differs' if row.verdict.differs else 'tied'} ({pvalues} / {row.verdict.seed_p:.2g})"
 

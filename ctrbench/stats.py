@@ -143,10 +143,15 @@ class Comparison:
     differs: bool  # both tests reject at 5% (on every seed for DeLong)
 
     @property
+    def decided(self) -> bool:
+        """2 or more shared seeds: the test over seeds cannot reject with one, so a single seed leaves the
+        comparison open, neither tied nor different."""
+        return len(self.seeds) >= 2
+
+    @property
     def tied(self) -> bool:
-        """Not distinguishable from the best: decided only on 2 or more shared seeds, since the test over
-        seeds cannot reject with one (a single seed leaves the comparison open, neither tied nor different)."""
-        return len(self.seeds) >= 2 and not self.differs
+        """Not distinguishable from the best (on a decided comparison)."""
+        return self.decided and not self.differs
 
 
 def compare_to_best(labels: np.ndarray, best: dict[int, np.ndarray],
