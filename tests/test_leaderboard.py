@@ -106,7 +106,19 @@ def test_a_grouped_datasets_page_quotes_bars_beside_ours(tmp_path, monkeypatch):
     rows = {line.split(" | ")[0].removeprefix("| "): line for line in page.splitlines() if line.startswith("| ")}
     assert "| Test gAUC (ours) | Test AUC (BARS) | Test gAUC (BARS) | Best epoch |" in rows["Model"]
     # BARS DCNv2_kuaivideo_x1_008_7047bff3: AUC 0.746953, gAUC 0.667472; BARS has no DLRM run on KuaiVideo
-    assert "| 0.6650 ± 0.0000 | 0.7470 | 0.6675 | 3.0 |" in rows["DCNv2"]
+    assert "| **0.6650 ± 0.0000** | 0.7470 | 0.6675 | 3.0 |" in rows["DCNv2"]
     assert "| 0.6640 ± 0.0000 | – | – | 3.0 |" in rows["DLRM"]
     assert "`leaderboards/bars_reference.yaml` names each experiment" in page
     assert "BARS" not in (tmp_path / "frappe.md").read_text()  # no groups: no BARS columns
+    # Table 2: a gAUC column as soon as one dataset has users; – for the datasets without
+    table2 = (tmp_path / "table2.md").read_text()
+    assert "| Δ LogLoss | gAUC (ours) |" in table2 and "FuxiCTR's definition" in table2
+    assert "| [KuaiVideo](kuaivideo.md) | DCNv2 | 2 | **0.7450 ± 0.0000** | – | – | **0.4400 ± 0.0000** | – | – | **0.6650 ± 0.0000** |" in table2
+    assert "|  | DLRM | 2 | 0.7440 ± 0.0000 | – | – | **0.4400 ± 0.0000** | – | – | 0.6640 ± 0.0000 |" in table2
+    frappe = next(line for line in table2.splitlines() if line.startswith("| [Frappe](frappe.md) | DLRM | 1 | **0.9500** |"))
+    assert frappe.endswith(" | – |")  # no users, no gAUC
+
+
+def test_table2_has_no_gauc_column_without_users(tmp_path):
+    write_leaderboards([run("dlrm", 2021, 0.95)], tmp_path, "ctrbench leaderboard")
+    assert "gAUC" not in (tmp_path / "table2.md").read_text()
