@@ -216,7 +216,8 @@ def cmd_preprocess(args: argparse.Namespace) -> None:
 
         fmap = generate(config, out)
     else:
-        from preprocess import PREPROCESSORS, PreprocessOptions
+        from preprocess import PREPROCESSORS
+        from preprocess.options import PreprocessOptions
 
         if args.dataset not in PREPROCESSORS:
             raise CtrbenchError(f"no preprocessor for {args.dataset!r} yet; available: {sorted(PREPROCESSORS)}")
@@ -234,7 +235,7 @@ def _check_releases(config: DatasetConfig, raw_dir: Path, fmap: FeatureMap) -> N
     separate read of those files only), say which release file each is, and record it in the feature map
     (`source.inputs.FILE.md5` and `.matches`, null when it matches none). A mismatch is only a warning."""
     from ctrbench.releases import check_inputs, names_with_md5
-    from preprocess.common import progress
+    from preprocess.inputs import progress
 
     inputs = fmap.source.get("inputs", {})
     names = names_with_md5(config.releases) & set(inputs)

@@ -61,9 +61,13 @@ from ctrbench.config import check_kwargs
 from ctrbench.datasets import DATASET_CONFIG_DIR, load_dataset_config
 from ctrbench.errors import CtrbenchError
 from ctrbench.features import OOV_INDEX, PADDING_INDEX, DatasetWriter, FeatureMap, FeatureSpec, parquet_schema
-from preprocess import PreprocessOptions
-from preprocess.common import FIRST_VALUE_INDEX, LABEL, BadRows, detect_release, rules_from_section
+from preprocess.bad_rows import BadRows
 from preprocess.criteo_read import BLOCK_BYTES, CATEGORICAL_FEATURES, INTEGER_FEATURES, LineBlocks, count_lines, read_rows
+from preprocess.inputs import detect_release
+from preprocess.options import PreprocessOptions
+from preprocess.readers import LABEL
+from preprocess.rules import rules_from_section
+from preprocess.vocabularies import FIRST_VALUE_INDEX
 
 DAYS = 24  # day_0 .. day_23; the last one is held out
 RELEASES = {"terabyte": ["day_*"], "kaggle": ["train.txt"]}
@@ -164,7 +168,7 @@ class IdVocabulary:
     """Kept ids of one feature, sorted, and the index each one gets.
 
     FrequencyEncoding looks ids up in hash tables built from these once (not a map rebuilt on every
-    encode, as preprocess.common.Vocabulary), which scales to tens of millions of ids and thousands of blocks.
+    encode, as preprocess.vocabularies.Vocabulary), which scales to tens of millions of ids and thousands of blocks.
     """
 
     ids: np.ndarray  # uint32, ascending

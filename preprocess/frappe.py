@@ -23,20 +23,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from ctrbench.features import FeatureMap
-from preprocess import PreprocessOptions
-from preprocess.common import (
-    BadRows,
-    CategoricalRules,
-    RawSplits,
-    detect_release,
-    load_categorical_rules,
-    progress,
-    read_csv,
-    read_csv_splits,
-    read_libfm_splits,
-    split_positives,
-    write_categorical_dataset,
-)
+from preprocess.bad_rows import BadRows
+from preprocess.inputs import detect_release, progress
+from preprocess.options import PreprocessOptions
+from preprocess.readers import read_csv
+from preprocess.rules import CategoricalRules, load_categorical_rules
+from preprocess.splits import RawSplits, read_csv_splits, read_libfm_splits, split_positives
+from preprocess.writing import write_categorical_dataset
 
 FIELDS = ("user", "item", "daytime", "weekday", "isweekend", "homework", "cost", "weather", "country", "city")
 BARS_ROWS = {"train": 202_027, "valid": 57_722, "test": 28_860}  # BARS Frappe_x1

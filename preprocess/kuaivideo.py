@@ -40,27 +40,16 @@ import polars as pl
 
 from ctrbench.errors import CtrbenchError
 from ctrbench.features import FeatureMap
-from preprocess import PreprocessOptions
-from preprocess.common import (
-    LABEL,
-    BadRows,
-    Feature,
-    PretrainedTable,
-    RawSplits,
-    SequenceRules,
-    detect_release,
-    label_check,
-    list_column,
-    load_rules,
-    progress,
-    read_h5_table,
-    read_npy_table,
-    scan_csv,
-    scratch_dir,
-    window_rows,
-    write_dataset,
-    write_parts,
-)
+from preprocess.bad_rows import BadRows
+from preprocess.encoding import Feature
+from preprocess.histories import list_column, scratch_dir, window_rows, write_parts
+from preprocess.inputs import detect_release, progress
+from preprocess.options import PreprocessOptions
+from preprocess.readers import LABEL, label_check, scan_csv
+from preprocess.rules import SequenceRules, load_rules
+from preprocess.splits import RawSplits
+from preprocess.vocabularies import PretrainedTable, read_h5_table, read_npy_table
+from preprocess.writing import write_dataset
 
 BARS_ROWS = {"train": 10_931_092, "valid": 2_730_291, "test": 2_730_291}  # BARS validates on test
 BARS_FILES = {"train": "train.csv", "test": "test.csv"}

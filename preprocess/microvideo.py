@@ -31,26 +31,16 @@ from pathlib import Path
 import polars as pl
 
 from ctrbench.features import FeatureMap
-from preprocess import PreprocessOptions
-from preprocess.common import (
-    LABEL,
-    BadRows,
-    Feature,
-    PretrainedTable,
-    RawSplits,
-    SequenceRules,
-    detect_release,
-    integer_check,
-    label_check,
-    load_rules,
-    progress,
-    read_h5_table,
-    read_npy_table,
-    scan_csv,
-    scratch_dir,
-    with_histories,
-    write_dataset,
-)
+from preprocess.bad_rows import BadRows
+from preprocess.encoding import Feature
+from preprocess.histories import scratch_dir, with_histories
+from preprocess.inputs import detect_release, progress
+from preprocess.options import PreprocessOptions
+from preprocess.readers import LABEL, integer_check, label_check, scan_csv
+from preprocess.rules import SequenceRules, load_rules
+from preprocess.splits import RawSplits
+from preprocess.vocabularies import PretrainedTable, read_h5_table, read_npy_table
+from preprocess.writing import write_dataset
 
 BARS_ROWS = {"train": 8_970_309, "valid": 3_767_308, "test": 3_767_308}  # BARS validates on test
 BARS_FILES = {"train": "train.csv", "test": "test.csv"}

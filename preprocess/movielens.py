@@ -26,20 +26,13 @@ from pathlib import Path
 import polars as pl
 
 from ctrbench.features import FeatureMap
-from preprocess import PreprocessOptions
-from preprocess.common import (
-    BadRows,
-    CategoricalRules,
-    RawSplits,
-    detect_release,
-    load_categorical_rules,
-    progress,
-    read_csv,
-    read_csv_splits,
-    read_libfm_splits,
-    split_positives,
-    write_categorical_dataset,
-)
+from preprocess.bad_rows import BadRows
+from preprocess.inputs import detect_release, progress
+from preprocess.options import PreprocessOptions
+from preprocess.readers import read_csv
+from preprocess.rules import CategoricalRules, load_categorical_rules
+from preprocess.splits import RawSplits, read_csv_splits, read_libfm_splits, split_positives
+from preprocess.writing import write_categorical_dataset
 
 FIELDS = ("user_id", "item_id", "tag_id")
 # BARS MovielensLatest_x1. Its README's table says 401,373 validation rows, but its training logs report

@@ -35,25 +35,15 @@ import polars as pl
 from ctrbench.errors import CtrbenchError
 from ctrbench.features import FeatureMap
 from ctrbench.console import console
-from preprocess import PreprocessOptions
-from preprocess.common import (
-    LABEL,
-    BadRows,
-    Check,
-    Feature,
-    RawSplits,
-    SequenceRules,
-    detect_release,
-    integer_check,
-    label_check,
-    load_rules,
-    number_check,
-    progress,
-    scan_csv,
-    scratch_dir,
-    with_histories,
-    write_dataset,
-)
+from preprocess.bad_rows import BadRows, Check
+from preprocess.encoding import Feature
+from preprocess.histories import scratch_dir, with_histories
+from preprocess.inputs import detect_release, progress
+from preprocess.options import PreprocessOptions
+from preprocess.readers import LABEL, integer_check, label_check, number_check, scan_csv
+from preprocess.rules import SequenceRules, load_rules
+from preprocess.splits import RawSplits
+from preprocess.writing import write_dataset
 
 # BARS TaobaoAd_x1 (from its training logs; its README leaves the split sizes blank). BARS validates on test.
 BARS_ROWS = {"train": 21_929_911, "valid": 3_099_515, "test": 3_099_515}

@@ -9,32 +9,14 @@ import polars as pl
 import pytest
 
 from ctrbench.errors import CtrbenchError
-from preprocess.common import (
-    BadRows,
-    CategoricalRules,
-    ValidationRule,
-    Vocabulary,
-    count_joined_ids,
-    count_values,
-    describe_inputs,
-    detect_release,
-    encode_sequence,
-    history_rows,
-    integer_check,
-    label_check,
-    list_column,
-    number_check,
-    read_csv,
-    read_h5_table,
-    read_libfm,
-    read_npy_table,
-    rules_from_section,
-    sample_negatives,
-    scan_csv,
-    split_rows,
-    with_histories,
-    write_pretrained_table,
-)
+from preprocess.bad_rows import BadRows
+from preprocess.encoding import count_joined_ids, count_values, encode_sequence
+from preprocess.histories import history_rows, list_column, with_histories
+from preprocess.inputs import describe_inputs, detect_release
+from preprocess.readers import integer_check, label_check, number_check, read_csv, read_libfm, scan_csv
+from preprocess.rules import CategoricalRules, ValidationRule, rules_from_section
+from preprocess.splits import sample_negatives, split_rows
+from preprocess.vocabularies import Vocabulary, read_h5_table, read_npy_table, write_pretrained_table
 
 
 def test_bad_rows_stop_at_first_with_line_number(tmp_path):
@@ -388,7 +370,12 @@ MEMORY_PROBE = textwrap.dedent("""
     import resource, sys
     from pathlib import Path
     import numpy as np, polars as pl
-    from preprocess.common import BadRows, Feature, RawSplits, ValidationRule, write_dataset, write_parts
+    from preprocess.bad_rows import BadRows
+    from preprocess.encoding import Feature
+    from preprocess.histories import write_parts
+    from preprocess.rules import ValidationRule
+    from preprocess.splits import RawSplits
+    from preprocess.writing import write_dataset
 
     rows, directory = int(sys.argv[1]), Path(sys.argv[2])
     def part(seed):  # 100k rows: two categorical columns and two 50-item histories

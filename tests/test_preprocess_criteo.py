@@ -28,8 +28,8 @@ from ctrbench.data import ParquetStream, load_split
 from ctrbench.datasets import REPO_ROOT, load_dataset_config
 from ctrbench.errors import CtrbenchError
 from ctrbench.features import FeatureMap, sha256_file
-from preprocess import PreprocessOptions
-from preprocess.common import BadRows
+from preprocess.bad_rows import BadRows
+from preprocess.options import PreprocessOptions
 from preprocess.criteo import (EncodingRules, FrequencyEncoding, KaggleRules, ParquetSink, ValueCounter, convert_kaggle,
                                convert_terabyte, kaggle_split, load_rules)
 from preprocess.criteo_read import (CATEGORICAL_FEATURES, COLUMNS, INTEGER_FEATURES, LABEL, LineBlocks, _parse_block,
@@ -369,8 +369,8 @@ def test_cli_terabyte_release_and_one_line_errors(tmp_path, capsys):
 MEMORY_PROBE = textwrap.dedent("""
     import resource, sys
     from pathlib import Path
-    from preprocess import PreprocessOptions
     from preprocess.criteo import EncodingRules, FilePlan, convert
+    from preprocess.options import PreprocessOptions
 
     def convert_file(name):
         plan = FilePlan(Path(sys.argv[1]) / name, [("train", "train/day.parquet")])

@@ -15,9 +15,10 @@ from ctrbench.cli import main
 from ctrbench.data import load_split
 from ctrbench.errors import CtrbenchError
 from ctrbench.features import FeatureMap
-from preprocess import PreprocessOptions
-from preprocess.common import BadRows, CategoricalRules, load_rules
+from preprocess.bad_rows import BadRows
 from preprocess.frappe import FIELDS, preprocess_frappe, read_release
+from preprocess.options import PreprocessOptions
+from preprocess.rules import CategoricalRules, load_rules
 
 FIXTURES = Path(__file__).parent / "fixtures" / "frappe"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -191,11 +192,11 @@ def test_real_raw_log_builds_three_rows_per_positive(tmp_path):
 
 
 def test_config_fields_select_features_and_typos_are_named(tmp_path, monkeypatch):
-    import preprocess.common
+    import preprocess.rules
     from ctrbench.datasets import load_dataset_config
 
     config = load_dataset_config("frappe")
-    monkeypatch.setattr(preprocess.common, "load_dataset_config", lambda name: config)
+    monkeypatch.setattr(preprocess.rules, "load_dataset_config", lambda name: config)
     config.preprocess = {**config.preprocess, "fields": ["item", "user"]}
     fmap = preprocess_frappe(FIXTURES / "bars_x1", tmp_path / "out", PreprocessOptions())
     assert [f.name for f in fmap.features] == ["item", "user"]

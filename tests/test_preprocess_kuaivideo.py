@@ -18,8 +18,8 @@ import pytest
 from ctrbench.cli import main
 from ctrbench.errors import CtrbenchError
 from ctrbench.features import FeatureMap
-from preprocess import PreprocessOptions
 from preprocess.kuaivideo import preprocess_kuaivideo
+from preprocess.options import PreprocessOptions
 
 FIXTURES = Path(__file__).parent / "fixtures" / "kuaivideo"
 VECTORS = np.arange(10, dtype=np.float32).reshape(5, 2)  # items 100, 200, 300, 400, 500

@@ -21,8 +21,8 @@ from ctrbench.data import load_split
 from ctrbench.embedding import FeatureEmbedding
 from ctrbench.errors import CtrbenchError
 from ctrbench.features import FeatureMap
-from preprocess import PreprocessOptions
 from preprocess.microvideo import preprocess_microvideo
+from preprocess.options import PreprocessOptions
 
 FIXTURES = Path(__file__).parent / "fixtures" / "microvideo"
 TRAIN_VECTORS = np.arange(12, dtype=np.float64).reshape(4, 3)  # THACIL train items 0..3

@@ -14,9 +14,10 @@ import pytest
 from ctrbench.cli import main
 from ctrbench.errors import CtrbenchError
 from ctrbench.features import FeatureMap
-from preprocess import PreprocessOptions
-from preprocess.common import BadRows, CategoricalRules, load_rules
+from preprocess.bad_rows import BadRows
 from preprocess.movielens import FIELDS, preprocess_movielens, read_release
+from preprocess.options import PreprocessOptions
+from preprocess.rules import CategoricalRules, load_rules
 
 FIXTURES = Path(__file__).parent / "fixtures" / "movielens"
 

@@ -17,8 +17,8 @@ from ctrbench.cli import main
 from ctrbench.datasets import load_dataset_config
 from ctrbench.errors import CtrbenchError
 from ctrbench.features import FeatureMap
-from preprocess import PreprocessOptions
-from preprocess.common import load_rules
+from preprocess.options import PreprocessOptions
+from preprocess.rules import load_rules
 from preprocess.taobaoads import TaobaoRules, preprocess_taobaoads
 
 FIXTURES = Path(__file__).parent / "fixtures" / "taobaoads"
@@ -172,7 +172,7 @@ def test_cli_preprocess_taobaoads(tmp_path, capsys):
 
 
 def test_rules_name_the_bad_key():
-    from preprocess.common import rules_from_section
+    from preprocess.rules import rules_from_section
 
     good = load_dataset_config("taobaoads").preprocess
     assert rules_from_section(good, TaobaoRules, "t.yaml: preprocess").test_days[0].isoformat() == "2017-05-13"
