@@ -92,6 +92,10 @@ class BadRows:
     def _stop(path: Path, line: int, message: str) -> None:
         raise CtrbenchError(f"{path}:{line}: {message}; fix the file or pass --skip-bad-rows")
 
+    def skipped_in(self, path: Path) -> int:
+        """Rows of the file `path` skipped as bad, under every rule."""
+        return sum(count for key, count in self.skipped.items() if key.startswith(f"{path.name}: "))
+
     @property
     def total(self) -> int:
         return sum(self.skipped.values())

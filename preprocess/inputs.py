@@ -3,9 +3,11 @@ the spinner with wall time that long steps show (`progress`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from ctrbench.console import console
@@ -39,13 +41,25 @@ def detect_release(raw_dir: Path, releases: dict[str, Sequence[str]], dataset: s
     raise CtrbenchError(f"{raw_dir}: no known {dataset} release here; expected one of these file sets: {expected}")
 
 
-def describe_inputs(paths: Sequence[Path], rows: dict[str, int] | None = None) -> dict[str, dict]:
+@dataclass(frozen=True)
+class InputRows:
+    """Rows of one input file, as the feature map's `source.inputs` records them.
+
+    `rows_read`: every row (data line, or record of a pickle or vector table) the converter read, bad ones
+    included, a header not; `rows_kept`: those left after bad rows were skipped (`--skip-bad-rows`). Feature
+    maps written before both were recorded hold one `rows`: lines read for Criteo, rows kept elsewhere.
+    """
+
+    rows_read: int
+    rows_kept: int
+
+
+def describe_inputs(paths: Sequence[Path], rows: dict[str, InputRows] | None = None) -> dict[str, dict]:
     """Checksums (and row counts where known) of the raw files, recorded in the feature map's `source`."""
     rows = rows or {}
-    return {
-        p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size, **({"rows": rows[p.name]} if p.name in rows else {})}
-        for p in paths
-    }
+    return {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size,
+                     **(dataclasses.asdict(rows[p.name]) if p.name in rows else {})}
+            for p in paths}
 
 
 @contextmanager

@@ -79,11 +79,12 @@ def split_rows(rows: int, fractions: Sequence[float], seed: int) -> list[np.ndar
 @dataclass
 class RawSplits:
     """What a converter read: per split, a frame of raw column values plus a float32 0/1 `label`
-    (eager or lazy), and the rows it used from each input file. Without a `valid` frame, the test
-    split serves as valid (`ValidationRule`). `notes` go to the feature map's `source`."""
+    (eager or lazy), and the rows it kept from each input file (bad rows skipped are counted by `BadRows`;
+    for a vector table, its vectors). Without a `valid` frame, the test split serves as valid
+    (`ValidationRule`). `notes` go to the feature map's `source`."""
 
     frames: dict[str, pl.DataFrame | pl.LazyFrame]
-    input_rows: dict[Path, int]
+    rows_kept: dict[Path, int]
     notes: dict[str, Any] = field(default_factory=dict)
 
 

@@ -22,7 +22,7 @@ from ctrbench.errors import CtrbenchError
 from ctrbench.features import SPLITS, DatasetWriter, FeatureMap
 from preprocess.bad_rows import BadRows
 from preprocess.encoding import Feature, encoding, fit_vocabularies
-from preprocess.inputs import describe_inputs, progress
+from preprocess.inputs import InputRows, describe_inputs, progress
 from preprocess.readers import LABEL
 from preprocess.rules import CategoricalRules
 from preprocess.splits import RawSplits
@@ -35,13 +35,15 @@ def write_dataset(out_dir: Path, dataset: str, release: str, raw: RawSplits, fea
 
     Vocabularies are fitted on the train split (`fit_vocabularies`); each split is encoded and written
     by one streaming pass, pretrained tables through a memory map. The feature map's `source` records
-    the release, each input's checksum and rows used, the rules, the skipped bad rows and the
+    the release, each input's checksum and rows read and kept, the rules, the skipped bad rows and the
     converter's notes. The written split sizes are printed next to the `reference` release's (name,
     rows per split), e.g. BARS's.
     """
     frames = {split: frame.lazy() for split, frame in raw.frames.items()}
-    with progress(f"{dataset}: checksums of {len(raw.input_rows)} input file(s)"):
-        inputs = describe_inputs(list(raw.input_rows), {path.name: rows for path, rows in raw.input_rows.items()})
+    counts = {path.name: InputRows(rows_read=kept + policy.skipped_in(path), rows_kept=kept)
+              for path, kept in raw.rows_kept.items()}
+    with progress(f"{dataset}: checksums of {len(raw.rows_kept)} input file(s)"):
+        inputs = describe_inputs(list(raw.rows_kept), counts)
     source = {
         "release": release,
         "inputs": inputs,

@@ -9,10 +9,11 @@ import polars as pl
 import pytest
 
 from ctrbench.errors import CtrbenchError
+from ctrbench.features import sha256_file
 from preprocess.bad_rows import BadRows
 from preprocess.encoding import count_joined_ids, count_values, encode_sequence
 from preprocess.histories import history_rows, list_column, with_histories
-from preprocess.inputs import describe_inputs, detect_release
+from preprocess.inputs import InputRows, describe_inputs, detect_release
 from preprocess.readers import integer_check, label_check, number_check, read_csv, read_libfm, scan_csv
 from preprocess.rules import CategoricalRules, ValidationRule, rules_from_section
 from preprocess.splits import sample_negatives, split_rows
@@ -31,6 +32,7 @@ def test_bad_rows_skip_and_count(tmp_path):
     policy.check(np.array([True]), tmp_path / "x.csv", np.array([9]), "short row")
     assert keep.tolist() == [True, False, False]
     assert policy.total == 3 and policy.report() == {"x.csv: short row": 3}
+    assert policy.skipped_in(tmp_path / "x.csv") == 3 and policy.skipped_in(tmp_path / "y.csv") == 0
 
 
 def test_detect_release(tmp_path):
@@ -40,7 +42,9 @@ def test_detect_release(tmp_path):
         detect_release(tmp_path, releases, "demo")
     (tmp_path / "valid.csv").write_text("a\n")
     assert detect_release(tmp_path, releases, "demo") == "bars_x1"
-    assert describe_inputs([tmp_path / "train.csv"], {"train.csv": 1})["train.csv"]["rows"] == 1
+    described = describe_inputs([tmp_path / "train.csv"], {"train.csv": InputRows(rows_read=3, rows_kept=1)})
+    assert described["train.csv"] == {"sha256": sha256_file(tmp_path / "train.csv"), "bytes": 2, "rows_read": 3,
+                                      "rows_kept": 1}
 
 
 def test_bad_rows_report_the_earliest_line_and_count_each_row_once(tmp_path):

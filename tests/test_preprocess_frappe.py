@@ -64,7 +64,7 @@ def test_given_splits_encode_exactly(release, tmp_path):
         assert read_split(fmap, split) == expected
     assert fmap.source["release"] == release
     inputs = fmap.source["inputs"]
-    assert [entry["rows"] for entry in inputs.values()] == [5, 2, 2]
+    assert [(entry["rows_read"], entry["rows_kept"]) for entry in inputs.values()] == [(5, 5), (2, 2), (2, 2)]
     assert all(len(entry["sha256"]) == 64 for entry in inputs.values())
     # the written dataset loads through the training data path
     batch = load_split(FeatureMap.load(tmp_path / "out"), "valid")
@@ -74,7 +74,7 @@ def test_given_splits_encode_exactly(release, tmp_path):
 def test_raw_log_positives_negatives_and_split(tmp_path):
     fmap = preprocess_frappe(FIXTURES / "raw", tmp_path / "out", PreprocessOptions())
     assert {s: info.rows for s, info in fmap.splits.items()} == {"train": 13, "valid": 3, "test": 2}  # 18 rows 7:2:1
-    assert fmap.source["inputs"]["frappe.csv"]["rows"] == 6
+    assert fmap.source["inputs"]["frappe.csv"]["rows_kept"] == 6
 
     # The raw rows behind the written splits: every log row once as a positive, two negatives per positive
     # that keep its user and context and take an item that user never used.
@@ -188,7 +188,7 @@ def test_real_raw_log_builds_three_rows_per_positive(tmp_path):
     fmap = preprocess_frappe(REAL_DATA, tmp_path / "out", PreprocessOptions(release="raw"))
     assert {s: info.rows for s, info in fmap.splits.items()} == {"train": 202_026, "valid": 57_722, "test": 28_861}
     assert sum(pl.read_parquet(fmap.split_paths(s))["label"].sum() for s in BARS_ROWS) == 96_203
-    assert fmap.source["inputs"]["frappe.csv"]["rows"] == 96_203
+    assert fmap.source["inputs"]["frappe.csv"]["rows_kept"] == 96_203
 
 
 def test_config_fields_select_features_and_typos_are_named(tmp_path, monkeypatch):

@@ -79,7 +79,7 @@ def test_bars_release_encodes_exactly(key_dtype, rules, tmp_path):
     assert table.tolist() == [[0, 0], [0, 0], VECTORS[1].tolist(), VECTORS[2].tolist(), VECTORS[0].tolist(),
                               VECTORS[3].tolist(), VECTORS[4].tolist()]
     assert fmap.splits["valid"] == fmap.splits["test"]
-    assert fmap.source["inputs"]["item_visual_emb_dim64.h5"]["rows"] == 5
+    assert fmap.source["inputs"]["item_visual_emb_dim64.h5"]["rows_kept"] == 5
 
 
 def test_keep_oldest_items_as_the_bars_converter(rules, tmp_path):
@@ -166,7 +166,7 @@ def test_alpine_release_encodes_exactly(keep, one_item, rules, tmp_path):
     assert test["item_id"] == [1, 2] and test["item_emb"] == [402, 2] and test["user_id"] == [2, 1]
     assert test["pos_items"][0] == [2, 4] and test["neg_items"][0] == [0, 3]  # 100, 300 | 200
     assert fmap.feature("item_emb").vocab_size == 602
-    assert {name: entry["rows"] for name, entry in fmap.source["inputs"].items()} == {
+    assert {name: entry["rows_kept"] for name, entry in fmap.source["inputs"].items()} == {
         "dataset.pkl": 5, "visual64_select.npy": 600}
     rules(min_count=1, max_len=1, keep=keep)
     fmap = preprocess_kuaivideo(make_alpine_release(tmp_path / "short"), tmp_path / "out", PreprocessOptions())

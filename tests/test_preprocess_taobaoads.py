@@ -76,7 +76,7 @@ def test_raw_release_encodes_exactly(rules, tmp_path):
     assert fmap.source["impressions_outside_the_days"] == 1
     assert fmap.source["impressions_without_ad_features"] == 1
     assert fmap.source["impressions_without_user_profile"] == 2
-    assert {name: entry["rows"] for name, entry in fmap.source["inputs"].items()} == {
+    assert {name: entry["rows_kept"] for name, entry in fmap.source["inputs"].items()} == {
         "raw_sample.csv": 6, "ad_feature.csv": 3, "user_profile.csv": 2, "behavior_log.csv": 7}
     assert fmap.source["rules"]["train_days"] == ["2017-05-06", "2017-05-12"]
 
