@@ -15,16 +15,24 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
+from ctrbench.features import disk_full_error
 from preprocess.inputs import progress
 from preprocess.rules import Keep
 
 
 @contextmanager
 def scratch_dir(out_dir: Path) -> Iterator[Path]:
-    """A temporary directory next to `out_dir` (on the same disk) for intermediate files; removed on exit."""
+    """A temporary directory next to `out_dir` (on the same disk) for intermediate files; removed on exit.
+    A full disk while it is in use stops with one line (`disk_full_error`)."""
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=f".{out_dir.name}.scratch-") as path:
-        yield Path(path)
+        try:
+            yield Path(path)
+        except Exception as exc:
+            full = disk_full_error(exc, out_dir, Path(path))
+            if full is None:
+                raise
+            raise full from None
 
 
 def history_rows(event_users: np.ndarray, event_times: np.ndarray, users: np.ndarray, times: np.ndarray,

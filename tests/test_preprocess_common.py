@@ -1,3 +1,4 @@
+import errno
 import subprocess
 import sys
 import textwrap
@@ -12,7 +13,7 @@ from ctrbench.errors import CtrbenchError
 from ctrbench.features import sha256_file
 from preprocess.bad_rows import BadRows
 from preprocess.encoding import count_joined_ids, count_values, encode_sequence
-from preprocess.histories import history_rows, list_column, with_histories
+from preprocess.histories import history_rows, list_column, scratch_dir, with_histories
 from preprocess.inputs import InputRows, describe_inputs, detect_release
 from preprocess.readers import integer_check, label_check, number_check, read_csv, read_libfm, scan_csv
 from preprocess.rules import CategoricalRules, ValidationRule, rules_from_section
@@ -46,6 +47,18 @@ def test_detect_release(tmp_path):
     assert described["train.csv"] == {"sha256": sha256_file(tmp_path / "train.csv"), "bytes": 2, "rows_read": 3,
                                       "rows_kept": 1}
 
+
+
+def test_a_full_disk_in_the_scratch_folder_names_the_output_and_removes_the_folder(tmp_path):
+    with pytest.raises(CtrbenchError) as error:
+        with scratch_dir(tmp_path / "out") as scratch:
+            (scratch / "part").write_bytes(b"x" * (3 << 19))
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert str(error.value).startswith(f"{tmp_path / 'out'}: no space left on the disk after writing 1.5 MiB of output (")
+    assert str(error.value).endswith(" MiB free there); free some space or choose another --out")
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(OSError, match="Permission denied"), scratch_dir(tmp_path / "out"):  # other errors pass
+        raise OSError(errno.EACCES, "Permission denied")
 
 def test_bad_rows_report_the_earliest_line_and_count_each_row_once(tmp_path):
     lines = np.array([2, 3, 4, 5])
