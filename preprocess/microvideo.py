@@ -7,7 +7,8 @@ directory holds both):
 * bars_x1: BARS MicroVideo1.7M_x1, `train.csv` and `test.csv` with header
   `user_id,item_id,cate_id,is_click,timestamp,clicked_items,clicked_categories` (the histories are
   `^`-joined ids, empty for a user without earlier clicks), and `item_image_emb_dim64.h5` (datasets
-  `key`: item ids, `value`: 64-d cover-image vectors).
+  `key`: item ids, `value`: 64-d cover-image vectors). An empty field other than is_click is a missing
+  value: OOV (as FuxiCTR's `fill_na` fills it with "", which is never in a vocabulary); an empty is_click is a bad row.
 * raw: the THACIL release, `train_data.csv` and `test_data.csv` with header
   `user_id,item_id,cate_id,is_click,timestamp`, and `train_cover_image_feature.npy` /
   `test_cover_image_feature.npy` (512-d cover-image vectors; row r belongs to item id r of that file).
@@ -69,7 +70,7 @@ def read_bars(raw_dir: Path, rules: SequenceRules, policy: BadRows) -> tuple[Raw
     for split, name in BARS_FILES.items():
         with progress(f"microvideo: checking {name}"):
             frame, rows[raw_dir / name] = scan_csv(raw_dir / name, BARS_COLUMNS, policy, [label_check("is_click")],
-                                                   optional=tuple(HISTORIES))
+                                                   optional=[c for c in BARS_COLUMNS if c != "is_click"])
         frames[split] = frame.with_columns(pl.col("is_click").cast(pl.Float32).alias(LABEL))
     with progress(f"microvideo: reading {BARS_TABLE}"):
         table = read_h5_table(raw_dir / BARS_TABLE)

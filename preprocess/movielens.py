@@ -4,7 +4,8 @@ The task (NFM's "ml-tag"): does this user assign this tag to this movie? Three r
 (`ctrbench preprocess movielens --raw DIR`, `--release` to choose when a directory holds several):
 
 * bars_x1: BARS MovielensLatest_x1, `train.csv`, `valid.csv`, `test.csv` with header
-  `label,user_id,item_id,tag_id`, labels 0/1.
+  `label,user_id,item_id,tag_id`, labels 0/1. An empty field is a missing value: OOV (as
+  FuxiCTR's `fill_na` fills it with "", which is never in a vocabulary); an empty label is a bad row.
 * libfm: the NFM/AFN files `ml-tag.{train,validation,test}.libfm` behind MovielensLatest_x1: lines
   `LABEL user:1 movie:1 tag:1` (label -1/1, CRLF), the three indices in that order. A field's value
   is its libfm index.

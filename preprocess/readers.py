@@ -74,21 +74,24 @@ def field_counts(data: bytes, separator: str) -> np.ndarray:
     return _counts_per_line(data, separator) + 1
 
 
-def _most_fields_in_a_row(data: bytes, separator: str) -> int:
-    """At least the number of fields of the longest CSV row in `data`: a row goes on over the next
-    line while a quote is open (an odd number of quotes so far), and separators inside quotes count."""
+def _fields_per_row(data: bytes, separator: str) -> np.ndarray:
+    """At least the number of fields of each CSV row in `data` (the header's first): a row goes on over
+    the next line while a quote is open (an odd number of quotes so far), and separators inside quotes
+    count, so that a row counted short is short."""
     fields = field_counts(data, separator)
     open_at_line_end = np.cumsum(_counts_per_line(data, '"')) % 2 == 1
     row = np.cumsum(np.concatenate([[True], ~open_at_line_end[:-1]])) - 1  # row of each line
-    return int((np.bincount(row, weights=fields) - (np.bincount(row) - 1)).max())
+    return (np.bincount(row, weights=fields) - (np.bincount(row) - 1)).astype(np.int64)
 
 
-def read_csv(path: Path, columns: Sequence[str], policy: BadRows, separator: str = ",") -> pl.DataFrame:
+def read_csv(path: Path, columns: Sequence[str], policy: BadRows, separator: str = ",",
+             optional: Sequence[str] = ()) -> pl.DataFrame:
     """A CSV file with exactly this header, every value as a string, plus its `line` numbers.
 
-    The header must list `columns` in this order. A row with a missing or empty field, or with a value
-    after its last column, breaks a rule (see `BadRows`); empty fields after the last column (a
-    trailing separator) are ignored. Quoted fields may hold separators, quotes ("" inside quotes) and
+    The header must list `columns` in this order. A row with fewer fields than the header, a missing or
+    empty field outside `optional` (an empty optional field is a missing value: null), or a value after
+    its last column, breaks a rule (see `BadRows`); empty fields after the last column (a trailing
+    separator) are ignored. Quoted fields may hold separators, quotes ("" inside quotes) and
     newlines; `line` is the line a row starts on. Values keep their text: CR of CRLF files is dropped,
     nothing else is stripped.
     """
@@ -101,7 +104,8 @@ def read_csv(path: Path, columns: Sequence[str], policy: BadRows, separator: str
         raise CtrbenchError(f"{path}:1: wrong header {quote(header.replace(chr(9), '<TAB>'))}; expected {quote(shown)}")
     # One column for every field the longest row could hold, so that no value after the last column
     # goes unseen (the parser cannot tell an empty field from an absent one, so empty ones pass).
-    widest = _most_fields_in_a_row(path.read_bytes(), separator)
+    fields = _fields_per_row(path.read_bytes(), separator)
+    widest = int(fields.max())
     overflow = [f"__field_{k}__" for k in range(len(columns) + 1, max(widest, len(columns) + 1) + 1)]
     schema = {name: pl.String for name in [*columns, *overflow]}
     try:
@@ -120,7 +124,10 @@ def read_csv(path: Path, columns: Sequence[str], policy: BadRows, separator: str
         (empty_line, "empty line", None),
         (frame.select(pl.any_horizontal(pl.col(overflow).fill_null("") != "")).to_series().to_numpy(),
          f"more than the header's {len(columns)} fields", None),
-        *[((frame[c].fill_null("") == "").to_numpy(), f"missing or empty field {c!r}", None) for c in columns],
+        *[((frame[c].fill_null("") == "").to_numpy(), f"missing or empty field {c!r}", None)
+          for c in columns if c not in optional],
+        # one count per row, as polars reads one row per line outside quotes (empty lines included)
+        (fields[1:] < len(columns), f"fewer than the header's {len(columns)} fields", None),
     ])
     return frame.filter(pl.Series(keep)).select("line", *columns)
 
@@ -180,10 +187,11 @@ def scan_csv(path: Path, columns: Sequence[str], policy: BadRows, checks: Sequen
 
     For files whose fields are never quoted (a quote is an ordinary character), so that each line is a
     row and `line` is exact; `read_csv` reads small quoted files. A row breaks a rule when it is empty,
-    has more fields than the header, or has a missing or empty field outside `optional` (these become
-    null), or when one of `checks` (rules over the string columns, e.g. `integer_check`) says so; `BadRows`
-    stops at the earliest or skips and counts them. `null_text` (e.g. "NULL") also reads as missing. The
-    caller casts the checked text columns. Returns the frame of the rows to use and their number.
+    has more fields than the header, has a missing or empty field outside `optional` (empty optional
+    fields become null), has fewer fields than the header, or when one of `checks` (rules over the
+    string columns, e.g. `integer_check`) says so; `BadRows` stops at the earliest or skips and counts
+    them. `null_text` (e.g. "NULL") also reads as missing. The caller casts the checked text columns.
+    Returns the frame of the rows to use and their number.
     """
     require_file(path)
     with path.open("rb") as handle:
@@ -202,12 +210,40 @@ def scan_csv(path: Path, columns: Sequence[str], policy: BadRows, checks: Sequen
         *[(pl.col(name).is_null(), f"missing or empty field {name!r}", None)
           for name in columns if name not in optional],
     ]
+    # The parser reads an absent field as an empty one: a short row is caught above when it lacks a
+    # required last column, else by counting separators (a second, numpy-only pass over the file).
+    short = _short_lines(path, separator, len(columns)) if columns[-1] in optional else []
+    if len(short):
+        structure.append((pl.col("line").is_in(short), f"fewer than the header's {len(columns)} fields", None))
     try:
         frame, rows = policy.check_lazy(frame, path, [*structure, *checks])
     except pl.exceptions.ComputeError as exc:
         reason = str(exc).strip().splitlines()[0]
         raise CtrbenchError(f"{path}: cannot parse as CSV ({reason}); is this the right file?") from None
     return frame.select("line", *columns), rows
+
+
+def _short_lines(path: Path, separator: str, fields: int, block_bytes: int = 1 << 24) -> np.ndarray:
+    """Numbers of the lines after the header of an unquoted text file with fewer than `fields` fields
+    (empty lines included), read `block_bytes` at a time."""
+    short, line, carried, pending = [], 1, 0, 0  # line: number of the first line ending in the next block
+    with path.open("rb") as handle:
+        while block := handle.read(block_bytes):
+            array = np.frombuffer(block, dtype=np.uint8)
+            ends, separators = np.flatnonzero(array == ord("\n")), np.flatnonzero(array == ord(separator))
+            if ends.size:
+                counts = np.diff(np.searchsorted(separators, ends), prepend=0)
+                counts[0] += carried
+                short.append(line + np.flatnonzero(counts + 1 < fields))
+                line += ends.size
+                carried = separators.size - int(np.searchsorted(separators, ends[-1]))
+                pending = array.size - int(ends[-1]) - 1
+            else:
+                carried, pending = carried + separators.size, pending + array.size
+    if pending and carried + 1 < fields:  # a last line without a line end
+        short.append(np.array([line]))
+    lines = np.concatenate([np.zeros(0, np.int64), *short]).astype(np.int64)
+    return lines[lines > 1]
 
 
 def integer_check(column: str) -> Check:

@@ -89,10 +89,13 @@ class RawSplits:
 
 
 def read_csv_splits(raw_dir: Path, files: dict[str, str], fields: Sequence[str], policy: BadRows) -> RawSplits:
-    """Given splits as CSV files (BARS x1 style): header `label,<fields>`, labels 0/1."""
+    """Given splits as CSV files (BARS x1 style): header `label,<fields>`, labels 0/1. The fields are
+    categorical: an empty one is a missing value (null, encoded as OOV, as FuxiCTR's `fill_na` does), an
+    empty label a bad row."""
     frames = {}
     for split, name in files.items():
-        frames[split] = parse_labels(read_csv(raw_dir / name, [LABEL, *fields], policy), raw_dir / name, policy)
+        frame = read_csv(raw_dir / name, [LABEL, *fields], policy, optional=fields)
+        frames[split] = parse_labels(frame, raw_dir / name, policy)
     return RawSplits(frames, {raw_dir / files[split]: len(frame) for split, frame in frames.items()})
 
 

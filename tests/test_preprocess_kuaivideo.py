@@ -82,6 +82,16 @@ def test_bars_release_encodes_exactly(key_dtype, rules, tmp_path):
     assert fmap.source["inputs"]["item_visual_emb_dim64.h5"]["rows_kept"] == 5
 
 
+def test_bars_empty_ids_are_missing_values(rules, tmp_path):
+    """An empty user_id or item_id is OOV (FuxiCTR fills "", which no vocabulary holds); the row is kept."""
+    raw = make_release(tmp_path)
+    (raw / "test.csv").write_text((raw / "test.csv").read_text().replace("16,9,100,0,", "16,,,0,"))
+    fmap = preprocess_kuaivideo(raw, tmp_path / "out", PreprocessOptions())
+    test = read_split(fmap, "test")
+    assert fmap.source["skipped_rows"] == {} and fmap.splits["test"].rows == 2
+    assert test["user_id"][1] == test["item_id"][1] == test["item_emb"][1] == 1
+
+
 def test_keep_oldest_items_as_the_bars_converter(rules, tmp_path):
     rules(max_len=2)  # the YAML's keep: oldest
     fmap = preprocess_kuaivideo(make_release(tmp_path), tmp_path / "out", PreprocessOptions())
@@ -96,7 +106,7 @@ def test_keep_oldest_items_as_the_bars_converter(rules, tmp_path):
      "train.csv:1: wrong header 'timestamp,user_id,item_id,is_click,is_like,is_follow,pos_items'; expected "
      "'timestamp,user_id,item_id,is_click,is_like,is_follow,pos_items,neg_items'"),
     ("train.csv", 5, "4,7,100,0.5,0,0,200^300,300\n", "train.csv:5: is_click must be 0 or 1, found '0.5'"),
-    ("test.csv", 3, "16,9,,0,0,0,,400\n", "test.csv:3: missing or empty field 'item_id'"),
+    ("test.csv", 3, "16,9,,0,0,0\n", "test.csv:3: fewer than the header's 8 fields"),
 ])
 def test_bad_row_stops_with_file_and_line(file, line, text, message, tmp_path):
     raw = make_release(tmp_path)
