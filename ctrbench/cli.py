@@ -19,6 +19,7 @@ line says how to resume, and the exit status is 128 + the signal number (130, 14
 from __future__ import annotations
 
 import argparse
+import inspect
 import shlex
 import signal
 import statistics
@@ -422,9 +423,14 @@ def cmd_models(args: argparse.Namespace) -> None:
                           "-" if paper_params is None else f"{paper_params:,}",
                           "-" if paper_mflop is None else f"{paper_mflop:.2f}")
         else:
-            table.add_row(name, cls.display_name, (cls.__doc__ or "").strip().splitlines()[0])
+            table.add_row(name, cls.display_name, model_summary(cls))
     # Piped output defaults to 80 columns, which would cut the size columns short.
     Console(soft_wrap=True, width=max(stdout.width, 120)).print(table)
+
+
+def model_summary(cls: type) -> str:
+    """The first paragraph of a model's docstring on one line (whole sentences; the table wraps it)."""
+    return " ".join(inspect.cleandoc(cls.__doc__ or "").split("\n\n")[0].split())
 
 
 def cmd_datasets(args: argparse.Namespace) -> None:
