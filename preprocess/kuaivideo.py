@@ -82,7 +82,8 @@ def read_bars(raw_dir: Path, rules: SequenceRules, policy: BadRows) -> tuple[Raw
     for split, name in BARS_FILES.items():
         with progress(f"kuaivideo: checking {name}"):
             frame, rows[raw_dir / name] = scan_csv(raw_dir / name, BARS_COLUMNS, policy, [label_check("is_click")],
-                                                   optional=[c for c in BARS_COLUMNS if c != "is_click"])
+                                                   optional=[c for c in BARS_COLUMNS if c != "is_click"],
+                                                   complete_rows=True)
         frames[split] = frame.with_columns(pl.col("is_click").cast(pl.Float32).alias(LABEL))
     with progress(f"kuaivideo: reading {BARS_TABLE}"):
         table = read_h5_table(raw_dir / BARS_TABLE)

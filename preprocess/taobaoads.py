@@ -105,7 +105,8 @@ def read_bars(raw_dir: Path, rules: TaobaoRules, policy: BadRows) -> RawSplits:
         with progress(f"taobaoads: checking {name}"):
             frame, rows[raw_dir / name] = scan_csv(raw_dir / name, BARS_COLUMNS, policy,
                                                    [label_check("clk"), number_check("price")],
-                                                   optional=[c for c in BARS_COLUMNS if c != "clk"])
+                                                   optional=[c for c in BARS_COLUMNS if c != "clk"],
+                                                   complete_rows=True)
         frames[split] = frame.with_columns(pl.col("clk").cast(pl.Float32).alias(LABEL),
                                            pl.col("price").fill_null("0"))
     return RawSplits(rules.split(frames["train"], frames["test"]), rows)

@@ -198,6 +198,11 @@ def test_scan_csv_checks_rows_in_one_pass_with_exact_lines(tmp_path):
     assert rows == 3
     assert policy.skipped == {"log.csv: empty line": 1, "log.csv: time must be an integer": 1,
                               "log.csv: more than the header's 3 fields": 1}
+    policy = BadRows(skip=True)  # with complete_rows, the short line 5 is bad too (counted by separators)
+    frame, rows = scan_csv(path, ["user", "time", "brand"], policy, checks, optional=["brand"], null_text="NULL",
+                           complete_rows=True)
+    assert frame.collect().rows() == [(2, "1", "10", None), (7, "5", "50", "9")] and rows == 2
+    assert policy.skipped["log.csv: fewer than the header's 3 fields"] == 1
     path.write_text("user,time,brand\n1,10,3\n2,x,7\n")
     with pytest.raises(CtrbenchError, match=r"log.csv:3: time must be an integer, found 'x'; fix the file"):
         scan_csv(path, ["user", "time", "brand"], BadRows(), checks)
