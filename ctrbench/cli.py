@@ -37,7 +37,7 @@ from ctrbench.datasets import (DEFAULT_DATA_DIR, DatasetConfig, dataset_names, l
 from ctrbench.console import console, stdout
 from ctrbench.errors import CtrbenchError, unknown_name
 from ctrbench.features import FEATURE_MAP_FILE, FeatureMap, atomic_write_text
-from ctrbench.options import RunOptions
+from ctrbench.options import BASE_SEED, RunOptions
 from ctrbench.record import RunRecord
 from ctrbench.results import DEFAULT_RESULTS, ResultsStore
 
@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
                             description="Train one model on one dataset with its config for that dataset, "
                                         "evaluate on the test split, and append the run to the results store.")
     p.add_argument("--model", required=True, help="model name (see `ctrbench models`)")
-    p.add_argument("--seed", type=int, default=2021, help="random seed (default 2021)")
+    p.add_argument("--seed", type=int, default=BASE_SEED, help=f"random seed (default {BASE_SEED})")
     p.add_argument("--checkpoint", type=Path, default=None,
                    help="save the training state here after every epoch and resume from it if it exists")
     _add_run_options(p)
@@ -147,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
                                         "run killed mid-way restarts from its last finished epoch, so an "
                                         "interrupted benchmark resumes where it stopped.")
     p.add_argument("--models", default="all", help="'all' (the paper's eight) or a comma-separated list")
-    p.add_argument("--seeds", type=_positive_int, default=1, help="number of seeds per model (2021, 2022, ...)")
+    p.add_argument("--seeds", type=_positive_int, default=1,
+                   help=f"number of seeds per model ({BASE_SEED}, {BASE_SEED + 1}, ...)")
     p.add_argument("--protocol", default=None,
                    help="give every model the same tuning budget before its seeds: a protocol of "
                         "model_zoo/configs/protocol.yaml, e.g. 'paper' (embedding dim: the dataset's default or 128, "
@@ -165,7 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
                                         "ready-to-paste entry for model_zoo/configs/MODEL.yaml.")
     p.add_argument("--model", required=True, help="model name (see `ctrbench models`)")
     p.add_argument("--space", required=True, type=Path, help="YAML search space file")
-    p.add_argument("--seeds", type=_positive_int, default=1, help="seeds per grid point (2021, 2022, ...)")
+    p.add_argument("--seeds", type=_positive_int, default=1,
+                   help=f"seeds per grid point ({BASE_SEED}, {BASE_SEED + 1}, ...)")
     p.add_argument("--out", type=Path, default=None,
                    help="where to write the best config entry (default: RESULTS_DIR/tuned/MODEL_DATASET.yaml)")
     _add_plan_options(p)
@@ -178,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
                                         "`ctrbench leaderboard` fits and reports quality against compute.")
     p.add_argument("--models", required=True, help="comma-separated model names, e.g. wukong,dlrm,dcnv2")
     p.add_argument("--points", type=_positive_int, default=None, help="the first N rungs of each ladder (default: all)")
-    p.add_argument("--seeds", type=_positive_int, default=1, help="seeds per rung (2021, 2022, ...)")
+    p.add_argument("--seeds", type=_positive_int, default=1, help=f"seeds per rung ({BASE_SEED}, {BASE_SEED + 1}, ...)")
     _add_workers_option(p)
     _add_plan_options(p)
     _add_run_options(p)
@@ -313,7 +315,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 
 def _print_protocol(plans, protocol: str) -> None:
-    table = Table(title=f"Protocol {protocol!r}: configs tried per model, chosen on validation AUC (seed 2021)")
+    table = Table(title=f"Protocol {protocol!r}: configs tried per model, chosen on validation AUC (seed {BASE_SEED})")
     for column in ("model", "configs tried", "chosen embedding dim", "chosen config"):
         table.add_column(column)
     for plan in plans:
