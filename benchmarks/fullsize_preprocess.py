@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     output = sum(path.stat().st_size for path in (REPO / args.out).rglob("*") if path.is_file())
     lines = {}
     if args.dataset == "criteo":
-        count = sum(info["rows"] for info in fmap.source["inputs"].values())
+        count = sum(info["rows_read"] for info in fmap.source["inputs"].values())
         lines = {"lines": count, "lines_per_s": round(count / wall), "lines_per_cpu_s": round(count / cpu)}
     record = {
         "dataset": args.record_dataset or args.dataset, "stage": "preprocess", **lines,

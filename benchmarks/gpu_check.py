@@ -71,9 +71,9 @@ from ctrbench.record import RunRecord
 from ctrbench.runner import BASE_SEED, DatasetSplits, bench, environment, execute, resolve_spec
 from ctrbench.synthetic import write_synthetic
 from model_zoo import MODELS
-from preprocess import PreprocessOptions
 from preprocess.criteo import EncodingRules, convert_terabyte, preprocess_criteo
 from preprocess.criteo_synthetic import write_release
+from preprocess.options import PreprocessOptions
 
 REPO = Path(__file__).resolve().parent.parent
 DISTRIBUTED_CONFIG = "distributed_configs/criteo_dlrm.yaml"

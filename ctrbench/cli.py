@@ -19,6 +19,7 @@ line says how to resume, and the exit status is 128 + the signal number (130, 14
 from __future__ import annotations
 
 import argparse
+import inspect
 import shlex
 import signal
 import statistics
@@ -36,7 +37,7 @@ from ctrbench.datasets import (DEFAULT_DATA_DIR, DatasetConfig, dataset_names, l
 from ctrbench.console import console, stdout
 from ctrbench.errors import CtrbenchError, unknown_name
 from ctrbench.features import FEATURE_MAP_FILE, FeatureMap, atomic_write_text
-from ctrbench.options import RunOptions
+from ctrbench.options import BASE_SEED, RunOptions
 from ctrbench.record import RunRecord
 from ctrbench.results import DEFAULT_RESULTS, ResultsStore
 
@@ -135,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
                             description="Train one model on one dataset with its config for that dataset, "
                                         "evaluate on the test split, and append the run to the results store.")
     p.add_argument("--model", required=True, help="model name (see `ctrbench models`)")
-    p.add_argument("--seed", type=int, default=2021, help="random seed (default 2021)")
+    p.add_argument("--seed", type=int, default=BASE_SEED, help=f"random seed (default {BASE_SEED})")
     p.add_argument("--checkpoint", type=Path, default=None,
                    help="save the training state here after every epoch and resume from it if it exists")
     _add_run_options(p)
@@ -146,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
                                         "run killed mid-way restarts from its last finished epoch, so an "
                                         "interrupted benchmark resumes where it stopped.")
     p.add_argument("--models", default="all", help="'all' (the paper's eight) or a comma-separated list")
-    p.add_argument("--seeds", type=_positive_int, default=1, help="number of seeds per model (2021, 2022, ...)")
+    p.add_argument("--seeds", type=_positive_int, default=1,
+                   help=f"number of seeds per model ({BASE_SEED}, {BASE_SEED + 1}, ...)")
     p.add_argument("--protocol", default=None,
                    help="give every model the same tuning budget before its seeds: a protocol of "
                         "model_zoo/configs/protocol.yaml, e.g. 'paper' (embedding dim: the dataset's default or 128, "
@@ -164,7 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
                                         "ready-to-paste entry for model_zoo/configs/MODEL.yaml.")
     p.add_argument("--model", required=True, help="model name (see `ctrbench models`)")
     p.add_argument("--space", required=True, type=Path, help="YAML search space file")
-    p.add_argument("--seeds", type=_positive_int, default=1, help="seeds per grid point (2021, 2022, ...)")
+    p.add_argument("--seeds", type=_positive_int, default=1,
+                   help=f"seeds per grid point ({BASE_SEED}, {BASE_SEED + 1}, ...)")
     p.add_argument("--out", type=Path, default=None,
                    help="where to write the best config entry (default: RESULTS_DIR/tuned/MODEL_DATASET.yaml)")
     _add_plan_options(p)
@@ -177,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
                                         "`ctrbench leaderboard` fits and reports quality against compute.")
     p.add_argument("--models", required=True, help="comma-separated model names, e.g. wukong,dlrm,dcnv2")
     p.add_argument("--points", type=_positive_int, default=None, help="the first N rungs of each ladder (default: all)")
-    p.add_argument("--seeds", type=_positive_int, default=1, help="seeds per rung (2021, 2022, ...)")
+    p.add_argument("--seeds", type=_positive_int, default=1, help=f"seeds per rung ({BASE_SEED}, {BASE_SEED + 1}, ...)")
     _add_workers_option(p)
     _add_plan_options(p)
     _add_run_options(p)
@@ -216,7 +219,8 @@ def cmd_preprocess(args: argparse.Namespace) -> None:
 
         fmap = generate(config, out)
     else:
-        from preprocess import PREPROCESSORS, PreprocessOptions
+        from preprocess import PREPROCESSORS
+        from preprocess.options import PreprocessOptions
 
         if args.dataset not in PREPROCESSORS:
             raise CtrbenchError(f"no preprocessor for {args.dataset!r} yet; available: {sorted(PREPROCESSORS)}")
@@ -234,7 +238,7 @@ def _check_releases(config: DatasetConfig, raw_dir: Path, fmap: FeatureMap) -> N
     separate read of those files only), say which release file each is, and record it in the feature map
     (`source.inputs.FILE.md5` and `.matches`, null when it matches none). A mismatch is only a warning."""
     from ctrbench.releases import check_inputs, names_with_md5
-    from preprocess.common import progress
+    from preprocess.inputs import progress
 
     inputs = fmap.source.get("inputs", {})
     names = names_with_md5(config.releases) & set(inputs)
@@ -311,7 +315,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 
 def _print_protocol(plans, protocol: str) -> None:
-    table = Table(title=f"Protocol {protocol!r}: configs tried per model, chosen on validation AUC (seed 2021)")
+    table = Table(title=f"Protocol {protocol!r}: configs tried per model, chosen on validation AUC (seed {BASE_SEED})")
     for column in ("model", "configs tried", "chosen embedding dim", "chosen config"):
         table.add_column(column)
     for plan in plans:
@@ -421,9 +425,14 @@ def cmd_models(args: argparse.Namespace) -> None:
                           "-" if paper_params is None else f"{paper_params:,}",
                           "-" if paper_mflop is None else f"{paper_mflop:.2f}")
         else:
-            table.add_row(name, cls.display_name, (cls.__doc__ or "").strip().splitlines()[0])
+            table.add_row(name, cls.display_name, model_summary(cls))
     # Piped output defaults to 80 columns, which would cut the size columns short.
     Console(soft_wrap=True, width=max(stdout.width, 120)).print(table)
+
+
+def model_summary(cls: type) -> str:
+    """The first paragraph of a model's docstring on one line (whole sentences; the table wraps it)."""
+    return " ".join(inspect.cleandoc(cls.__doc__ or "").split("\n\n")[0].split())
 
 
 def cmd_datasets(args: argparse.Namespace) -> None:

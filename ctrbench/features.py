@@ -21,6 +21,7 @@ directory that looks complete.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import json
 import os
@@ -258,11 +259,26 @@ def _running(pid: int) -> bool:
     return True
 
 
+def disk_full_error(exc: BaseException | None, out_dir: Path, partial: Path) -> CtrbenchError | None:
+    """One line for an error of a full disk while writing `out_dir` (None for any other error): how far the
+    partial output in the temporary folder `partial` got and the space free there; call before removing it.
+
+    A full disk reaches Python as OSError ENOSPC (Python's own writes, pyarrow's) or as a polars error that
+    quotes the OS error (`... (os error 28)`)."""
+    if not ((isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or f"(os error {errno.ENOSPC})" in str(exc)):
+        return None
+    written = sum(path.stat().st_size for path in partial.rglob("*") if path.is_file())
+    free = shutil.disk_usage(partial).free
+    return CtrbenchError(f"{out_dir}: no space left on the disk after writing {written / 2**20:,.1f} MiB of output "
+                         f"({free / 2**20:,.1f} MiB free there); free some space or choose another --out")
+
+
 class DatasetWriter:
     """Builds a processed dataset in a temporary directory and renames it into place on `commit`.
 
     Use as a context manager: leaving the block with an exception removes the temporary directory,
-    and the previous dataset at `out_dir` (if any) stays untouched.
+    and the previous dataset at `out_dir` (if any) stays untouched; a full disk stops with one line
+    (`disk_full_error`).
     """
 
     def __init__(self, out_dir: str | Path, row_group_rows: int = 1 << 17):
@@ -280,7 +296,10 @@ class DatasetWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        full = disk_full_error(exc, self.out_dir, self.tmp_dir)
         shutil.rmtree(self.tmp_dir, ignore_errors=True)
+        if full is not None:
+            raise full from None
 
     def path(self, relative: str) -> Path:
         """Absolute path inside the temporary directory, for writers that stream files themselves."""

@@ -20,6 +20,7 @@ from ctrbench.results import DEFAULT_RESULTS
 
 Overrides = dict[str, dict[str, Any]]  # {"model": {...}, "train": {...}}
 QUICK_EPOCHS = 3  # `--quick`: a smoke test's epoch cap
+BASE_SEED = 2021  # BARS's seed; seed i of a multi-seed benchmark is BASE_SEED + i
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from ctrbench.device import pick_device
 from ctrbench.errors import CtrbenchError
 from ctrbench.features import FeatureMap
 from ctrbench.flops import model_stats
-from ctrbench.options import RunOptions
+from ctrbench.options import BASE_SEED, RunOptions
 from ctrbench.record import (Device, Divergence, Environment, Epoch, Metrics, RunConfig, RunRecord, bayes_limits,
                              hash_config)
 from ctrbench.results import ResultsStore
@@ -47,7 +47,6 @@ from ctrbench.train import TrainConfig, fit, seed_everything
 from model_zoo import get_model_class
 
 MODEL_CONFIG_DIR = REPO_ROOT / "model_zoo" / "configs"
-BASE_SEED = 2021  # BARS's seed; seed i of a multi-seed benchmark is BASE_SEED + i
 
 
 @dataclass

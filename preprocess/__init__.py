@@ -3,39 +3,43 @@
 `PREPROCESSORS` maps a dataset name (a file in dataset_configs/) to a function
 `(raw_dir, out_dir, options) -> FeatureMap` that reads the raw files, writes the parquet splits and
 the feature map through `ctrbench.features.DatasetWriter`, and returns the committed feature map.
+
+A converter (preprocess/<dataset>.py) is a short script over the shared modules:
+
+    options        PreprocessOptions: the command-line options every converter takes
+    rules          load_rules / load_categorical_rules: the `preprocess:` section of its YAML, validated
+    inputs         detect_release: which release the raw directory holds (or --release); input checksums
+    bad_rows       BadRows: stop at the first malformed row, or skip and count them (--skip-bad-rows)
+    readers        read_csv / read_libfm: small raw files -> polars frames of text values, checked row by row;
+                   scan_csv: large unquoted CSV files -> lazy frames, checked in one streaming pass
+    splits         RawSplits, read_csv_splits / read_libfm_splits (releases that ship train/valid/test);
+                   split_positives: positives-only log -> sampled negatives -> seeded split
+    histories      with_histories: impressions + each user's earlier events -> history list columns
+    vocabularies   Vocabulary; read_h5_table / read_npy_table: pretrained vectors (BARS .h5 or a .npy matrix)
+    encoding       Feature: how each processed feature is made; vocabularies on train, encoding of the splits
+    writing        write_dataset / write_categorical_dataset: encode, write atomically, record sources
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from ctrbench.features import FeatureMap
-
-
-@dataclass
-class PreprocessOptions:
-    skip_bad_rows: bool = False  # count and report malformed rows instead of stopping at the first
-    release: str | None = None  # which release to read when the raw directory holds several
-    jobs: int = 1  # input files converted at once, where a converter reads several (Criteo's day files)
-
+from preprocess.criteo import preprocess_criteo
+from preprocess.frappe import preprocess_frappe
+from preprocess.kuaivideo import preprocess_kuaivideo
+from preprocess.microvideo import preprocess_microvideo
+from preprocess.movielens import preprocess_movielens
+from preprocess.options import PreprocessOptions
+from preprocess.taobaoads import preprocess_taobaoads
 
 Preprocessor = Callable[[Path, Path, PreprocessOptions], FeatureMap]
-PREPROCESSORS: dict[str, Preprocessor] = {}
-
-
-# The converters import PreprocessOptions from this module, so they are registered after it is defined.
-from preprocess.criteo import preprocess_criteo  # noqa: E402
-from preprocess.frappe import preprocess_frappe  # noqa: E402
-from preprocess.kuaivideo import preprocess_kuaivideo  # noqa: E402
-from preprocess.microvideo import preprocess_microvideo  # noqa: E402
-from preprocess.movielens import preprocess_movielens  # noqa: E402
-from preprocess.taobaoads import preprocess_taobaoads  # noqa: E402
-
-PREPROCESSORS["criteo"] = preprocess_criteo
-PREPROCESSORS["frappe"] = preprocess_frappe
-PREPROCESSORS["kuaivideo"] = preprocess_kuaivideo
-PREPROCESSORS["microvideo"] = preprocess_microvideo
-PREPROCESSORS["movielens"] = preprocess_movielens
-PREPROCESSORS["taobaoads"] = preprocess_taobaoads
+PREPROCESSORS: dict[str, Preprocessor] = {
+    "criteo": preprocess_criteo,
+    "frappe": preprocess_frappe,
+    "kuaivideo": preprocess_kuaivideo,
+    "microvideo": preprocess_microvideo,
+    "movielens": preprocess_movielens,
+    "taobaoads": preprocess_taobaoads,
+}

@@ -61,9 +61,13 @@ from ctrbench.config import check_kwargs
 from ctrbench.datasets import DATASET_CONFIG_DIR, load_dataset_config
 from ctrbench.errors import CtrbenchError
 from ctrbench.features import OOV_INDEX, PADDING_INDEX, DatasetWriter, FeatureMap, FeatureSpec, parquet_schema
-from preprocess import PreprocessOptions
-from preprocess.common import FIRST_VALUE_INDEX, LABEL, BadRows, detect_release, rules_from_section
+from preprocess.bad_rows import BadRows
 from preprocess.criteo_read import BLOCK_BYTES, CATEGORICAL_FEATURES, INTEGER_FEATURES, LineBlocks, count_lines, read_rows
+from preprocess.inputs import InputRows, detect_release
+from preprocess.options import PreprocessOptions
+from preprocess.readers import LABEL
+from preprocess.rules import rules_from_section
+from preprocess.vocabularies import FIRST_VALUE_INDEX
 
 DAYS = 24  # day_0 .. day_23; the last one is held out
 RELEASES = {"terabyte": ["day_*"], "kaggle": ["train.txt"]}
@@ -164,7 +168,7 @@ class IdVocabulary:
     """Kept ids of one feature, sorted, and the index each one gets.
 
     FrequencyEncoding looks ids up in hash tables built from these once (not a map rebuilt on every
-    encode, as preprocess.common.Vocabulary), which scales to tens of millions of ids and thousands of blocks.
+    encode, as preprocess.vocabularies.Vocabulary), which scales to tens of millions of ids and thousands of blocks.
     """
 
     ids: np.ndarray  # uint32, ascending
@@ -314,7 +318,7 @@ def _write_tables(sinks: list[ParquetSink], tables: list[pa.Table]) -> None:
 class ConvertedFile:
     """What converting one raw file gave: the input's description and the rows of each output."""
 
-    source: dict[str, Any]  # sha256, bytes, rows of the raw file
+    source: dict[str, Any]  # sha256, bytes, rows read and kept (`InputRows`) of the raw file
     rows: list[int]  # rows written to each of the plan's outputs
     skipped: BadRows
 
@@ -347,8 +351,9 @@ def _convert_file(plan: FilePlan, encoding: CategoricalEncoding, specs: list[Fea
             written = writing.submit(_write_tables, sinks, tables)
         if written is not None:
             written.result()
-    return ConvertedFile({"sha256": blocks.sha256, "bytes": blocks.bytes, "rows": blocks.lines},
-                         [sink.close() for sink in sinks], policy)
+    rows = [sink.close() for sink in sinks]
+    counts = InputRows(rows_read=blocks.lines, rows_kept=sum(rows))
+    return ConvertedFile({"sha256": blocks.sha256, "bytes": blocks.bytes, **dataclasses.asdict(counts)}, rows, policy)
 
 
 def _convert_files(plans: list[FilePlan], encoding: CategoricalEncoding, specs: list[FeatureSpec],

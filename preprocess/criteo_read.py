@@ -28,7 +28,8 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 
 from ctrbench.console import console
 from ctrbench.errors import CtrbenchError
-from preprocess.common import LABEL, BadRows, field_counts
+from preprocess.bad_rows import BadRows
+from preprocess.readers import LABEL, field_counts
 
 INTEGER_FEATURES = tuple(f"I{i}" for i in range(1, 14))
 CATEGORICAL_FEATURES = tuple(f"C{i}" for i in range(1, 27))

@@ -7,7 +7,8 @@ directory holds both):
 * bars_x1: BARS KuaiVideo_x1, `train.csv` and `test.csv` with header
   `timestamp,user_id,item_id,is_click,is_like,is_follow,pos_items,neg_items` (the histories are
   `^`-joined item ids, empty for none) and `item_visual_emb_dim64.h5` (datasets `key`: item ids,
-  `value`: 64-d visual vectors).
+  `value`: 64-d visual vectors). An empty field other than is_click is a missing value: OOV (as
+  FuxiCTR's `fill_na` fills it with "", which is never in a vocabulary); an empty is_click is a bad row.
 * raw: ALPINE's release that BARS converted, `dataset.pkl` and `visual64_select.npy` (row = item id).
   dataset.pkl holds six pickles in a row: the train and test samples, each
   `[[user_id, item_id, is_click, is_like, is_follow, timestamp], pos_len, neg_len]`; then each user's
@@ -40,27 +41,16 @@ import polars as pl
 
 from ctrbench.errors import CtrbenchError
 from ctrbench.features import FeatureMap
-from preprocess import PreprocessOptions
-from preprocess.common import (
-    LABEL,
-    BadRows,
-    Feature,
-    PretrainedTable,
-    RawSplits,
-    SequenceRules,
-    detect_release,
-    label_check,
-    list_column,
-    load_rules,
-    progress,
-    read_h5_table,
-    read_npy_table,
-    scan_csv,
-    scratch_dir,
-    window_rows,
-    write_dataset,
-    write_parts,
-)
+from preprocess.bad_rows import BadRows
+from preprocess.encoding import Feature
+from preprocess.histories import list_column, scratch_dir, window_rows, write_parts
+from preprocess.inputs import detect_release, progress
+from preprocess.options import PreprocessOptions
+from preprocess.readers import LABEL, label_check, scan_csv
+from preprocess.rules import SequenceRules, load_rules
+from preprocess.splits import RawSplits
+from preprocess.vocabularies import PretrainedTable, read_h5_table, read_npy_table
+from preprocess.writing import write_dataset
 
 BARS_ROWS = {"train": 10_931_092, "valid": 2_730_291, "test": 2_730_291}  # BARS validates on test
 BARS_FILES = {"train": "train.csv", "test": "test.csv"}
@@ -92,7 +82,8 @@ def read_bars(raw_dir: Path, rules: SequenceRules, policy: BadRows) -> tuple[Raw
     for split, name in BARS_FILES.items():
         with progress(f"kuaivideo: checking {name}"):
             frame, rows[raw_dir / name] = scan_csv(raw_dir / name, BARS_COLUMNS, policy, [label_check("is_click")],
-                                                   optional=("pos_items", "neg_items"))
+                                                   optional=[c for c in BARS_COLUMNS if c != "is_click"],
+                                                   complete_rows=True)
         frames[split] = frame.with_columns(pl.col("is_click").cast(pl.Float32).alias(LABEL))
     with progress(f"kuaivideo: reading {BARS_TABLE}"):
         table = read_h5_table(raw_dir / BARS_TABLE)

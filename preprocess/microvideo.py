@@ -7,7 +7,8 @@ directory holds both):
 * bars_x1: BARS MicroVideo1.7M_x1, `train.csv` and `test.csv` with header
   `user_id,item_id,cate_id,is_click,timestamp,clicked_items,clicked_categories` (the histories are
   `^`-joined ids, empty for a user without earlier clicks), and `item_image_emb_dim64.h5` (datasets
-  `key`: item ids, `value`: 64-d cover-image vectors).
+  `key`: item ids, `value`: 64-d cover-image vectors). An empty field other than is_click is a missing
+  value: OOV (as FuxiCTR's `fill_na` fills it with "", which is never in a vocabulary); an empty is_click is a bad row.
 * raw: the THACIL release, `train_data.csv` and `test_data.csv` with header
   `user_id,item_id,cate_id,is_click,timestamp`, and `train_cover_image_feature.npy` /
   `test_cover_image_feature.npy` (512-d cover-image vectors; row r belongs to item id r of that file).
@@ -31,26 +32,16 @@ from pathlib import Path
 import polars as pl
 
 from ctrbench.features import FeatureMap
-from preprocess import PreprocessOptions
-from preprocess.common import (
-    LABEL,
-    BadRows,
-    Feature,
-    PretrainedTable,
-    RawSplits,
-    SequenceRules,
-    detect_release,
-    integer_check,
-    label_check,
-    load_rules,
-    progress,
-    read_h5_table,
-    read_npy_table,
-    scan_csv,
-    scratch_dir,
-    with_histories,
-    write_dataset,
-)
+from preprocess.bad_rows import BadRows
+from preprocess.encoding import Feature
+from preprocess.histories import scratch_dir, with_histories
+from preprocess.inputs import detect_release, progress
+from preprocess.options import PreprocessOptions
+from preprocess.readers import LABEL, integer_check, label_check, scan_csv
+from preprocess.rules import SequenceRules, load_rules
+from preprocess.splits import RawSplits
+from preprocess.vocabularies import PretrainedTable, read_h5_table, read_npy_table
+from preprocess.writing import write_dataset
 
 BARS_ROWS = {"train": 8_970_309, "valid": 3_767_308, "test": 3_767_308}  # BARS validates on test
 BARS_FILES = {"train": "train.csv", "test": "test.csv"}
@@ -79,7 +70,8 @@ def read_bars(raw_dir: Path, rules: SequenceRules, policy: BadRows) -> tuple[Raw
     for split, name in BARS_FILES.items():
         with progress(f"microvideo: checking {name}"):
             frame, rows[raw_dir / name] = scan_csv(raw_dir / name, BARS_COLUMNS, policy, [label_check("is_click")],
-                                                   optional=tuple(HISTORIES))
+                                                   optional=[c for c in BARS_COLUMNS if c != "is_click"],
+                                                   complete_rows=True)
         frames[split] = frame.with_columns(pl.col("is_click").cast(pl.Float32).alias(LABEL))
     with progress(f"microvideo: reading {BARS_TABLE}"):
         table = read_h5_table(raw_dir / BARS_TABLE)

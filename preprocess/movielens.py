@@ -4,7 +4,8 @@ The task (NFM's "ml-tag"): does this user assign this tag to this movie? Three r
 (`ctrbench preprocess movielens --raw DIR`, `--release` to choose when a directory holds several):
 
 * bars_x1: BARS MovielensLatest_x1, `train.csv`, `valid.csv`, `test.csv` with header
-  `label,user_id,item_id,tag_id`, labels 0/1.
+  `label,user_id,item_id,tag_id`, labels 0/1. An empty field is a missing value: OOV (as
+  FuxiCTR's `fill_na` fills it with "", which is never in a vocabulary); an empty label is a bad row.
 * libfm: the NFM/AFN files `ml-tag.{train,validation,test}.libfm` behind MovielensLatest_x1: lines
   `LABEL user:1 movie:1 tag:1` (label -1/1, CRLF), the three indices in that order. A field's value
   is its libfm index.
@@ -26,20 +27,13 @@ from pathlib import Path
 import polars as pl
 
 from ctrbench.features import FeatureMap
-from preprocess import PreprocessOptions
-from preprocess.common import (
-    BadRows,
-    CategoricalRules,
-    RawSplits,
-    detect_release,
-    load_categorical_rules,
-    progress,
-    read_csv,
-    read_csv_splits,
-    read_libfm_splits,
-    split_positives,
-    write_categorical_dataset,
-)
+from preprocess.bad_rows import BadRows
+from preprocess.inputs import detect_release, progress
+from preprocess.options import PreprocessOptions
+from preprocess.readers import read_csv
+from preprocess.rules import CategoricalRules, load_categorical_rules
+from preprocess.splits import RawSplits, read_csv_splits, read_libfm_splits, split_positives
+from preprocess.writing import write_categorical_dataset
 
 FIELDS = ("user_id", "item_id", "tag_id")
 # BARS MovielensLatest_x1. Its README's table says 401,373 validation rows, but its training logs report

@@ -5,7 +5,9 @@ directory holds both):
 
 * bars_x1: BARS TaobaoAd_x1, `train.csv` and `test.csv` with header `clk,btag_his,cate_his,brand_his,`
   `userid,...,price,pid,btag` (BARS_COLUMNS; histories `^`-joined, possibly empty). BARS built it from
-  the DMR work's preprocessed data (missing values filled with 0, histories of 50 behaviours).
+  the DMR work's preprocessed data (missing values filled with 0, histories of 50 behaviours). An empty
+  categorical field is a missing value: OOV (as FuxiCTR's `fill_na` fills it with "", which is never in
+  a vocabulary); an empty price is 0 (its `fill_na` for numbers); an empty clk is a bad row.
 * raw: the Tianchi files. `raw_sample.csv` (user,time_stamp,adgroup_id,pid,nonclk,clk): one impression
   per row, label clk (nonclk must be 1 - clk). `ad_feature.csv` (adgroup_id,cate_id,campaign_id,
   customer,brand,price; brand often NULL) and `user_profile.csv` (userid,cms_segid,...,
@@ -35,25 +37,15 @@ import polars as pl
 from ctrbench.errors import CtrbenchError
 from ctrbench.features import FeatureMap
 from ctrbench.console import console
-from preprocess import PreprocessOptions
-from preprocess.common import (
-    LABEL,
-    BadRows,
-    Check,
-    Feature,
-    RawSplits,
-    SequenceRules,
-    detect_release,
-    integer_check,
-    label_check,
-    load_rules,
-    number_check,
-    progress,
-    scan_csv,
-    scratch_dir,
-    with_histories,
-    write_dataset,
-)
+from preprocess.bad_rows import BadRows, Check
+from preprocess.encoding import Feature
+from preprocess.histories import scratch_dir, with_histories
+from preprocess.inputs import detect_release, progress
+from preprocess.options import PreprocessOptions
+from preprocess.readers import LABEL, integer_check, label_check, number_check, scan_csv
+from preprocess.rules import SequenceRules, load_rules
+from preprocess.splits import RawSplits
+from preprocess.writing import write_dataset
 
 # BARS TaobaoAd_x1 (from its training logs; its README leaves the split sizes blank). BARS validates on test.
 BARS_ROWS = {"train": 21_929_911, "valid": 3_099_515, "test": 3_099_515}
@@ -113,8 +105,10 @@ def read_bars(raw_dir: Path, rules: TaobaoRules, policy: BadRows) -> RawSplits:
         with progress(f"taobaoads: checking {name}"):
             frame, rows[raw_dir / name] = scan_csv(raw_dir / name, BARS_COLUMNS, policy,
                                                    [label_check("clk"), number_check("price")],
-                                                   optional=tuple(HISTORIES))
-        frames[split] = frame.with_columns(pl.col("clk").cast(pl.Float32).alias(LABEL))
+                                                   optional=[c for c in BARS_COLUMNS if c != "clk"],
+                                                   complete_rows=True)
+        frames[split] = frame.with_columns(pl.col("clk").cast(pl.Float32).alias(LABEL),
+                                           pl.col("price").fill_null("0"))
     return RawSplits(rules.split(frames["train"], frames["test"]), rows)
 
 

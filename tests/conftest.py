@@ -115,7 +115,7 @@ def bars_frappe_vocab() -> dict[str, int]:
 def preprocess_rules(monkeypatch):
     """`override(dataset, **keys)`: the converters read dataset_configs/<dataset>.yaml's `preprocess` section
     with these keys changed, for this test only (later calls change more keys)."""
-    import preprocess.common
+    import preprocess.rules
     from ctrbench.datasets import load_dataset_config
 
     configs = {}
@@ -128,7 +128,7 @@ def preprocess_rules(monkeypatch):
     def override(dataset, **changes):
         config(dataset).preprocess = {**config(dataset).preprocess, **changes}
 
-    monkeypatch.setattr(preprocess.common, "load_dataset_config", config)
+    monkeypatch.setattr(preprocess.rules, "load_dataset_config", config)
     return override
 
 

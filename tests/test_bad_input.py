@@ -8,12 +8,15 @@ cost seconds of importing torch); `test_cli.py` checks the console entry point i
 
 from __future__ import annotations
 
+import errno
 import json
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -246,3 +249,36 @@ def test_a_long_header_is_quoted_short(tmp_path):
     header = "x" * 1700
     assert quote(header) == repr(header)[:200] + f"... ({len(repr(header)) - 200:,} more characters)"
     assert quote("short") == "'short'" and quote(3) == "3"
+
+
+def fill_the_disk_after(megabytes: int, error: Exception, target: Callable[..., str]):
+    """A stand-in for a file writer method that writes `megabytes` to its file (`target(self, *args)`) and
+    then fails as a full disk does."""
+    def write(self, *args, **kwargs):
+        Path(target(self, *args)).write_bytes(b"x" * (megabytes << 20))
+        raise error
+    return write
+
+
+@pytest.mark.parametrize("dataset, raw, writer, error, target", [
+    ("frappe", lambda tmp: raw_release(tmp, "frappe", "bars_x1"), (pl.LazyFrame, "sink_parquet"),
+     pl.exceptions.ComputeError("parquet: underlying IO error: No space left on device (os error 28)"),
+     lambda frame, path, *_: path),
+    ("criteo", lambda tmp: write(tmp / "raw" / "train.txt", f"{CRITEO_LINE}\n" * 20).parent,
+     (pq.ParquetWriter, "write_table"), OSError(errno.ENOSPC, "Error writing bytes to file"),
+     lambda writer, *_: writer.where),
+], ids=["polars", "pyarrow"])
+def test_a_full_disk_is_one_line_naming_the_output(dataset, raw, writer, error, target, tmp_path, capsys,
+                                                   monkeypatch):
+    """ENOSPC while writing: one line with the output folder, how far it got, the space free and the fix;
+    the hidden temporary folder is removed."""
+    raw_dir = raw(tmp_path)
+    monkeypatch.setattr(*writer, fill_the_disk_after(1, error, target))
+    status, err = run(cli.main, ["preprocess", dataset, "--raw", str(raw_dir), "--out", str(tmp_path / "out")], capsys)
+    free = shutil.disk_usage(tmp_path).free / 2**20
+    last = err.splitlines()[-1]
+    assert status == 2 and re.fullmatch(rf"error: {re.escape(str(tmp_path / 'out'))}: no space left on the disk after "
+                                        r"writing 1\.0 MiB of output \(([\d,.]+) MiB free there\); free some space "
+                                        r"or choose another --out", last), err
+    assert abs(float(re.search(r"\(([\d,.]+) MiB", last)[1].replace(",", "")) - free) < 64  # as free as now
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))

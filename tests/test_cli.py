@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from ctrbench.cli import main
+from ctrbench.cli import main, model_summary
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -49,13 +49,16 @@ def test_preprocess_train_bench_leaderboard_end_to_end(tmp_path, capsys):
 
 
 def table_rows(out: str) -> dict[str, list[str]]:
-    """A rich table's rows by their first cell (lines that continue a wrapped row have it empty)."""
-    rows = {}
+    """A rich table's rows by their first cell; a wrapped cell's lines are joined with spaces (lines that
+    continue a wrapped row have an empty first cell)."""
+    rows, last = {}, None
     for line in out.splitlines():
         if line.startswith("│"):
             cells = [cell.strip() for cell in line.split("│")[1:-1]]
             if cells[0]:
-                rows[cells[0]] = cells[1:]
+                last = rows[cells[0]] = cells[1:]
+            elif last is not None:
+                last[:] = [f"{kept} {more}".strip() for kept, more in zip(last, cells[1:])]
     return rows
 
 
@@ -66,7 +69,10 @@ def test_models_and_datasets_listings(synthetic_data_dir, capsys):
     assert run_cli("models") == 0
     listed = table_rows(capsys.readouterr().out)
     assert {name: cells[0] for name, cells in listed.items()} == {name: cls.display_name for name, cls in MODELS.items()}
-    assert all(cells[1] for cells in listed.values())  # a description for each
+    # each description: the docstring's whole first paragraph, ending a sentence
+    assert {name: cells[1] for name, cells in listed.items()} == {
+        name: model_summary(cls) for name, cls in MODELS.items()}
+    assert all(cells[1].endswith((".", ".)")) and len(cells[1]) > 20 for cells in listed.values()), listed
     assert run_cli("models", "--dataset", "synthetic", "--flops", "--data-dir", synthetic_data_dir) == 0
     out = capsys.readouterr().out
     assert "MFLOP/example" in out and set(table_rows(out)) == set(MODELS)

@@ -39,9 +39,9 @@ from ctrbench.record import RunRecord
 from ctrbench.results import ResultsStore
 from ctrbench.synthetic import write_synthetic
 from model_zoo import get_model_class
-from preprocess import PreprocessOptions
 from preprocess.criteo import EncodingRules, convert_terabyte
 from preprocess.criteo_synthetic import write_release
+from preprocess.options import PreprocessOptions
 
 REPO = Path(__file__).resolve().parent.parent
 CPU_SHARDING_TYPES = ["data_parallel", "table_wise", "column_wise", "table_column_wise"]

@@ -19,8 +19,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from ctrbench.errors import CtrbenchError
-from preprocess.common import BadRows, read_csv, read_libfm
+from preprocess.bad_rows import BadRows
 from preprocess.criteo_read import COLUMNS, LineBlocks, read_rows
+from preprocess.readers import read_csv, read_libfm
 
 # 400 examples per parser keep the default suite quick; HYPOTHESIS_EXAMPLES=5000 fuzzes deeper.
 FUZZ = settings(max_examples=int(os.environ.get("HYPOTHESIS_EXAMPLES", 400)), deadline=None,

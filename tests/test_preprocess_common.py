@@ -1,3 +1,4 @@
+import errno
 import subprocess
 import sys
 import textwrap
@@ -9,32 +10,15 @@ import polars as pl
 import pytest
 
 from ctrbench.errors import CtrbenchError
-from preprocess.common import (
-    BadRows,
-    CategoricalRules,
-    ValidationRule,
-    Vocabulary,
-    count_joined_ids,
-    count_values,
-    describe_inputs,
-    detect_release,
-    encode_sequence,
-    history_rows,
-    integer_check,
-    label_check,
-    list_column,
-    number_check,
-    read_csv,
-    read_h5_table,
-    read_libfm,
-    read_npy_table,
-    rules_from_section,
-    sample_negatives,
-    scan_csv,
-    split_rows,
-    with_histories,
-    write_pretrained_table,
-)
+from ctrbench.features import sha256_file
+from preprocess.bad_rows import BadRows
+from preprocess.encoding import count_joined_ids, count_values, encode_sequence
+from preprocess.histories import history_rows, list_column, scratch_dir, with_histories
+from preprocess.inputs import InputRows, describe_inputs, detect_release
+from preprocess.readers import integer_check, label_check, number_check, read_csv, read_libfm, scan_csv
+from preprocess.rules import CategoricalRules, ValidationRule, rules_from_section
+from preprocess.splits import sample_negatives, split_rows
+from preprocess.vocabularies import Vocabulary, read_h5_table, read_npy_table, write_pretrained_table
 
 
 def test_bad_rows_stop_at_first_with_line_number(tmp_path):
@@ -49,6 +33,7 @@ def test_bad_rows_skip_and_count(tmp_path):
     policy.check(np.array([True]), tmp_path / "x.csv", np.array([9]), "short row")
     assert keep.tolist() == [True, False, False]
     assert policy.total == 3 and policy.report() == {"x.csv: short row": 3}
+    assert policy.skipped_in(tmp_path / "x.csv") == 3 and policy.skipped_in(tmp_path / "y.csv") == 0
 
 
 def test_detect_release(tmp_path):
@@ -58,8 +43,22 @@ def test_detect_release(tmp_path):
         detect_release(tmp_path, releases, "demo")
     (tmp_path / "valid.csv").write_text("a\n")
     assert detect_release(tmp_path, releases, "demo") == "bars_x1"
-    assert describe_inputs([tmp_path / "train.csv"], {"train.csv": 1})["train.csv"]["rows"] == 1
+    described = describe_inputs([tmp_path / "train.csv"], {"train.csv": InputRows(rows_read=3, rows_kept=1)})
+    assert described["train.csv"] == {"sha256": sha256_file(tmp_path / "train.csv"), "bytes": 2, "rows_read": 3,
+                                      "rows_kept": 1}
 
+
+
+def test_a_full_disk_in_the_scratch_folder_names_the_output_and_removes_the_folder(tmp_path):
+    with pytest.raises(CtrbenchError) as error:
+        with scratch_dir(tmp_path / "out") as scratch:
+            (scratch / "part").write_bytes(b"x" * (3 << 19))
+            raise OSError(errno.ENOSPC, "No space left on device")
+    assert str(error.value).startswith(f"{tmp_path / 'out'}: no space left on the disk after writing 1.5 MiB of output (")
+    assert str(error.value).endswith(" MiB free there); free some space or choose another --out")
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(OSError, match="Permission denied"), scratch_dir(tmp_path / "out"):  # other errors pass
+        raise OSError(errno.EACCES, "Permission denied")
 
 def test_bad_rows_report_the_earliest_line_and_count_each_row_once(tmp_path):
     lines = np.array([2, 3, 4, 5])
@@ -199,6 +198,11 @@ def test_scan_csv_checks_rows_in_one_pass_with_exact_lines(tmp_path):
     assert rows == 3
     assert policy.skipped == {"log.csv: empty line": 1, "log.csv: time must be an integer": 1,
                               "log.csv: more than the header's 3 fields": 1}
+    policy = BadRows(skip=True)  # with complete_rows, the short line 5 is bad too (counted by separators)
+    frame, rows = scan_csv(path, ["user", "time", "brand"], policy, checks, optional=["brand"], null_text="NULL",
+                           complete_rows=True)
+    assert frame.collect().rows() == [(2, "1", "10", None), (7, "5", "50", "9")] and rows == 2
+    assert policy.skipped["log.csv: fewer than the header's 3 fields"] == 1
     path.write_text("user,time,brand\n1,10,3\n2,x,7\n")
     with pytest.raises(CtrbenchError, match=r"log.csv:3: time must be an integer, found 'x'; fix the file"):
         scan_csv(path, ["user", "time", "brand"], BadRows(), checks)
@@ -388,7 +392,12 @@ MEMORY_PROBE = textwrap.dedent("""
     import resource, sys
     from pathlib import Path
     import numpy as np, polars as pl
-    from preprocess.common import BadRows, Feature, RawSplits, ValidationRule, write_dataset, write_parts
+    from preprocess.bad_rows import BadRows
+    from preprocess.encoding import Feature
+    from preprocess.histories import write_parts
+    from preprocess.rules import ValidationRule
+    from preprocess.splits import RawSplits
+    from preprocess.writing import write_dataset
 
     rows, directory = int(sys.argv[1]), Path(sys.argv[2])
     def part(seed):  # 100k rows: two categorical columns and two 50-item histories

@@ -28,8 +28,8 @@ from ctrbench.data import ParquetStream, load_split
 from ctrbench.datasets import REPO_ROOT, load_dataset_config
 from ctrbench.errors import CtrbenchError
 from ctrbench.features import FeatureMap, sha256_file
-from preprocess import PreprocessOptions
-from preprocess.common import BadRows
+from preprocess.bad_rows import BadRows
+from preprocess.options import PreprocessOptions
 from preprocess.criteo import (EncodingRules, FrequencyEncoding, KaggleRules, ParquetSink, ValueCounter, convert_kaggle,
                                convert_terabyte, kaggle_split, load_rules)
 from preprocess.criteo_read import (CATEGORICAL_FEATURES, COLUMNS, INTEGER_FEATURES, LABEL, LineBlocks, _parse_block,
@@ -108,7 +108,8 @@ def test_terabyte_layout_day_order_halves_and_checksums(tmp_path):
     assert read(fmap, "test/day_23_second_half.parquet")[LABEL].to_list() == [1.0, 0.0, 1.0]
     inputs = fmap.source["inputs"]
     assert list(inputs) == [f"day_{day}" for day in range(24)]
-    assert inputs["day_1"] == {"sha256": sha256_file(raw / "day_1"), "bytes": (raw / "day_1").stat().st_size, "rows": 3}
+    assert inputs["day_1"] == {"sha256": sha256_file(raw / "day_1"), "bytes": (raw / "day_1").stat().st_size,
+                              "rows_read": 3, "rows_kept": 3}
     assert fmap.source["release"] == "terabyte" and fmap.source["skipped_rows"] == {}
     assert "valid: day 23 lines 1-2" in fmap.source["split"]
     reloaded = FeatureMap.load(tmp_path / "out")
@@ -124,7 +125,8 @@ def test_gzip_input_gives_the_same_dataset(tmp_path):
         assert load_split(plain, split).categorical.equal(load_split(packed, split).categorical)
         assert load_split(plain, split).numeric.equal(load_split(packed, split).numeric)
     gz = tmp_path / "gz" / "day_0.gz"
-    assert packed.source["inputs"]["day_0.gz"] == {"sha256": sha256_file(gz), "bytes": gz.stat().st_size, "rows": 2}
+    assert packed.source["inputs"]["day_0.gz"] == {"sha256": sha256_file(gz), "bytes": gz.stat().st_size,
+                                               "rows_read": 2, "rows_kept": 2}
 
 
 def test_frequency_vocabulary_counts_train_days_only(tmp_path):
@@ -238,7 +240,8 @@ def test_skip_bad_rows_counts_them(tmp_path):
                                            "day_0: I2 is not an integer": 1}
     assert fmap.splits["train"].files[0] == "train/day_00.parquet"
     assert len(read(fmap, "train/day_00.parquet")) == 3
-    assert fmap.source["inputs"]["day_0"]["rows"] == 7
+    inputs = fmap.source["inputs"]["day_0"]
+    assert (inputs["rows_read"], inputs["rows_kept"]) == (7, 3)  # every line read; the 4 bad ones not kept
 
 
 def test_missing_duplicate_and_corrupt_files(tmp_path):
@@ -369,8 +372,8 @@ def test_cli_terabyte_release_and_one_line_errors(tmp_path, capsys):
 MEMORY_PROBE = textwrap.dedent("""
     import resource, sys
     from pathlib import Path
-    from preprocess import PreprocessOptions
     from preprocess.criteo import EncodingRules, FilePlan, convert
+    from preprocess.options import PreprocessOptions
 
     def convert_file(name):
         plan = FilePlan(Path(sys.argv[1]) / name, [("train", "train/day.parquet")])
@@ -402,7 +405,7 @@ def test_release_option_picks_one_of_two_releases(tmp_path):
     assert main(["preprocess", "criteo", "--raw", str(raw), "--out", str(tmp_path / "tb")]) == 0
     assert FeatureMap.load(tmp_path / "tb").source["release"] == "terabyte"  # the first listed
     assert main(["preprocess", "criteo", "--raw", str(raw), "--out", str(tmp_path / "kg"), "--release", "kaggle"]) == 0
-    assert FeatureMap.load(tmp_path / "kg").source["inputs"]["train.txt"]["rows"] == 20
+    assert FeatureMap.load(tmp_path / "kg").source["inputs"]["train.txt"]["rows_read"] == 20
 
 
 # --------------------------------------------------------------------------------------------------
@@ -515,8 +518,11 @@ def test_terabyte_output_is_unchanged(tmp_path):
     fmap = convert_terabyte(raw, tmp_path / "out", load_rules()[0], SKIP, block_bytes=1 << 16)
     assert output_digests(fmap) == TERABYTE_DIGESTS
     assert fmap.source["skipped_rows"] == skipped_edge_lines("day_2.gz", "day_23.gz")
-    assert {name: info["rows"] for name, info in fmap.source["inputs"].items()} == {
+    assert {name: info["rows_read"] for name, info in fmap.source["inputs"].items()} == {
         f"day_{day}.gz": 1_500 + len(EDGE_LINES) * (day in (2, 23)) for day in range(24)}
+    assert all(info["rows_kept"] == info["rows_read"] - sum(v for k, v in fmap.source["skipped_rows"].items()
+                                                            if k.startswith(f"{name}: "))
+               for name, info in fmap.source["inputs"].items())
     assert all(info["sha256"] == sha256_file(raw / name) for name, info in fmap.source["inputs"].items())
 
 

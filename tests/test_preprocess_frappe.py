@@ -15,9 +15,10 @@ from ctrbench.cli import main
 from ctrbench.data import load_split
 from ctrbench.errors import CtrbenchError
 from ctrbench.features import FeatureMap
-from preprocess import PreprocessOptions
-from preprocess.common import BadRows, CategoricalRules, load_rules
+from preprocess.bad_rows import BadRows
 from preprocess.frappe import FIELDS, preprocess_frappe, read_release
+from preprocess.options import PreprocessOptions
+from preprocess.rules import CategoricalRules, load_rules
 
 FIXTURES = Path(__file__).parent / "fixtures" / "frappe"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -63,7 +64,7 @@ def test_given_splits_encode_exactly(release, tmp_path):
         assert read_split(fmap, split) == expected
     assert fmap.source["release"] == release
     inputs = fmap.source["inputs"]
-    assert [entry["rows"] for entry in inputs.values()] == [5, 2, 2]
+    assert [(entry["rows_read"], entry["rows_kept"]) for entry in inputs.values()] == [(5, 5), (2, 2), (2, 2)]
     assert all(len(entry["sha256"]) == 64 for entry in inputs.values())
     # the written dataset loads through the training data path
     batch = load_split(FeatureMap.load(tmp_path / "out"), "valid")
@@ -73,7 +74,7 @@ def test_given_splits_encode_exactly(release, tmp_path):
 def test_raw_log_positives_negatives_and_split(tmp_path):
     fmap = preprocess_frappe(FIXTURES / "raw", tmp_path / "out", PreprocessOptions())
     assert {s: info.rows for s, info in fmap.splits.items()} == {"train": 13, "valid": 3, "test": 2}  # 18 rows 7:2:1
-    assert fmap.source["inputs"]["frappe.csv"]["rows"] == 6
+    assert fmap.source["inputs"]["frappe.csv"]["rows_kept"] == 6
 
     # The raw rows behind the written splits: every log row once as a positive, two negatives per positive
     # that keep its user and context and take an item that user never used.
@@ -93,12 +94,34 @@ def test_raw_log_positives_negatives_and_split(tmp_path):
     assert again.content_hash == fmap.content_hash  # seeded: same rows, same files
 
 
+def test_empty_fields_are_missing_values_and_empty_labels_bad_rows(tmp_path):
+    """As FuxiCTR's `fill_na` (an empty field becomes "", which no vocabulary holds): the row is kept and the
+    value is OOV (1); it is not counted in train, so city's vocabulary loses 5152, seen only there."""
+    raw = copy_release(tmp_path, "bars_x1")
+    (raw / "train.csv").write_text((raw / "train.csv").read_text().replace(",5070,5152\n", ",5070,\n"))
+    (raw / "test.csv").write_text((raw / "test.csv").read_text().replace("1,5,961,", "1,5,,"))
+    fmap = preprocess_frappe(raw, tmp_path / "out", PreprocessOptions())
+    assert fmap.source["skipped_rows"] == {} and {s: i.rows for s, i in fmap.splits.items()} == {
+        "train": 5, "valid": 2, "test": 2}
+    train, test = read_split(fmap, "train"), read_split(fmap, "test")
+    assert train["city"] == [2, 2, 3, 2, 1] and fmap.feature("city").vocab_size == 4
+    assert test["item"] == [2, 1] and test == {**EXPECTED["test"], "item": [2, 1]}
+    (raw / "valid.csv").write_text((raw / "valid.csv").read_text().replace("\n1,5,975,", "\n,5,975,"))
+    with pytest.raises(CtrbenchError, match=r"valid.csv:2: missing or empty field 'label'"):
+        preprocess_frappe(raw, tmp_path / "out", PreprocessOptions())
+
+    log = copy_release(tmp_path, "raw") / "frappe.csv"  # a context field of the log: missing too
+    log.write_text(log.read_text().replace("0\t0\t1\tmorning\t", "0\t0\t1\t\t"))
+    fmap = preprocess_frappe(log.parent, tmp_path / "out", PreprocessOptions())
+    assert fmap.source["skipped_rows"] == {} and fmap.source["inputs"]["frappe.csv"]["rows_kept"] == 6
+
+
 @pytest.mark.parametrize("release, file, line, text, message", [
     ("bars_x1", "train.csv", 1, "label,user,item\n", "train.csv:1: wrong header 'label,user,item'; expected "
                                                      "'label,user,item,daytime,"),
     ("bars_x1", "valid.csv", 3, "2,7,999,5044,5046,5053,5055,5058,5060,5070,5150\n",
      "valid.csv:3: label must be 0 or 1, found '2'; fix the file or pass --skip-bad-rows"),
-    ("bars_x1", "test.csv", 2, "0,3,960\n", "test.csv:2: missing or empty field 'daytime'"),
+    ("bars_x1", "test.csv", 2, "0,3,960\n", "test.csv:2: fewer than the header's 11 fields"),
     ("bars_x1", "test.csv", 3, "1,5,961,5041,5046,5053,5055,5058,5060,5070,5150,9\n",
      "test.csv:3: more than the header's 11 fields"),
     ("libfm", "frappe.train.libfm", 4, "1 5:1 961:1 5042:1\r\n", "frappe.train.libfm:4: expected 11 tokens"),
@@ -108,7 +131,7 @@ def test_raw_log_positives_negatives_and_split(tmp_path):
      "frappe.test.libfm:1: label must be -1 or 1, found '0'"),
     ("libfm", "frappe.validation.libfm", 2, "-1 7:1 999:1 5044:1 5046:1 5053:1 5055:1 5058:1 5060:1 5070:1 5382:1\r\n",
      "frappe.validation.libfm:2: city index outside its block 5149-5381, found 5382"),
-    ("raw", "frappe.csv", 5, "1\t0\t2\tnight\n", "frappe.csv:5: missing or empty field 'weekday'"),
+    ("raw", "frappe.csv", 5, "1\t0\t2\tnight\n", "frappe.csv:5: fewer than the header's 11 fields"),
 ])
 def test_bad_row_stops_with_file_and_line(release, file, line, text, message, tmp_path):
     raw = copy_release(tmp_path, release)
@@ -187,15 +210,15 @@ def test_real_raw_log_builds_three_rows_per_positive(tmp_path):
     fmap = preprocess_frappe(REAL_DATA, tmp_path / "out", PreprocessOptions(release="raw"))
     assert {s: info.rows for s, info in fmap.splits.items()} == {"train": 202_026, "valid": 57_722, "test": 28_861}
     assert sum(pl.read_parquet(fmap.split_paths(s))["label"].sum() for s in BARS_ROWS) == 96_203
-    assert fmap.source["inputs"]["frappe.csv"]["rows"] == 96_203
+    assert fmap.source["inputs"]["frappe.csv"]["rows_kept"] == 96_203
 
 
 def test_config_fields_select_features_and_typos_are_named(tmp_path, monkeypatch):
-    import preprocess.common
+    import preprocess.rules
     from ctrbench.datasets import load_dataset_config
 
     config = load_dataset_config("frappe")
-    monkeypatch.setattr(preprocess.common, "load_dataset_config", lambda name: config)
+    monkeypatch.setattr(preprocess.rules, "load_dataset_config", lambda name: config)
     config.preprocess = {**config.preprocess, "fields": ["item", "user"]}
     fmap = preprocess_frappe(FIXTURES / "bars_x1", tmp_path / "out", PreprocessOptions())
     assert [f.name for f in fmap.features] == ["item", "user"]

@@ -10,10 +10,11 @@ import polars as pl
 import pytest
 
 from ctrbench.features import FeatureMap
-from preprocess import PreprocessOptions, kuaivideo_synthetic, microvideo_synthetic
+from preprocess import kuaivideo_synthetic, microvideo_synthetic
 from preprocess.history_synthetic import Sizes, zipf_ranks
 from preprocess.kuaivideo import preprocess_kuaivideo
 from preprocess.microvideo import preprocess_microvideo
+from preprocess.options import PreprocessOptions
 
 SIZES = Sizes(train_rows=3000, test_rows=1000, users=50, items=3000)
 # sha256 of the processed splits (`content_digest`) of the seed-1 releases of SIZES, as written by the

@@ -18,8 +18,8 @@ import pytest
 from ctrbench.cli import main
 from ctrbench.errors import CtrbenchError
 from ctrbench.features import FeatureMap
-from preprocess import PreprocessOptions
 from preprocess.kuaivideo import preprocess_kuaivideo
+from preprocess.options import PreprocessOptions
 
 FIXTURES = Path(__file__).parent / "fixtures" / "kuaivideo"
 VECTORS = np.arange(10, dtype=np.float32).reshape(5, 2)  # items 100, 200, 300, 400, 500
@@ -79,7 +79,17 @@ def test_bars_release_encodes_exactly(key_dtype, rules, tmp_path):
     assert table.tolist() == [[0, 0], [0, 0], VECTORS[1].tolist(), VECTORS[2].tolist(), VECTORS[0].tolist(),
                               VECTORS[3].tolist(), VECTORS[4].tolist()]
     assert fmap.splits["valid"] == fmap.splits["test"]
-    assert fmap.source["inputs"]["item_visual_emb_dim64.h5"]["rows"] == 5
+    assert fmap.source["inputs"]["item_visual_emb_dim64.h5"]["rows_kept"] == 5
+
+
+def test_bars_empty_ids_are_missing_values(rules, tmp_path):
+    """An empty user_id or item_id is OOV (FuxiCTR fills "", which no vocabulary holds); the row is kept."""
+    raw = make_release(tmp_path)
+    (raw / "test.csv").write_text((raw / "test.csv").read_text().replace("16,9,100,0,", "16,,,0,"))
+    fmap = preprocess_kuaivideo(raw, tmp_path / "out", PreprocessOptions())
+    test = read_split(fmap, "test")
+    assert fmap.source["skipped_rows"] == {} and fmap.splits["test"].rows == 2
+    assert test["user_id"][1] == test["item_id"][1] == test["item_emb"][1] == 1
 
 
 def test_keep_oldest_items_as_the_bars_converter(rules, tmp_path):
@@ -96,7 +106,7 @@ def test_keep_oldest_items_as_the_bars_converter(rules, tmp_path):
      "train.csv:1: wrong header 'timestamp,user_id,item_id,is_click,is_like,is_follow,pos_items'; expected "
      "'timestamp,user_id,item_id,is_click,is_like,is_follow,pos_items,neg_items'"),
     ("train.csv", 5, "4,7,100,0.5,0,0,200^300,300\n", "train.csv:5: is_click must be 0 or 1, found '0.5'"),
-    ("test.csv", 3, "16,9,,0,0,0,,400\n", "test.csv:3: missing or empty field 'item_id'"),
+    ("test.csv", 3, "16,9,,0,0,0\n", "test.csv:3: fewer than the header's 8 fields"),
 ])
 def test_bad_row_stops_with_file_and_line(file, line, text, message, tmp_path):
     raw = make_release(tmp_path)
@@ -166,7 +176,7 @@ def test_alpine_release_encodes_exactly(keep, one_item, rules, tmp_path):
     assert test["item_id"] == [1, 2] and test["item_emb"] == [402, 2] and test["user_id"] == [2, 1]
     assert test["pos_items"][0] == [2, 4] and test["neg_items"][0] == [0, 3]  # 100, 300 | 200
     assert fmap.feature("item_emb").vocab_size == 602
-    assert {name: entry["rows"] for name, entry in fmap.source["inputs"].items()} == {
+    assert {name: entry["rows_kept"] for name, entry in fmap.source["inputs"].items()} == {
         "dataset.pkl": 5, "visual64_select.npy": 600}
     rules(min_count=1, max_len=1, keep=keep)
     fmap = preprocess_kuaivideo(make_alpine_release(tmp_path / "short"), tmp_path / "out", PreprocessOptions())

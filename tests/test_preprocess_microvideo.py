@@ -21,8 +21,8 @@ from ctrbench.data import load_split
 from ctrbench.embedding import FeatureEmbedding
 from ctrbench.errors import CtrbenchError
 from ctrbench.features import FeatureMap
-from preprocess import PreprocessOptions
 from preprocess.microvideo import preprocess_microvideo
+from preprocess.options import PreprocessOptions
 
 FIXTURES = Path(__file__).parent / "fixtures" / "microvideo"
 TRAIN_VECTORS = np.arange(12, dtype=np.float64).reshape(4, 3)  # THACIL train items 0..3
@@ -91,8 +91,9 @@ def test_both_releases_encode_exactly(release, rules, tmp_path):
     table = np.load(fmap.root / item.embedding_source)
     assert table.dtype == np.float32 and np.array_equal(table, np.array(EXPECTED_TABLE, dtype=np.float32))
     assert fmap.source["release"] == release
-    input_rows = [entry["rows"] for entry in fmap.source["inputs"].values()]
-    assert input_rows == ([7, 3, 4, 2] if release == "raw" else [7, 3, 6])  # CSV rows; vectors per table
+    rows_kept = [entry["rows_kept"] for entry in fmap.source["inputs"].values()]
+    assert rows_kept == ([7, 3, 4, 2] if release == "raw" else [7, 3, 6])  # CSV rows; vectors per table
+    assert all(entry["rows_read"] == entry["rows_kept"] for entry in fmap.source["inputs"].values())
 
 
 def test_raw_histories_hold_only_earlier_train_clicks(rules, tmp_path):
@@ -178,7 +179,9 @@ def test_skip_bad_rows_counts_them(rules, tmp_path):
         "train_data.csv: is_click must be 0 or 1": 1, "train_data.csv: empty line": 1,
         "test_data.csv: timestamp must be an integer": 1}
     assert read_split(fmap, "train") == EXPECTED["train"] and read_split(fmap, "test") == EXPECTED["test"]
-    assert fmap.source["inputs"]["train_data.csv"]["rows"] == 7
+    inputs = fmap.source["inputs"]
+    assert [(inputs[name]["rows_read"], inputs[name]["rows_kept"]) for name in ("train_data.csv", "test_data.csv")] == [
+        (10, 7), (4, 3)]
 
 
 def test_bad_pretrained_files(tmp_path):

@@ -5,6 +5,7 @@ BARS MovielensLatest_x1 CSVs, NFM's ml-tag libfm files (CRLF, -1/1 labels, user 
 and MovieLens tags.csv (quoted tags with commas and doubled quotes, non-ASCII text, case kept).
 """
 
+import json
 import shutil
 from pathlib import Path
 
@@ -14,9 +15,10 @@ import pytest
 from ctrbench.cli import main
 from ctrbench.errors import CtrbenchError
 from ctrbench.features import FeatureMap
-from preprocess import PreprocessOptions
-from preprocess.common import BadRows, CategoricalRules, load_rules
+from preprocess.bad_rows import BadRows
 from preprocess.movielens import FIELDS, preprocess_movielens, read_release
+from preprocess.options import PreprocessOptions
+from preprocess.rules import CategoricalRules, load_rules
 
 FIXTURES = Path(__file__).parent / "fixtures" / "movielens"
 
@@ -52,7 +54,7 @@ def test_given_splits_encode_exactly(release, tmp_path):
     for split, expected in EXPECTED.items():
         assert read_split(fmap, split) == expected
     assert fmap.source["release"] == release
-    assert [entry["rows"] for entry in fmap.source["inputs"].values()] == [6, 2, 2]
+    assert [entry["rows_kept"] for entry in fmap.source["inputs"].values()] == [6, 2, 2]
 
 
 def test_raw_tags_keep_quoted_text_and_sample_unassigned_tags(tmp_path):
@@ -72,7 +74,7 @@ def test_raw_tags_keep_quoted_text_and_sample_unassigned_tags(tmp_path):
 
     fmap = preprocess_movielens(FIXTURES / "raw", tmp_path / "out", PreprocessOptions())
     assert {s: info.rows for s, info in fmap.splits.items()} == {"train": 19, "valid": 5, "test": 3}
-    assert fmap.source["inputs"]["tags.csv"]["rows"] == 9
+    assert fmap.source["inputs"]["tags.csv"]["rows_read"] == fmap.source["inputs"]["tags.csv"]["rows_kept"] == 9
     assert {s: read_split(fmap, s)["label"] for s in frames} == {s: frames[s]["label"].to_list() for s in frames}
 
     crlf = copy_release(tmp_path, "raw")
@@ -116,7 +118,14 @@ def test_skip_bad_rows_drops_empty_tags_and_counts_them(tmp_path):
     fmap = preprocess_movielens(raw, tmp_path / "out", PreprocessOptions(skip_bad_rows=True))
     assert fmap.source["skipped_rows"] == {"tags.csv: missing or empty field 'tag'": 2,
                                            "tags.csv: more than the header's 4 fields": 1}
-    assert fmap.source["inputs"]["tags.csv"]["rows"] == 9
+    inputs = fmap.source["inputs"]["tags.csv"]
+    assert (inputs["rows_read"], inputs["rows_kept"]) == (12, 9)  # the 9 good rows and the 3 bad ones
+
+    # A feature map written before both counts were recorded (one `rows`) still loads.
+    written = json.loads((tmp_path / "out" / "feature_map.json").read_text())
+    written["source"]["inputs"]["tags.csv"] = {"sha256": inputs["sha256"], "bytes": inputs["bytes"], "rows": 9}
+    (tmp_path / "out" / "feature_map.json").write_text(json.dumps(written))
+    assert FeatureMap.load(tmp_path / "out").source["inputs"]["tags.csv"]["rows"] == 9
 
 
 def test_cli_preprocess_movielens(tmp_path, capsys):

@@ -17,8 +17,8 @@ from ctrbench.cli import main
 from ctrbench.datasets import load_dataset_config
 from ctrbench.errors import CtrbenchError
 from ctrbench.features import FeatureMap
-from preprocess import PreprocessOptions
-from preprocess.common import load_rules
+from preprocess.options import PreprocessOptions
+from preprocess.rules import load_rules
 from preprocess.taobaoads import TaobaoRules, preprocess_taobaoads
 
 FIXTURES = Path(__file__).parent / "fixtures" / "taobaoads"
@@ -76,7 +76,7 @@ def test_raw_release_encodes_exactly(rules, tmp_path):
     assert fmap.source["impressions_outside_the_days"] == 1
     assert fmap.source["impressions_without_ad_features"] == 1
     assert fmap.source["impressions_without_user_profile"] == 2
-    assert {name: entry["rows"] for name, entry in fmap.source["inputs"].items()} == {
+    assert {name: entry["rows_kept"] for name, entry in fmap.source["inputs"].items()} == {
         "raw_sample.csv": 6, "ad_feature.csv": 3, "user_profile.csv": 2, "behavior_log.csv": 7}
     assert fmap.source["rules"]["train_days"] == ["2017-05-06", "2017-05-12"]
 
@@ -110,6 +110,22 @@ def test_bars_release_encodes_exactly(rules, tmp_path):
     assert fmap.feature("brand").vocab_size == 6 and fmap.feature("btag_his").vocab_size == 5
 
 
+def test_bars_empty_fields_are_missing_values(rules, tmp_path):
+    """An empty categorical field is OOV (FuxiCTR fills "", which no vocabulary holds), an empty price 0.0
+    (its numeric fill); the row is kept. An empty clk is a bad row."""
+    raw = copy_release(tmp_path, "bars_x1")
+    row = "1,1,8,,2,0,0,0,0,0,0,0,0,99,0,0,0,0,0.0,430539_1007,1"
+    (raw / "test.csv").write_text((raw / "test.csv").read_text().replace(row, "1,1,8,,2,0,,0,0,0,0,0,0,99,0,0,0,,,"
+                                                                                     "430539_1007,1"))
+    fmap = preprocess_taobaoads(raw, tmp_path / "out", PreprocessOptions())
+    test = read_split(fmap, "test")
+    assert fmap.source["skipped_rows"] == {} and test["label"] == [0, 1]
+    assert test["brand"] == [2, 1] and test["cms_group_id"] == [2, 1] and test["price"] == [49.0, 0.0]
+    (raw / "test.csv").write_text((raw / "test.csv").read_text().replace("\n0,1^2^3,", "\n,1^2^3,"))
+    with pytest.raises(CtrbenchError, match=r"test.csv:2: missing or empty field 'clk'"):
+        preprocess_taobaoads(raw, tmp_path / "out", PreprocessOptions())
+
+
 def test_default_min_count_10_maps_rare_values_to_oov(tmp_path):
     assert load_rules("taobaoads", TaobaoRules).min_count == 10
     fmap = preprocess_taobaoads(FIXTURES / "bars_x1", tmp_path / "out", PreprocessOptions())
@@ -132,7 +148,7 @@ def test_default_min_count_10_maps_rare_values_to_oov(tmp_path):
     ("raw", "ad_feature.csv", 3, "12,6,902,802,NULL,\n", "ad_feature.csv:3: missing or empty field 'price'"),
     ("bars_x1", "test.csv", 2, "0,1,5,100,1,0,5,2,3,0,3,0,2,11,5,901,801,100,cheap,430548_1007,1\n",
      "test.csv:2: price must be a number, found 'cheap'"),
-    ("bars_x1", "train.csv", 4, "1,1,8,,2,0\n", "train.csv:4: missing or empty field 'cms_group_id'"),
+    ("bars_x1", "train.csv", 4, "1,1,8,,2,0\n", "train.csv:4: fewer than the header's 21 fields"),
 ])
 def test_bad_row_stops_with_file_and_line(release, file, line, text, message, tmp_path):
     raw = copy_release(tmp_path, release)
@@ -172,7 +188,7 @@ def test_cli_preprocess_taobaoads(tmp_path, capsys):
 
 
 def test_rules_name_the_bad_key():
-    from preprocess.common import rules_from_section
+    from preprocess.rules import rules_from_section
 
     good = load_dataset_config("taobaoads").preprocess
     assert rules_from_section(good, TaobaoRules, "t.yaml: preprocess").test_days[0].isoformat() == "2017-05-13"

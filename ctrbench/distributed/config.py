@@ -21,6 +21,7 @@ from typing import Any, Literal
 from ctrbench.config import build_dataclass, check_kwargs, load_yaml, parse_overrides, signature_hints
 from ctrbench.device import TablePrecision
 from ctrbench.errors import CtrbenchError
+from ctrbench.options import BASE_SEED
 from model_zoo import get_model_class
 
 ShardingType = Literal["data_parallel", "table_wise", "row_wise", "column_wise", "table_row_wise",
@@ -50,7 +51,7 @@ class DistributedConfig:
     checkpoint_every: int = 0  # steps between checkpoints; 0: only at the end of the pass / session
     log_every: int = 100  # steps between loss lines (and entries of the result's loss history)
     output_dir: str | None = None  # result.json goes here
-    seed: int = 2021
+    seed: int = BASE_SEED
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: one GPU per process when CUDA is available
     prefetch_batches: int = 4  # batches decoded ahead on a background thread
 
