@@ -65,6 +65,25 @@ def test_sparse_batch_holds_one_id_per_categorical_row_and_unpadded_sequences():
     assert sparse.lengths().tolist() == [1, 1, 1, 1, 2, 0]
 
 
+def test_a_sequence_reading_another_columns_items_gets_them_mapped_to_its_vocabulary(tmp_path):
+    """h_a is h_b's history (one column) in a's vocabulary: the bag holds map[item] of h_b's items."""
+    specs = [FeatureSpec("a", "categorical", vocab_size=4), FeatureSpec("b", "categorical", vocab_size=6),
+             FeatureSpec("h_b", "sequence", vocab_size=6, max_len=3, share_embedding="b"),
+             FeatureSpec("h_a", "sequence", vocab_size=4, max_len=3, share_embedding="a", column="h_b",
+                         index_map="index_maps/b-a.npy")]
+    fmap = FeatureMap(dataset="t", label="y", features=specs, root=tmp_path)
+    (tmp_path / "index_maps").mkdir()
+    np.save(tmp_path / "index_maps" / "b-a.npy", np.array([0, 1, 3, 1, 2, 1], np.int32))
+    batch = Batch(categorical=torch.tensor([[2, 5], [3, 4]], dtype=torch.int32),
+                  pretrained=torch.zeros(2, 0, dtype=torch.int32), numeric=torch.zeros(2, 0),
+                  sequences={"h_b": torch.tensor([[4, 0, 2], [0, 0, 5]], dtype=torch.int32)},
+                  label=torch.tensor([1.0, 0.0]))
+    sparse = SparseBatch.from_batch(batch, fmap).sparse
+    assert sparse.keys() == ["a", "b", "h_b", "h_a"]
+    assert sparse.values().tolist() == [2, 3, 5, 4, 4, 2, 5, 2, 3, 1]
+    assert sparse.lengths().tolist() == [1, 1, 1, 1, 2, 1, 2, 1]
+
+
 def _row_id_dataset(directory, file_rows, group_rows):
     """One numeric column holding the global row number, files of `file_rows` rows."""
     specs = [FeatureSpec("row", "numeric"), FeatureSpec("c", "categorical", vocab_size=4)]

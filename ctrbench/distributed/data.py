@@ -25,7 +25,7 @@ import torch
 from torchrec import KeyedJaggedTensor
 from torchrec.streamable import Pipelineable
 
-from ctrbench.data import Batch, RowGroup, batch_from_arrow, rebatch, row_groups
+from ctrbench.data import Batch, RowGroup, batch_from_arrow, load_index_map, parquet_columns, rebatch, row_groups
 from ctrbench.errors import CtrbenchError
 from ctrbench.features import PADDING_INDEX, FeatureMap
 
@@ -33,6 +33,11 @@ from ctrbench.features import PADDING_INDEX, FeatureMap
 def sparse_feature_names(fmap: FeatureMap) -> list[str]:
     """Keys of the KeyedJaggedTensor, in order: categorical features, then sequences."""
     return [f.name for f in fmap.of_type("categorical")] + [f.name for f in fmap.of_type("sequence")]
+
+
+def load_index_maps(fmap: FeatureMap) -> dict[str, torch.Tensor]:
+    """The index maps of the sequences that read another's column (`FeatureSpec.index_map`), by feature."""
+    return {spec.name: load_index_map(fmap, spec) for spec in fmap.of_type("sequence") if spec.index_map is not None}
 
 
 @dataclass
@@ -44,15 +49,18 @@ class SparseBatch(Pipelineable):
     label: torch.Tensor  # float32 [B]
 
     @classmethod
-    def from_batch(cls, batch: Batch, fmap: FeatureMap) -> SparseBatch:
-        """Categorical columns become bags of one id; sequences lose their padding (index 0)."""
+    def from_batch(cls, batch: Batch, fmap: FeatureMap, index_maps: dict[str, torch.Tensor] | None = None) -> SparseBatch:
+        """Categorical columns become bags of one id; sequences lose their padding (index 0), and a sequence
+        reading another's column has its items mapped to its own vocabulary. `index_maps`:
+        `load_index_maps(fmap)`, loaded once by a caller converting many batches (None: loaded here)."""
+        index_maps = load_index_maps(fmap) if index_maps is None else index_maps
         rows = len(batch)
         values = [batch.categorical.t().reshape(-1)]
         lengths = [torch.ones(batch.categorical.numel(), dtype=torch.int32)]
         for spec in fmap.of_type("sequence"):
-            items = batch.sequences[spec.name]
+            items = batch.sequence(spec)
             present = items != PADDING_INDEX
-            values.append(items[present])
+            values.append(items[present] if spec.name not in index_maps else index_maps[spec.name][items[present].long()])
             lengths.append(present.sum(dim=1, dtype=torch.int32))
         sparse = KeyedJaggedTensor(keys=sparse_feature_names(fmap), values=torch.cat(values),
                                    lengths=torch.cat(lengths), stride=rows)
@@ -102,7 +110,7 @@ class RankShare:
         max_rows = -(-sum(group.rows for group in groups) // (world_size * pieces_per_rank))
         self.groups = cut(groups, max(max_rows, 1))[rank::world_size]
         self.rows = sum(group.rows for group in self.groups)
-        self.columns = [f.name for f in fmap.features] + [fmap.label]
+        self.columns = parquet_columns(fmap)
         self._decoded: tuple[tuple[Path, int], Batch] | None = None  # the last row group read
 
     def _read(self, group: RowGroup) -> Batch:
