@@ -144,6 +144,22 @@ class FeatureEmbedding(nn.Module):
             pooled = pooled / mask.sum(dim=1).clamp(min=1.0)
         return pooled
 
+    @property
+    def frozen_fields(self) -> list[str]:
+        """The fields looked up in frozen pretrained tables (then projected), in X0 order: the pretrained
+        features, then the sequences sharing their tables."""
+        return self.pretrained_names + [s.name for s in self.sequence_specs
+                                        if (s.share_embedding or s.name) in self.projections]
+
+    def embed_frozen(self, pretrained: torch.Tensor, sequences: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The `frozen_fields` [B, n, d] from a batch's pretrained columns (all of them, int32 [B, n_pretrained],
+        as `Batch.pretrained`) and its stored sequence columns (as `Batch.sequences`), as `forward` makes them."""
+        columns = self._columns_of(pretrained, "pretrained_embedding")
+        fields = [self._pretrained_lookup(name, columns[:, j]) for j, name in enumerate(self.pretrained_names)]
+        fields += [self._sequence(spec, sequences[spec.stored_as]) for spec in self.sequence_specs
+                   if (spec.share_embedding or spec.name) in self.projections]
+        return torch.stack(fields, dim=1)
+
     def _columns_of(self, values: torch.Tensor, kind: str) -> torch.Tensor:
         return values if self.column_index is None else values[:, self.column_index[kind]]
 

@@ -41,7 +41,7 @@ from ctrbench.data import Batch, prefetch
 from ctrbench.device import pick_device
 from ctrbench.distributed.checkpoint import Checkpoints
 from ctrbench.distributed.config import DistributedConfig, load_config
-from ctrbench.distributed.data import RankShare, SparseBatch, load_index_maps
+from ctrbench.distributed.data import RankShare, SparseBatch, frozen_columns, load_index_maps
 from ctrbench.distributed.model import PooledInputs, ShardedCTRModel, build_sharded_model, initialize_tables
 from ctrbench.distributed.sharding import (LinearWarmup, make_optimizer, make_planner, make_sharder, plan_tables,
                                            shard, table_layout)
@@ -138,7 +138,9 @@ def _model_stats(sharded: ShardedCTRModel, fmap: FeatureMap) -> ModelStats:
         widths = [table.embedding_dim for table in tables for _ in table.feature_names]
         pooled[group] = KeyedTensor(keys=keys, length_per_key=widths, values=torch.zeros(rows, sum(widths)))
     numeric = torch.zeros(rows, len(fmap.of_type("numeric")))
-    flops = forward_flops(sharded.model, PooledInputs(numeric, pooled))
+    pretrained = torch.zeros(rows, len(fmap.of_type("pretrained_embedding")), dtype=torch.int32)
+    sequences = {name: torch.zeros(rows, fmap.feature(name).max_len, dtype=torch.int32) for name in frozen_columns(fmap)}
+    flops = forward_flops(sharded.model, PooledInputs(numeric, pooled, pretrained, sequences))
     return ModelStats(dense, sum(c.num_embeddings * c.embedding_dim for c in configs), flops / rows / 1e6)
 
 
