@@ -1137,7 +1137,7 @@ def encoding(features: Sequence[Feature], vocabularies: dict[str, Vocabulary]
                                           lambda values, v=vocabulary: pl.Series(v.lookup(values)))
                            .alias(feature.name))
     for (source, max_len, keep), targets in sequences.items():
-        plan = stored_once([(name, vocab_owner, vocabulary) for name, vocab_owner, vocabulary in targets])
+        plan = stored_once(targets)
         for i, spec in enumerate(specs):
             if spec.name in plan and plan[spec.name][0] != spec.name:
                 column, path, mapping = plan[spec.name]
