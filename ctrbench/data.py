@@ -48,7 +48,7 @@ import pyarrow.parquet as pq
 import torch
 
 from ctrbench.errors import CtrbenchError
-from ctrbench.features import SPLITS, FeatureMap, FeatureSpec
+from ctrbench.features import PADDING_INDEX, SPLITS, FeatureMap, FeatureSpec
 
 MEMORY_FRACTION = 0.5  # of MemAvailable, the default budget for splits held in memory
 MEMORY_BUDGET_ENV = "CTRBENCH_MEMORY_BUDGET"
@@ -59,8 +59,9 @@ class Batch:
     """Inputs and labels of a set of rows, grouped by feature type.
 
     Column j of `categorical` is feature `feature_map.of_type("categorical")[j]`, likewise for
-    `pretrained` (pretrained_embedding features) and `numeric`; `sequences` maps a sequence feature's
-    name to its [rows, max_len] index matrix.
+    `pretrained` (pretrained_embedding features) and `numeric`; `sequences` maps each stored sequence
+    column (`FeatureMap.stored`) to its [rows, max_len] index matrix: a sequence reading another's
+    column (`FeatureSpec.column`) gets that very tensor from `sequence`, held once.
     """
 
     categorical: torch.Tensor  # int32 [B, n_categorical]
@@ -82,9 +83,14 @@ class Batch:
             categorical=matrix(len(fmap.of_type("categorical")), torch.int32),
             pretrained=matrix(len(fmap.of_type("pretrained_embedding")), torch.int32),
             numeric=matrix(len(fmap.of_type("numeric")), torch.float32),
-            sequences={f.name: matrix(f.max_len, torch.int32) for f in fmap.of_type("sequence")},
+            sequences={f.name: matrix(f.max_len, torch.int32) for f in fmap.stored("sequence")},
             label=torch.empty(rows, dtype=torch.float32),
         )
+
+    def sequence(self, spec: FeatureSpec) -> torch.Tensor:
+        """A sequence feature's items, int32 [B, max_len]: indices in the vocabulary of its column's
+        feature (map them with `load_index_map` where the feature has an index_map)."""
+        return self.sequences[spec.stored_as]
 
     def _map(self, fn) -> Batch:
         return Batch(
@@ -201,14 +207,15 @@ def batch_from_arrow(table: pa.Table, fmap: FeatureMap, where: str, out: Batch |
     numeric = out.numeric.numpy()
     for j, spec in enumerate(fmap.of_type("numeric")):
         numeric[:, j] = _numeric_column(_column(table, spec.name, where), spec, where, first_row)
-    for spec in fmap.of_type("sequence"):
+    for spec in fmap.stored("sequence"):
         out.sequences[spec.name].numpy()[:] = _sequence_column(_column(table, spec.name, where), spec, where)
     out.label.numpy()[:] = _label_column(_column(table, fmap.label, where), fmap.label, where, first_row)
     return out
 
 
-def _columns(fmap: FeatureMap) -> list[str]:
-    return [f.name for f in fmap.features] + [fmap.label]
+def parquet_columns(fmap: FeatureMap) -> list[str]:
+    """The columns a split file holds: each stored feature's, then the label."""
+    return [f.name for f in fmap.stored()] + [fmap.label]
 
 
 def _read_schema(path: Path, fmap: FeatureMap) -> pq.FileMetaData:
@@ -219,7 +226,7 @@ def _read_schema(path: Path, fmap: FeatureMap) -> pq.FileMetaData:
         metadata = pq.read_metadata(path)
     except (pa.ArrowInvalid, OSError) as exc:
         raise CtrbenchError(f"{path}: not a readable parquet file ({exc})") from None
-    missing = [c for c in _columns(fmap) if c not in metadata.schema.to_arrow_schema().names]
+    missing = [c for c in parquet_columns(fmap) if c not in metadata.schema.to_arrow_schema().names]
     if missing:
         raise CtrbenchError(f"{path}: columns {missing} are in the feature map but not in the file; "
                             "the feature map does not match this parquet schema")
@@ -259,7 +266,7 @@ def read_row_groups(fmap: FeatureMap, groups: list[RowGroup]) -> Batch:
             sizes = [parquet.metadata.row_group(i).num_rows for i in range(parquet.num_row_groups)]
             files[group.path] = parquet, np.cumsum([0] + sizes).tolist()
         parquet, first_rows = files[group.path]
-        table = parquet.read_row_group(group.index, columns=_columns(fmap)).slice(group.start, group.rows)
+        table = parquet.read_row_group(group.index, columns=parquet_columns(fmap)).slice(group.start, group.rows)
         batch_from_arrow(table, fmap, str(group.path), out.slice(start, start + group.rows),
                          first_row=first_rows[group.index] + group.start)
         del table  # before the next row group is read
@@ -291,6 +298,25 @@ def _check_rows(fmap: FeatureMap, split: str, rows: int) -> None:
 def load_split(fmap: FeatureMap, split: str) -> Batch:
     """Read a whole split into memory as one checked `Batch`."""
     return read_row_groups(fmap, _split_groups(fmap, split))
+
+
+def load_index_map(fmap: FeatureMap, spec: FeatureSpec) -> torch.Tensor | None:
+    """The index map of a sequence reading another's column (int32 [column vocab_size], values in
+    [0, spec.vocab_size)), checked against the feature map; None where the feature needs none."""
+    if spec.index_map is None:
+        return None
+    path = fmap.root / spec.index_map
+    if not path.is_file():
+        raise CtrbenchError(f"{path}: index map of feature {spec.name!r} is missing; re-run `ctrbench preprocess`")
+    values = np.load(path)
+    expected = fmap.feature(spec.column).vocab_size
+    if values.shape != (expected,) or values.dtype != np.int32:
+        raise CtrbenchError(f"{path}: index map of feature {spec.name!r} must be int32 of shape ({expected},) "
+                            f"(the vocabulary of column {spec.column!r}), found {values.dtype} {values.shape}")
+    _check_range(values, spec, str(path))
+    if values[0] != PADDING_INDEX:
+        raise CtrbenchError(f"{path}: index map of feature {spec.name!r} maps padding (0) to {values[0]}, not to 0")
+    return torch.from_numpy(values)
 
 
 def load_labels(fmap: FeatureMap, split: str) -> np.ndarray:
@@ -431,9 +457,9 @@ def prefetch(items: Iterable[T], transform: Callable[[T], object], depth: int) -
 
 def row_bytes(fmap: FeatureMap) -> int:
     """Bytes one row takes in memory: 4 per categorical, pretrained and numeric column, 4 per item of
-    each sequence's max_len, 4 for the label."""
+    each stored sequence's max_len (a sequence reading another's column adds nothing), 4 for the label."""
     flat = len(fmap.of_type("categorical", "pretrained_embedding", "numeric"))
-    return 4 * (flat + sum(f.max_len for f in fmap.of_type("sequence")) + 1)
+    return 4 * (flat + sum(f.max_len for f in fmap.stored("sequence")) + 1)
 
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}

@@ -11,7 +11,8 @@ Fields come in a fixed order, grouped by feature type (each group in feature-map
   `numeric_fields` d-dim fields (DLRM's and Wukong's bottom MLP; ReLU after every layer).
 * pretrained_embedding: a frozen table loaded from the dataset, then a learned linear map to d.
 * sequence: masked mean (or sum) of the item embeddings; padding (index 0) is left out. A sequence
-  with `share_embedding` uses that feature's table (and projection, when pretrained).
+  with `share_embedding` uses that feature's table (and projection, when pretrained). A sequence that
+  reads another's column (`FeatureSpec.column`) maps its items through its index map first.
 
 `features` restricts the layer to some features (FinalMLP's gate context): only those become fields,
 with tables of their own, as FuxiCTR's `required_feature_columns`.
@@ -34,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ctrbench.data import Batch
+from ctrbench.data import Batch, load_index_map
 from ctrbench.errors import CtrbenchError, unknown_name
 from ctrbench.features import FeatureMap, FeatureSpec
 from ctrbench.layers import MLP
@@ -68,6 +69,10 @@ class FeatureEmbedding(nn.Module):
         pretrained = [f for f in feature_map.of_type("pretrained_embedding") if f.name in selected]
         numeric = [f for f in feature_map.of_type("numeric") if f.name in selected]
         self.sequence_specs = [f for f in feature_map.of_type("sequence") if f.name in selected]
+        self.index_maps = [spec.name for spec in self.sequence_specs if spec.index_map is not None]
+        for name in self.index_maps:  # data, not parameters: loaded with the dataset, not checkpointed
+            self.register_buffer(f"index_map_{name}", load_index_map(feature_map, feature_map.feature(name)),
+                                 persistent=False)
         self.column_index = None if features is None else {
             kind: _columns(feature_map.of_type(kind), selected)
             for kind in ("categorical", "pretrained_embedding", "numeric")
@@ -127,6 +132,8 @@ class FeatureEmbedding(nn.Module):
 
     def _sequence(self, spec: FeatureSpec, items: torch.Tensor) -> torch.Tensor:
         owner = spec.share_embedding or spec.name
+        if spec.name in self.index_maps:  # padding stays 0 (load_index_map checks)
+            items = getattr(self, f"index_map_{spec.name}")[items.long()]
         if owner in self.projections:
             vectors = self._pretrained_lookup(owner, items)
         else:
@@ -136,6 +143,22 @@ class FeatureEmbedding(nn.Module):
         if self.sequence_pooling == "mean":
             pooled = pooled / mask.sum(dim=1).clamp(min=1.0)
         return pooled
+
+    @property
+    def frozen_fields(self) -> list[str]:
+        """The fields looked up in frozen pretrained tables (then projected), in X0 order: the pretrained
+        features, then the sequences sharing their tables."""
+        return self.pretrained_names + [s.name for s in self.sequence_specs
+                                        if (s.share_embedding or s.name) in self.projections]
+
+    def embed_frozen(self, pretrained: torch.Tensor, sequences: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The `frozen_fields` [B, n, d] from a batch's pretrained columns (all of them, int32 [B, n_pretrained],
+        as `Batch.pretrained`) and its stored sequence columns (as `Batch.sequences`), as `forward` makes them."""
+        columns = self._columns_of(pretrained, "pretrained_embedding")
+        fields = [self._pretrained_lookup(name, columns[:, j]) for j, name in enumerate(self.pretrained_names)]
+        fields += [self._sequence(spec, sequences[spec.stored_as]) for spec in self.sequence_specs
+                   if (spec.share_embedding or spec.name) in self.projections]
+        return torch.stack(fields, dim=1)
 
     def _columns_of(self, values: torch.Tensor, kind: str) -> torch.Tensor:
         return values if self.column_index is None else values[:, self.column_index[kind]]
@@ -160,7 +183,7 @@ class FeatureEmbedding(nn.Module):
         for j, name in enumerate(self.pretrained_names):
             fields.append(self._pretrained_lookup(name, pretrained[:, j]).unsqueeze(1))
         for spec in self.sequence_specs:
-            fields.append(self._sequence(spec, batch.sequences[spec.name]).unsqueeze(1))
+            fields.append(self._sequence(spec, batch.sequence(spec)).unsqueeze(1))
         return torch.cat(fields, dim=1)
 
 

@@ -6,12 +6,16 @@ A processed dataset is a directory:
     train/part-*.parquet    one or more files per split
     valid/... test/...
     pretrained/NAME.npy     frozen embedding tables for `pretrained_embedding` features (row = index)
+    index_maps/NAME.npy     index maps of sequences that read another sequence's column (below)
 
 Parquet columns, one per feature plus the label:
     categorical, pretrained_embedding  int32 index; 0 = padding, 1 = out-of-vocabulary, 2.. = vocabulary
     numeric                            float32, already transformed (the feature records how)
     sequence                           list<int32> of exactly `max_len` indices, padded with 0
     label                              float32 in {0, 1}
+A sequence with `column` has no column of its own: it reads the column of the sequence it names (the
+same raw history in another vocabulary, e.g. KuaiVideo's pos_items reads pos_items_emb's), through
+its `index_map` (index_maps/NAME.npy, int32: index in the column's vocabulary -> index in its own).
 
 Writers build datasets through `DatasetWriter`, which writes into a temporary directory and renames it
 into place only once everything (feature map last) is written, so an interrupted run never leaves a
@@ -58,6 +62,10 @@ class FeatureSpec:
     A sequence with `share_embedding` looks its items up in that feature's table (and then has the
     same vocabulary). A `pretrained_embedding` feature reads a frozen table from `embedding_source`
     (a .npy file relative to the dataset directory, `vocab_size` x `pretrained_dim`).
+    A sequence with `column` is stored once, in the parquet column of the sequence feature it names
+    (the same items of the same raw column, in that feature's vocabulary); `index_map` (a .npy file
+    relative to the dataset directory, int32 [that feature's vocab_size]) maps those indices to this
+    feature's, or is None where the two vocabularies are the same.
     """
 
     name: str
@@ -71,6 +79,8 @@ class FeatureSpec:
     pretrained_dim: int | None = None
     transform: str | None = None
     min_count: int | None = None
+    column: str | None = None
+    index_map: str | None = None
 
     def __post_init__(self) -> None:
         where = f"feature {self.name!r}"
@@ -80,6 +90,13 @@ class FeatureSpec:
             raise CtrbenchError(f"{where}: a sequence feature needs max_len >= 1")
         if self.type == "pretrained_embedding" and (not self.embedding_source or not self.pretrained_dim):
             raise CtrbenchError(f"{where}: a pretrained_embedding feature needs embedding_source and pretrained_dim")
+        if self.index_map is not None and self.column is None:
+            raise CtrbenchError(f"{where}: index_map maps the indices of another feature's column; name it in `column`")
+
+    @property
+    def stored_as(self) -> str:
+        """The parquet column (and `Batch` entry) holding this feature's values."""
+        return self.column or self.name
 
 
 @dataclass
@@ -117,6 +134,8 @@ class FeatureMap:
                         f"feature {spec.name!r}: share_embedding must name a categorical or "
                         f"pretrained_embedding feature, {target.name!r} is {target.type}"
                     )
+            if spec.column is not None:
+                _check_shared_column(spec, self.feature(spec.column))
 
     def feature(self, name: str) -> FeatureSpec:
         for spec in self.features:
@@ -126,6 +145,10 @@ class FeatureMap:
 
     def of_type(self, *types: str) -> list[FeatureSpec]:
         return [f for f in self.features if f.type in types]
+
+    def stored(self, *types: str) -> list[FeatureSpec]:
+        """The features of these types (all, if none named) that have a parquet column of their own."""
+        return [f for f in self.features if f.column is None and (not types or f.type in types)]
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -180,6 +203,26 @@ class FeatureMap:
         return [self.root / f for f in self.splits[split].files]
 
 
+# FeatureSpec fields added after datasets were first built: they enter a dataset's content hash only when
+# set, so a dataset that does not use them keeps the hash it had (and the runs stored on it their keys).
+LATER_FIELDS = ("column", "index_map")
+
+
+def _hashed_fields(spec: FeatureSpec) -> dict[str, Any]:
+    return {k: v for k, v in dataclasses.asdict(spec).items() if k not in LATER_FIELDS or v is not None}
+
+
+def _check_shared_column(spec: FeatureSpec, target: FeatureSpec) -> None:
+    where = f"feature {spec.name!r}: column {spec.column!r}"
+    if spec.type != "sequence" or target.type != "sequence" or target.column is not None:
+        raise CtrbenchError(f"{where}: only a sequence may read another sequence's column, one stored under its own name")
+    if spec.max_len != target.max_len:
+        raise CtrbenchError(f"{where}: max_len {spec.max_len} differs from that column's {target.max_len}")
+    if spec.index_map is None and spec.vocab_size != target.vocab_size:
+        raise CtrbenchError(f"{where}: without an index_map the two vocabularies must be the same, but their sizes "
+                            f"are {spec.vocab_size} and {target.vocab_size}")
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write a text file so that readers see either the old or the new content, never a torn one."""
     atomic_write_bytes(path, text.encode())
@@ -216,7 +259,7 @@ def sha256_file(path: str | Path, chunk_bytes: int = 1 << 22) -> str:
 def parquet_schema(fmap_label: str, features: list[FeatureSpec]) -> pa.Schema:
     """The arrow schema a split file must have for these features."""
     columns = []
-    for spec in features:
+    for spec in (f for f in features if f.column is None):  # a feature reading another's column has none
         if spec.type == "numeric":
             columns.append(pa.field(spec.name, pa.float32()))
         elif spec.type == "sequence":
@@ -332,7 +375,7 @@ class DatasetWriter:
                    "files" if skipped else "the raw files hold no rows; check that they are complete")
             raise CtrbenchError(f"{self.out_dir}: every split would be empty: {why}; nothing was written")
         fmap.splits = {s: SplitInfo(rows=self.rows[s], files=self.files[s]) for s in self.files}
-        digest = hashlib.sha256(json.dumps([dataclasses.asdict(f) for f in fmap.features]).encode())
+        digest = hashlib.sha256(json.dumps([_hashed_fields(f) for f in fmap.features]).encode())
         for relative in sorted(p.relative_to(self.tmp_dir).as_posix() for p in self.tmp_dir.rglob("*") if p.is_file()):
             digest.update(relative.encode() + sha256_file(self.tmp_dir / relative).encode())
         fmap.content_hash = digest.hexdigest()

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -174,14 +175,44 @@ def fit_vocabularies(train: pl.LazyFrame, features: Sequence[Feature]) -> dict[s
     return vocabularies
 
 
-def encoding(features: Sequence[Feature],
-             vocabularies: dict[str, Vocabulary]) -> tuple[list[FeatureSpec], list[pl.Expr]]:
-    """Each feature's spec and the expressions computing the processed columns from the raw columns.
+def stored_once(targets: Sequence[tuple[str, str, Vocabulary]]) -> dict[str, tuple[str, str | None, np.ndarray | None]]:
+    """Which of the sequences made from one raw column (name, table owner, vocabulary) are stored.
+
+    A sequence whose vocabulary's values all belong to a stored one's (KuaiVideo's pos_items, item_id
+    at min count 10, inside pos_items_emb's item_emb, every item) is not stored: it reads that column
+    through an index map, the stored vocabulary's index -> its own (padding and OOV to themselves),
+    exact since a value outside the larger vocabulary is outside the smaller one too. Returns, per
+    name: the column it reads, its map's file (None: the same vocabulary), and the map (None where
+    another sequence writes that file, or none is needed).
+    """
+    kept: list[tuple[str, str, Vocabulary]] = []
+    plan, written = {}, set()
+    for name, owner, vocabulary in sorted(targets, key=lambda target: -target[2].size):  # larger first
+        into = next((k for k in kept if k[2] is vocabulary or (k[2].lookup(vocabulary.values) != OOV_INDEX).all()), None)
+        if into is None:
+            kept.append((name, owner, vocabulary))
+            plan[name] = name, None, None
+        elif into[2] is vocabulary:
+            plan[name] = into[0], None, None
+        else:
+            path = f"index_maps/{into[1]}-{owner}.npy"
+            mapping = None if path in written else np.concatenate(
+                [np.array([PADDING_INDEX, OOV_INDEX], np.int32), vocabulary.lookup(into[2].values)])
+            written.add(path)
+            plan[name] = into[0], path, mapping
+    return plan
+
+
+def encoding(features: Sequence[Feature], vocabularies: dict[str, Vocabulary]
+             ) -> tuple[list[FeatureSpec], list[pl.Expr], dict[str, np.ndarray]]:
+    """Each feature's spec, the expressions computing the processed columns from the raw columns, and the
+    index maps to write (relative path -> int32 array).
 
     The sequences made from one raw column (e.g. KuaiVideo's pos_items and pos_items_emb) come out of
-    one struct column, to be unnested: the column is split once for all of them.
+    one struct column, to be unnested: the column is split once for all of them, and stored once where
+    one's vocabulary holds the others' (`stored_once`).
     """
-    specs, columns, sequences = [], [], {}
+    specs, columns, sequences, index_maps = [], [], {}, {}
     for feature in features:
         if feature.type == "numeric":
             specs.append(FeatureSpec(name=feature.name, type=feature.type, transform=feature.transform))
@@ -194,13 +225,21 @@ def encoding(features: Sequence[Feature],
                                  embedding_source=f"pretrained/{feature.name}.npy" if feature.pretrained else None,
                                  pretrained_dim=feature.pretrained[0].dim if feature.pretrained else None))
         if feature.type == "sequence":
-            sequences.setdefault((feature.source, feature.max_len, feature.keep), []).append((feature.name, vocabulary))
+            sequences.setdefault((feature.source, feature.max_len, feature.keep), []).append(
+                (feature.name, feature.share_embedding or feature.name, vocabulary))
         else:
             columns.append(encode_batches(pl.col(feature.source), pl.Int32,
                                           lambda values, v=vocabulary: pl.Series(v.lookup(values)))
                            .alias(feature.name))
     for (source, max_len, keep), targets in sequences.items():
-        names, vocabs = zip(*targets)
+        plan = stored_once(targets)
+        for i, spec in enumerate(specs):
+            if spec.name in plan and plan[spec.name][0] != spec.name:
+                column, path, mapping = plan[spec.name]
+                specs[i] = dataclasses.replace(spec, column=column, index_map=path)
+                if mapping is not None:
+                    index_maps[path] = mapping
+        names, vocabs = zip(*[(name, vocabulary) for name, _, vocabulary in targets if plan[name][0] == name])
 
         def encode(column: pl.Series, names=names, vocabs=vocabs, max_len=max_len, keep=keep) -> pl.Series:
             encoded = encode_sequence(column, vocabs, max_len, keep)
@@ -208,4 +247,4 @@ def encoding(features: Sequence[Feature],
 
         dtype = pl.Struct({name: pl.List(pl.Int32) for name in names})
         columns.append(encode_batches(pl.col(source), dtype, encode).alias(f"{source}:{max_len}:{keep}"))
-    return specs, columns
+    return specs, columns, index_maps

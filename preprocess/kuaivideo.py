@@ -25,7 +25,8 @@ Both releases are encoded with BARS's FuxiCTR feature definitions: user_id and i
 (min count 10); item_emb a pretrained embedding of the same item ids (frozen visual vectors, then a
 learned linear map), whose vocabulary holds every item that has a vector; pos_items / neg_items share
 item_id's table and pos_items_emb / neg_items_emb (the same histories) item_emb's, each `max_len`
-long (BARS: 100). is_like, is_follow and timestamp are not features. BARS has no validation split;
+long (BARS: 100). Each history is stored once, in item_emb's vocabulary (which holds every item_id
+value): pos_items reads pos_items_emb's column through an index map (`stored_once` in common.py). is_like, is_follow and timestamp are not features. BARS has no validation split;
 `valid` in dataset_configs/kuaivideo.yaml says what to do instead.
 """
 

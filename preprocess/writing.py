@@ -53,8 +53,10 @@ def write_dataset(out_dir: Path, dataset: str, release: str, raw: RawSplits, fea
     }
     with progress(f"{dataset}: fitting vocabularies on train"):
         vocabularies = fit_vocabularies(frames["train"], features)
-    specs, columns = encoding(features, vocabularies)
+    specs, columns, index_maps = encoding(features, vocabularies)
     with DatasetWriter(out_dir) as writer:
+        for relative, mapping in index_maps.items():
+            writer.write_array(relative, mapping)
         for feature in features:
             if feature.pretrained:
                 with progress(f"{dataset}: aligning the pretrained vectors of {feature.name}"):
@@ -67,7 +69,7 @@ def write_dataset(out_dir: Path, dataset: str, release: str, raw: RawSplits, fea
             relative = f"{split}/part-00000.parquet"
             with progress(f"{dataset}: encoding and writing the {split} split"):
                 (frame.select(*columns, pl.col(LABEL).cast(pl.Float32)).unnest(cs.struct())
-                 .select(*[spec.name for spec in specs], LABEL)).sink_parquet(
+                 .select(*[spec.name for spec in specs if spec.column is None], LABEL)).sink_parquet(
                     writer.path(relative), compression="zstd", row_group_size=writer.row_group_rows,
                     engine="streaming")
             written[split] = relative, pq.read_metadata(writer.path(relative)).num_rows

@@ -39,8 +39,11 @@ from ctrbench.record import RunRecord
 from ctrbench.results import ResultsStore
 from ctrbench.synthetic import write_synthetic
 from model_zoo import get_model_class
+from preprocess import kuaivideo_synthetic
 from preprocess.criteo import EncodingRules, convert_terabyte
 from preprocess.criteo_synthetic import write_release
+from preprocess.history_synthetic import Sizes
+from preprocess.kuaivideo import preprocess_kuaivideo
 from preprocess.options import PreprocessOptions
 
 REPO = Path(__file__).resolve().parent.parent
@@ -63,6 +66,25 @@ def test_sparse_batch_holds_one_id_per_categorical_row_and_unpadded_sequences():
     assert sparse.keys() == ["a", "b", "h"] and sparse.stride() == 2
     assert sparse.values().tolist() == [2, 3, 5, 6, 4, 7]
     assert sparse.lengths().tolist() == [1, 1, 1, 1, 2, 0]
+
+
+def test_a_sequence_reading_another_columns_items_gets_them_mapped_to_its_vocabulary(tmp_path):
+    """h_a is h_b's history (one column) in a's vocabulary: the bag holds map[item] of h_b's items."""
+    specs = [FeatureSpec("a", "categorical", vocab_size=4), FeatureSpec("b", "categorical", vocab_size=6),
+             FeatureSpec("h_b", "sequence", vocab_size=6, max_len=3, share_embedding="b"),
+             FeatureSpec("h_a", "sequence", vocab_size=4, max_len=3, share_embedding="a", column="h_b",
+                         index_map="index_maps/b-a.npy")]
+    fmap = FeatureMap(dataset="t", label="y", features=specs, root=tmp_path)
+    (tmp_path / "index_maps").mkdir()
+    np.save(tmp_path / "index_maps" / "b-a.npy", np.array([0, 1, 3, 1, 2, 1], np.int32))
+    batch = Batch(categorical=torch.tensor([[2, 5], [3, 4]], dtype=torch.int32),
+                  pretrained=torch.zeros(2, 0, dtype=torch.int32), numeric=torch.zeros(2, 0),
+                  sequences={"h_b": torch.tensor([[4, 0, 2], [0, 0, 5]], dtype=torch.int32)},
+                  label=torch.tensor([1.0, 0.0]))
+    sparse = SparseBatch.from_batch(batch, fmap).sparse
+    assert sparse.keys() == ["a", "b", "h_b", "h_a"]
+    assert sparse.values().tolist() == [2, 3, 5, 4, 4, 2, 5, 2, 3, 1]
+    assert sparse.lengths().tolist() == [1, 1, 1, 1, 2, 1, 2, 1]
 
 
 def _row_id_dataset(directory, file_rows, group_rows):
@@ -121,7 +143,7 @@ def _copy_zoo_weights(zoo: nn.Module, sharded) -> None:
         if not isinstance(module, FeatureEmbedding):
             continue
         group = path.replace(".", "_")
-        for config in sharded.table_configs[group]:
+        for config in sharded.table_configs.get(group, []):  # a layer without trainable tables has no EBC
             rows = module.table.weight[module.offset_of[config.name]:][:config.num_embeddings]
             sharded.tables[group].embedding_bags[config.name].weight.data.copy_(rows)
         state = {(f"{path}.source.{k[len(path) + 1:]}" if k.startswith(f"{path}.") else k): v
@@ -155,9 +177,33 @@ def test_sharded_model_computes_the_zoo_models_logits(name, params, synthetic_fm
     torch.testing.assert_close(loss, nn.functional.binary_cross_entropy_with_logits(expected, batch.label))
 
 
-def test_pretrained_tables_are_refused_with_the_way_out(tiny_fmap):
-    with pytest.raises(CtrbenchError, match="pretrained_embedding tables are not supported by the distributed track"):
-        build_sharded_model("lr", {}, tiny_fmap, seed=0)
+@pytest.mark.parametrize("name, params", [
+    ("dlrm", {"embedding_dim": 4, "bottom_mlp_units": [8], "top_mlp_units": [8]}),
+    ("finalmlp", {"embedding_dim": 4, "mlp1_hidden_units": [8], "mlp2_hidden_units": [8], "fs_hidden_units": [8],
+                  "fs1_context": ["video", "item"], "fs2_context": ["watched_videos"]}),  # gates: subsets of the fields
+])
+def test_pretrained_features_are_frozen_replicas_with_the_zoo_models_logits(name, params, tiny_fmap):
+    """The tiny dataset's pretrained `video` and the `watched_videos` history sharing its table: looked up in
+    the frozen table each rank holds (a buffer, not a parameter, not in the EBCs), then the learned map (a
+    dense parameter); the logits are the zoo model's, fields in the same order."""
+    batch = load_split(tiny_fmap, "train")
+    torch.manual_seed(0)
+    zoo = get_model_class(name)(tiny_fmap, **params)
+    with torch.no_grad():
+        for module in zoo.modules():
+            if isinstance(module, FeatureEmbedding):
+                module.table.weight.normal_(std=0.5)
+    sharded = build_sharded_model(name, params, tiny_fmap, seed=0)
+    assert {n for configs in sharded.table_configs.values() for c in configs for n in c.feature_names} == {
+        "user", "item", "clicked_items"}  # video and watched_videos stay out of the EBCs
+    frozen = dict(sharded.model.named_buffers())["embedding.source.frozen_video"]
+    assert frozen.shape == (9, 3) and not any(p is frozen for p in sharded.parameters())
+    assert "embedding.source.projections.video.weight" in dict(sharded.model.named_parameters())
+    sharded.tables = nn.ModuleDict({group: EmbeddingBagCollection(tables=configs)
+                                    for group, configs in sharded.table_configs.items()})
+    _copy_zoo_weights(zoo, sharded)
+    loss, (_, logits, _) = sharded(SparseBatch.from_batch(batch, tiny_fmap))
+    torch.testing.assert_close(logits, zoo(batch), rtol=1e-5, atol=1e-6)
 
 
 def test_cpu_sharding_types_and_planner_constraints(synthetic_fmap):
@@ -254,6 +300,9 @@ def test_set_takes_every_commands_section_form_and_the_older_one_alike(tmp_path)
 BATCH = 128  # global; 64 rows per rank with 2 processes
 CRITEO_DAY_ROWS = 1500
 STEPS = 200
+KUAIVIDEO_SIZES = Sizes(train_rows=3000, test_rows=1000, users=50, items=3000)
+KUAIVIDEO_DLRM = {"embedding_dim": 8, "bottom_mlp_units": [16], "top_mlp_units": [16]}
+KUAIVIDEO_STEPS = 20
 MIXED = {"c0": "data_parallel", "c1": "table_wise", "c2": "column_wise", "c3": "table_column_wise",
          "c7": "column_wise"}  # c7 also holds the `history` sequence (shared embedding)
 
@@ -285,7 +334,9 @@ def runs(tmp_path_factory):
     """Run A: 2 processes, every CPU sharding type. B: the same, stopped at step 120, then resumed.
     L: logistic regression, 2 processes. DP, TW: 30 steps with every table data-parallel, then table-wise.
     criteo: the Criteo converter's output for a generated Terabyte release (a file per day), 2 processes.
-    half: TW's run with fp16 tables and bf16 all-to-alls. S: run A's config in 1 process, via the CLI."""
+    half: TW's run with fp16 tables and bf16 all-to-alls. kuaivideo: the KuaiVideo converter's output for
+    a generated BARS x1 release (frozen item vectors, histories stored once), 2 processes.
+    S: run A's config in 1 process, via the CLI."""
     root = tmp_path_factory.mktemp("distributed")
     fmap = write_days(root / "synthetic", days=4, rows_per_day=STEPS * BATCH // 4, group_rows=BATCH // 2)
     base = {"data_dir": "synthetic", "batch_size": BATCH, "eval_batch_size": 1024, "log_every": 20}
@@ -302,6 +353,12 @@ def runs(tmp_path_factory):
     criteo.write_text(yaml.safe_dump({
         "model": "dlrm", "model_params": {"embedding_dim": 16, "bottom_mlp_units": [32], "top_mlp_units": [32]},
         "data_dir": str(root / "criteo"), "eval_splits": ["valid", "test"], "batch_size": 512, "log_every": 10}))
+    kuaivideo_synthetic.write_release(root / "kv_raw", KUAIVIDEO_SIZES, seed=0)
+    preprocess_kuaivideo(root / "kv_raw", root / "kuaivideo", PreprocessOptions())
+    kuaivideo = root / "kuaivideo.yaml"
+    kuaivideo.write_text(yaml.safe_dump({"model": "dlrm", "model_params": KUAIVIDEO_DLRM, "data_dir": str(root / "kuaivideo"),
+                                         "batch_size": BATCH, "eval_batch_size": 1024, "log_every": 1,
+                                         "max_steps": KUAIVIDEO_STEPS}))
     plan = [
         {"config": str(mixed), "overrides": [f"checkpoint_dir={root / 'A'}"], "stop_after": None},
         {"config": str(mixed), "overrides": [f"checkpoint_dir={root / 'B'}"], "stop_after": 120},
@@ -312,13 +369,14 @@ def runs(tmp_path_factory):
         {"config": str(criteo), "overrides": [], "stop_after": None},
         {"config": str(mixed), "overrides": ['sharding={"*": table_wise}', "max_steps=30", "embedding_precision=fp16",
                                              "comm_precision=bf16"], "stop_after": None},
+        {"config": str(kuaivideo), "overrides": [], "stop_after": None},
     ]
     (root / "plan.json").write_text(json.dumps(plan))
     _check(subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
          str(REPO / "tests" / "distributed_worker.py"), str(root / "plan.json"), str(root / "out.json")],
         cwd=root, env=_environment(), capture_output=True, text=True, timeout=600))
-    a, b_stopped, b, logistic_result, replicated, table_wise, criteo_result, half = [
+    a, b_stopped, b, logistic_result, replicated, table_wise, criteo_result, half, kuaivideo_result = [
         record and RunRecord.from_json(record) for record in json.loads((root / "out.json").read_text())]
     single = subprocess.run(
         [sys.executable, "-m", "ctrbench.distributed.train", "--config", "mixed.yaml", "--set", "train.output_dir=S",
@@ -327,6 +385,7 @@ def runs(tmp_path_factory):
     _check(single)
     return {"A": a, "B_stopped": b_stopped, "B": b, "L": logistic_result, "DP": replicated, "TW": table_wise,
             "criteo": criteo_result, "criteo_fmap": FeatureMap.load(root / "criteo"), "half": half,
+            "kuaivideo": kuaivideo_result, "kuaivideo_config": load_config(kuaivideo, []),
             "stderr_S": single.stderr, "root": root,
             "S": RunRecord.from_json(json.loads((root / "S" / "result.json").read_text())), "B_dir": root / "B",
             "test_rows": fmap.splits["test"].rows}
@@ -450,3 +509,47 @@ def test_half_precision_tables_and_communication_train_close_to_fp32(runs):
     assert half.test.auc == pytest.approx(full.test.auc, abs=0.01)
     assert half.test.auc != full.test.auc  # the half-precision paths did run
     assert half.config_hash != full.config_hash  # table and all-to-all precision are part of the config
+
+
+def _zoo_with_initial_weights(sharded, fmap: FeatureMap, name: str, params: dict, seed: int) -> nn.Module:
+    """The single-node zoo model with the weights a distributed run starts from: its dense part (seeded
+    as `build_sharded_model` seeds it, frozen tables and their linear maps included) and each EBC table's
+    layout-independent initial rows (`initial_rows`) at that table's offset in the fused table."""
+    zoo = get_model_class(name)(fmap, **params)
+    state = zoo.state_dict()
+    for key, value in sharded.model.state_dict().items():
+        state[key.replace(".source.", ".")] = value
+    for path, module in zoo.named_modules():
+        if isinstance(module, FeatureEmbedding):
+            group = path.replace(".", "_")
+            for config in sharded.table_configs.get(group, []):
+                offset = module.offset_of[config.name]
+                state[f"{path}.table.weight"][offset:offset + config.num_embeddings] = initial_rows(
+                    seed, f"{group}/{config.name}", sharded.init_std[group], config.embedding_dim, 0,
+                    config.num_embeddings)
+    zoo.load_state_dict(state)
+    return zoo
+
+
+def test_pretrained_features_train_on_two_processes_from_the_single_node_loss(runs):
+    """KuaiVideo's frozen item vectors (item_emb, and the pos_items_emb / neg_items_emb histories looked up in
+    them) on the distributed track, histories stored once (pos_items read through the index map into the
+    KeyedJaggedTensor). Its first step's loss, averaged over the two ranks, is the single-node DLRM's loss
+    on the same 128 rows (each rank's first 64) from the same weights, to float32 rounding (1e-5); and it
+    trains (the generated clicks carry no signal but their 1-in-4 rate, so the loss falls towards that
+    rate's entropy and the AUC stays near 0.5)."""
+    result, config = runs["kuaivideo"], runs["kuaivideo_config"]
+    fmap = FeatureMap.load(config.data_dir)
+    assert fmap.feature("pos_items").index_map and fmap.of_type("pretrained_embedding")
+    assert result.ok and result.steps == KUAIVIDEO_STEPS and result.distributed.world_size == 2
+    assert set(result.distributed.sharding["embedding"]) == {"user_id", "item_id"}  # item_emb: a frozen replica
+    batch = Batch.concat([next(RankShare(fmap, config.train_splits, rank, 2).train_batches(BATCH // 2, 0, 1))
+                          for rank in range(2)])
+    sharded = build_sharded_model("dlrm", KUAIVIDEO_DLRM, fmap, seed=config.seed)
+    zoo = _zoo_with_initial_weights(sharded, fmap, "dlrm", KUAIVIDEO_DLRM, config.seed)
+    with torch.no_grad():
+        expected = nn.functional.binary_cross_entropy_with_logits(zoo(batch), batch.label).item()
+    losses = [entry.loss for entry in result.distributed.loss_history]
+    assert len(losses) == KUAIVIDEO_STEPS and losses[0] == pytest.approx(expected, abs=1e-5)
+    assert np.mean(losses[-5:]) < losses[0] - 0.02
+    assert result.distributed.eval_rows == fmap.splits["test"].rows

@@ -12,7 +12,7 @@ import pytest
 from ctrbench.errors import CtrbenchError
 from ctrbench.features import sha256_file
 from preprocess.bad_rows import BadRows
-from preprocess.encoding import count_joined_ids, count_values, encode_sequence
+from preprocess.encoding import count_joined_ids, count_values, encode_sequence, stored_once
 from preprocess.histories import history_rows, list_column, scratch_dir, with_histories
 from preprocess.inputs import InputRows, describe_inputs, detect_release
 from preprocess.readers import integer_check, label_check, number_check, read_csv, read_libfm, scan_csv
@@ -427,3 +427,14 @@ def test_write_dataset_streams_list_columns(tmp_path):
         peaks.append(int(done.stdout.split()[-1]) / 1024)
     extra_mib = 1_400_000 * 100 * 8 / 2**20  # the larger input's extra history items, as int64: 1,068 MiB
     assert peaks[1] - peaks[0] < extra_mib / 3, f"peak memory grew from {peaks[0]:.0f} to {peaks[1]:.0f} MiB"
+
+
+def test_histories_are_stored_once_where_one_vocabulary_holds_the_others():
+    """b's values all belong to a's, so b reads a's column through the map a index -> b index (a's value
+    "1" is OOV in b); c, the same vocabulary as a, reads it unmapped; d's values are not all in a's: stored."""
+    a, b, d = (Vocabulary(pl.Series(values)) for values in (["3", "1", "2"], ["2", "3"], ["3", "4"]))
+    plan = stored_once([("h_b", "b", b), ("h_a", "a", a), ("h_c", "a", a), ("h_d", "d", d)])
+    mapping = plan["h_b"][2]
+    assert {name: entry[:2] for name, entry in plan.items()} == {
+        "h_a": ("h_a", None), "h_b": ("h_a", "index_maps/a-b.npy"), "h_c": ("h_a", None), "h_d": ("h_d", None)}
+    assert mapping.dtype == np.int32 and mapping.tolist() == [0, 1, 3, 1, 2]  # 3 -> 3, 1 -> OOV, 2 -> 2

@@ -9,6 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from ctrbench.data import load_index_map
 from ctrbench.features import FeatureMap
 from preprocess import kuaivideo_synthetic, microvideo_synthetic
 from preprocess.history_synthetic import Sizes, zipf_ranks
@@ -18,20 +19,34 @@ from preprocess.options import PreprocessOptions
 
 SIZES = Sizes(train_rows=3000, test_rows=1000, users=50, items=3000)
 # sha256 of the processed splits (`content_digest`) of the seed-1 releases of SIZES, as written by the
-# converters of commit e5e49a2, whose encoding rebuilt a hash map of the vocabulary for every batch.
+# converters of commit e5e49a2, whose encoding rebuilt a hash map of the vocabulary for every batch and
+# which stored KuaiVideo's pos_items and pos_items_emb (neg_ likewise) as two columns each.
 DIGESTS = {"kuaivideo": "2733aabd891136ec47c2913c703367be94579fa091103e66d072942f5029d671",
            "microvideo": "8d8ff742c0f436a711f1e946f5677fbda4038245c891227ab04a22acffeabb95"}
 CONVERTERS = {"kuaivideo": (kuaivideo_synthetic, preprocess_kuaivideo),
               "microvideo": (microvideo_synthetic, preprocess_microvideo)}
 
 
+def feature_columns(fmap: FeatureMap, split: str) -> list[pl.Series]:
+    """Each feature's column, then the label's, as the converters wrote them before histories were stored
+    once: a sequence that reads another's column (KuaiVideo's pos_items) mapped back by its index map."""
+    frame = pl.read_parquet(fmap.split_paths(split))
+    columns = []
+    for spec in fmap.features:
+        column, index_map = frame[spec.stored_as], load_index_map(fmap, spec)
+        if index_map is not None:
+            items = index_map.numpy()[column.explode().to_numpy()].reshape(len(column), spec.max_len)
+            column = pl.Series(items).cast(pl.List(pl.Int32))
+        columns.append(column.alias(spec.name))
+    return [*columns, frame[fmap.label]]
+
+
 def content_digest(fmap: FeatureMap) -> str:
-    """Every value of the train and test splits, column by column, and each feature's vocabulary size."""
+    """Every value of the train and test splits, feature by feature, and each feature's vocabulary size."""
     digest = hashlib.sha256()
     for split in ("train", "test"):
-        frame = pl.read_parquet(fmap.split_paths(split))
-        for name in frame.columns:
-            column = frame[name]
+        for column in feature_columns(fmap, split):
+            name = column.name
             digest.update(name.encode() + str(column.dtype).encode())
             values = column.explode() if column.dtype == pl.List(pl.Int32) else column
             digest.update(np.ascontiguousarray(values.to_numpy()).tobytes())
@@ -50,7 +65,7 @@ def test_generated_release_converts_as_before(dataset, tmp_path):
     items = fmap.feature("item_emb" if dataset == "kuaivideo" else "item_id")
     assert items.vocab_size == 2 + SIZES.items  # every item has a vector
     train = pl.read_parquet(fmap.split_paths("train"))
-    history = train["pos_items" if dataset == "kuaivideo" else "clicked_items"]
+    history = train["pos_items_emb" if dataset == "kuaivideo" else "clicked_items"]
     lengths = (history.list.eval(pl.element() > 0).list.sum()).to_numpy()
     assert lengths.min() == 0 and lengths.max() == 100 and 55 < lengths.mean() < 78  # spread over 0..100
 

@@ -5,6 +5,7 @@ CSVs whose pos_items / neg_items are `^`-joined item ids (empty for none) and an
 h5py as BARS's converter writes it (integer keys 0..n-1 there; here the fixture's item ids).
 """
 
+import dataclasses
 import functools
 import pickle
 import shutil
@@ -13,11 +14,17 @@ from pathlib import Path
 import h5py
 import numpy as np
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+import torch
 
 from ctrbench.cli import main
+from ctrbench.data import ParquetStream, load_index_map, load_split, row_bytes
 from ctrbench.errors import CtrbenchError
-from ctrbench.features import FeatureMap
+from ctrbench.embedding import FeatureEmbedding
+from ctrbench.features import DatasetWriter, FeatureMap, to_parquet_frame
+from model_zoo import get_model_class
 from preprocess.kuaivideo import preprocess_kuaivideo
 from preprocess.options import PreprocessOptions
 
@@ -61,8 +68,15 @@ def rules(preprocess_rules):
 
 
 def read_split(fmap: FeatureMap, split: str) -> dict[str, list]:
+    """Each feature's indices, then the label: a sequence that reads another's column mapped by its index map."""
     frame = pl.read_parquet(fmap.split_paths(split))
-    return {name: frame[name].to_list() for name in frame.columns}
+    values = {}
+    for spec in fmap.features:
+        values[spec.name] = frame[spec.stored_as].to_list()
+        index_map = load_index_map(fmap, spec)
+        if index_map is not None:
+            values[spec.name] = index_map.numpy()[np.array(values[spec.name], dtype=np.int64)].tolist()
+    return {**values, fmap.label: frame[fmap.label].to_list()}
 
 
 @pytest.mark.parametrize("key_dtype", [np.int64, "S3"])  # integer keys, or byte strings as h5py stores text
@@ -90,6 +104,53 @@ def test_bars_empty_ids_are_missing_values(rules, tmp_path):
     test = read_split(fmap, "test")
     assert fmap.source["skipped_rows"] == {} and fmap.splits["test"].rows == 2
     assert test["user_id"][1] == test["item_id"][1] == test["item_emb"][1] == 1
+
+
+def test_a_history_in_two_vocabularies_is_stored_and_loaded_once(rules, tmp_path):
+    """pos_items (item_id's vocabulary, min count 10) is pos_items_emb's history (item_emb's: every item) in a
+    smaller vocabulary: the split files hold pos_items_emb alone, pos_items reads it through the index map
+    item_emb index -> item_id index, and the loader gives both features one tensor."""
+    fmap = preprocess_kuaivideo(make_release(tmp_path), tmp_path / "out", PreprocessOptions())
+    assert pq.read_schema(fmap.split_paths("train")[0]).names == [
+        "user_id", "item_id", "item_emb", "pos_items_emb", "neg_items_emb", "label"]
+    shared = {f.name: (f.column, f.index_map) for f in fmap.features if f.column}
+    assert shared == {"pos_items": ("pos_items_emb", "index_maps/item_emb-item_id.npy"),
+                      "neg_items": ("neg_items_emb", "index_maps/item_emb-item_id.npy")}
+    # item_emb 200, 300, 100, 400, 500 -> 2..6; item_id 200 -> 2, 100 -> 3, the others OOV (1)
+    assert np.load(fmap.root / "index_maps" / "item_emb-item_id.npy").tolist() == [0, 1, 2, 1, 3, 1, 1]
+    assert row_bytes(fmap) == 4 * (3 + 2 * 3 + 1)  # was 4 * (3 + 4 * 3 + 1)
+    [streamed] = ParquetStream(fmap, "train").batches(batch_size=14, shuffle=True, generator=torch.Generator())
+    for batch in (load_split(fmap, "train"), streamed):
+        assert sorted(batch.sequences) == ["neg_items_emb", "pos_items_emb"]
+        assert batch.sequence(fmap.feature("pos_items")) is batch.sequence(fmap.feature("pos_items_emb"))
+
+
+def _materialized(fmap: FeatureMap, directory: Path) -> FeatureMap:
+    """The same dataset in the layout from before: every feature in a column of its own, no index maps."""
+    specs = [dataclasses.replace(f, column=None, index_map=None) for f in fmap.features]
+    with DatasetWriter(directory) as writer:
+        shutil.copytree(fmap.root / "pretrained", writer.path("pretrained"))
+        for split in ("train", "test"):
+            table = pa.table({name: values for name, values in read_split(fmap, split).items()})
+            writer.write_split(split, to_parquet_frame(pl.from_arrow(table), fmap.label, specs))
+        return writer.commit(FeatureMap(dataset=fmap.dataset, label=fmap.label, features=specs))
+
+
+@pytest.mark.parametrize("name", ["dlrm", "wukong"])
+def test_a_history_stored_once_gives_the_models_outputs_of_two_columns(name, rules, tmp_path):
+    fmap = preprocess_kuaivideo(make_release(tmp_path), tmp_path / "out", PreprocessOptions())
+    before = _materialized(fmap, tmp_path / "before")
+    assert row_bytes(before) == 4 * (3 + 4 * 3 + 1)
+    outputs = []
+    for data in (fmap, before):
+        torch.manual_seed(0)
+        model = get_model_class(name)(data, embedding_dim=4)
+        with torch.no_grad():
+            for module in model.modules():
+                if isinstance(module, FeatureEmbedding):
+                    module.table.weight.normal_(std=0.5)  # rows far apart, so a wrong row would show
+            outputs.append(model.eval()(load_split(data, "train")))
+    assert torch.equal(outputs[0], outputs[1])
 
 
 def test_keep_oldest_items_as_the_bars_converter(rules, tmp_path):

@@ -25,14 +25,37 @@ import torch
 from torchrec import KeyedJaggedTensor
 from torchrec.streamable import Pipelineable
 
-from ctrbench.data import Batch, RowGroup, batch_from_arrow, rebatch, row_groups
+from ctrbench.data import Batch, RowGroup, batch_from_arrow, load_index_map, parquet_columns, rebatch, row_groups
 from ctrbench.errors import CtrbenchError
-from ctrbench.features import PADDING_INDEX, FeatureMap
+from ctrbench.features import PADDING_INDEX, FeatureMap, FeatureSpec
+
+
+def in_frozen_table(fmap: FeatureMap, spec: FeatureSpec) -> bool:
+    """Whether a feature is looked up in a frozen pretrained table: a pretrained_embedding feature, or a
+    sequence sharing one's table. Those tables stay out of the EBCs: each rank holds a replica, untrained."""
+    owner = fmap.feature(spec.share_embedding) if spec.share_embedding else spec
+    return owner.type == "pretrained_embedding"
 
 
 def sparse_feature_names(fmap: FeatureMap) -> list[str]:
-    """Keys of the KeyedJaggedTensor, in order: categorical features, then sequences."""
-    return [f.name for f in fmap.of_type("categorical")] + [f.name for f in fmap.of_type("sequence")]
+    """Keys of the KeyedJaggedTensor, in order: categorical features, then the sequences looked up in
+    trainable tables."""
+    return [f.name for f in fmap.of_type("categorical")] + [f.name for f in _sparse_sequences(fmap)]
+
+
+def _sparse_sequences(fmap: FeatureMap) -> list[FeatureSpec]:
+    return [f for f in fmap.of_type("sequence") if not in_frozen_table(fmap, f)]
+
+
+def frozen_columns(fmap: FeatureMap) -> list[str]:
+    """The stored sequence columns the sequences looked up in frozen tables read (`SparseBatch.sequences`)."""
+    return list(dict.fromkeys(f.stored_as for f in fmap.of_type("sequence") if in_frozen_table(fmap, f)))
+
+
+def load_index_maps(fmap: FeatureMap) -> dict[str, torch.Tensor]:
+    """The index maps of the KeyedJaggedTensor's sequences that read another's column (`FeatureSpec.index_map`),
+    by feature. (A sequence looked up in a frozen table is mapped by the model's FeatureEmbedding.)"""
+    return {spec.name: load_index_map(fmap, spec) for spec in _sparse_sequences(fmap) if spec.index_map is not None}
 
 
 @dataclass
@@ -41,39 +64,46 @@ class SparseBatch(Pipelineable):
 
     numeric: torch.Tensor  # float32 [B, n_numeric]
     sparse: KeyedJaggedTensor  # one id per row for categorical keys, the non-padding items for sequences
+    pretrained: torch.Tensor  # int32 [B, n_pretrained]: indices into the frozen tables, as Batch.pretrained
+    sequences: dict[str, torch.Tensor]  # `frozen_columns` -> int32 [B, max_len], as in Batch.sequences
     label: torch.Tensor  # float32 [B]
 
     @classmethod
-    def from_batch(cls, batch: Batch, fmap: FeatureMap) -> SparseBatch:
-        """Categorical columns become bags of one id; sequences lose their padding (index 0)."""
+    def from_batch(cls, batch: Batch, fmap: FeatureMap, index_maps: dict[str, torch.Tensor] | None = None) -> SparseBatch:
+        """Categorical columns become bags of one id; sequences lose their padding (index 0), and a sequence
+        reading another's column has its items mapped to its own vocabulary. `index_maps`:
+        `load_index_maps(fmap)`, loaded once by a caller converting many batches (None: loaded here).
+        What frozen tables look up (pretrained columns, `frozen_columns`) is passed on as it is."""
+        index_maps = load_index_maps(fmap) if index_maps is None else index_maps
         rows = len(batch)
         values = [batch.categorical.t().reshape(-1)]
         lengths = [torch.ones(batch.categorical.numel(), dtype=torch.int32)]
-        for spec in fmap.of_type("sequence"):
-            items = batch.sequences[spec.name]
+        for spec in _sparse_sequences(fmap):
+            items = batch.sequence(spec)
             present = items != PADDING_INDEX
-            values.append(items[present])
+            values.append(items[present] if spec.name not in index_maps else index_maps[spec.name][items[present].long()])
             lengths.append(present.sum(dim=1, dtype=torch.int32))
         sparse = KeyedJaggedTensor(keys=sparse_feature_names(fmap), values=torch.cat(values),
                                    lengths=torch.cat(lengths), stride=rows)
-        return cls(numeric=batch.numeric, sparse=sparse, label=batch.label)
+        return cls(numeric=batch.numeric, sparse=sparse, pretrained=batch.pretrained,
+                   sequences={name: batch.sequences[name] for name in frozen_columns(fmap)}, label=batch.label)
 
     def __len__(self) -> int:
         return self.label.shape[0]
 
+    def _map(self, fn) -> SparseBatch:
+        return SparseBatch(numeric=fn(self.numeric), sparse=fn(self.sparse), pretrained=fn(self.pretrained),
+                           sequences={name: fn(t) for name, t in self.sequences.items()}, label=fn(self.label))
+
     def to(self, device: torch.device, non_blocking: bool = False) -> SparseBatch:
-        return SparseBatch(numeric=self.numeric.to(device, non_blocking=non_blocking),
-                           sparse=self.sparse.to(device, non_blocking=non_blocking),
-                           label=self.label.to(device, non_blocking=non_blocking))
+        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
 
     def record_stream(self, stream: torch.Stream) -> None:
-        self.numeric.record_stream(stream)
-        self.sparse.record_stream(stream)
-        self.label.record_stream(stream)
+        for tensor in (self.numeric, self.sparse, self.pretrained, *self.sequences.values(), self.label):
+            tensor.record_stream(stream)
 
     def pin_memory(self) -> SparseBatch:
-        return SparseBatch(numeric=self.numeric.pin_memory(), sparse=self.sparse.pin_memory(),
-                           label=self.label.pin_memory())
+        return self._map(lambda t: t.pin_memory())
 
 
 def cut(groups: list[RowGroup], max_rows: int) -> list[RowGroup]:
@@ -102,7 +132,7 @@ class RankShare:
         max_rows = -(-sum(group.rows for group in groups) // (world_size * pieces_per_rank))
         self.groups = cut(groups, max(max_rows, 1))[rank::world_size]
         self.rows = sum(group.rows for group in self.groups)
-        self.columns = [f.name for f in fmap.features] + [fmap.label]
+        self.columns = parquet_columns(fmap)
         self._decoded: tuple[tuple[Path, int], Batch] | None = None  # the last row group read
 
     def _read(self, group: RowGroup) -> Batch:

@@ -13,6 +13,13 @@ same model classes train sharded without a line of model code changing:
    its own vocabulary), mean- or sum-pooled like the FeatureEmbedding's sequences (a categorical bag
    holds one id, so its pooling is the lookup itself).
 
+Pretrained-embedding features stay as on one node: the FeatureEmbedding keeps its frozen table (loaded
+from the dataset on every rank: replicated, a buffer, never trained or all-reduced) and the learned
+linear map after it, and computes those fields, and those of the sequences sharing the table, from
+the batch's pretrained indices and history columns (`SparseBatch.pretrained`, `.sequences`). The map
+is a dense parameter: DDP all-reduces its gradient and Adam updates it, with the dense learning rate
+(one node: the embedding learning rate). The frozen tables are not in the sharding plan's memory.
+
 `ShardedCTRModel` puts the EBCs at the top level, next to the zoo model: TrainPipelineSparseDist then
 finds their KeyedJaggedTensor input as a plain attribute of the batch and overlaps their input
 all-to-all with the previous step, and the zoo model itself stays one opaque dense module.
@@ -33,10 +40,10 @@ from torch import nn
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedTensor, PoolingType
 from torchrec.types import DataType
 
-from ctrbench.distributed.data import SparseBatch
+from ctrbench.distributed.data import SparseBatch, in_frozen_table
 from ctrbench.embedding import FeatureEmbedding
 from ctrbench.errors import CtrbenchError
-from ctrbench.features import INDEXED_TYPES, FeatureMap
+from ctrbench.features import FeatureMap
 from model_zoo import get_model_class
 
 INIT_CHUNK_ROWS = 1 << 16  # rows per independently seeded block of a table's initial values
@@ -48,28 +55,42 @@ class PooledInputs:
 
     numeric: torch.Tensor  # float32 [B, n_numeric]
     pooled: dict[str, KeyedTensor]  # EBC name -> its pooled embeddings, one key per feature
+    pretrained: torch.Tensor  # int32 [B, n_pretrained], as Batch.pretrained
+    sequences: dict[str, torch.Tensor]  # the history columns looked up in frozen tables, as Batch.sequences
 
     def __len__(self) -> int:
         return self.numeric.shape[0]
 
 
 class PooledFieldEmbedding(nn.Module):
-    """Stands in for a FeatureEmbedding: the same X0, its sparse fields read from EBC `group`'s output."""
+    """Stands in for a FeatureEmbedding: the same X0, its sparse fields read from EBC `group`'s output and
+    its frozen-table fields computed by the source itself."""
 
     def __init__(self, source: FeatureEmbedding, group: str, sparse_fields: list[str]):
         super().__init__()
-        source.table = None  # the tables now live in the EBC; the source keeps its numeric part
+        source.table = None  # the tables now live in the EBC; the source keeps its numeric and frozen parts
         self.source = source
         self.group = group
         self.sparse_fields = sparse_fields  # EBC output keys, in X0 field order
+        self.frozen_fields = source.frozen_fields
+        computed, order = sparse_fields + self.frozen_fields, source.field_names[source.numeric_fields:]
+        self.reorder = computed != order
+        self.register_buffer("field_order", torch.tensor([computed.index(name) for name in order], dtype=torch.long),
+                             persistent=False)
 
     def forward(self, inputs: PooledInputs) -> torch.Tensor:
         numeric = self.source.embed_numeric(inputs.numeric)
-        if not self.sparse_fields:
-            return numeric
-        sparse = KeyedTensor.regroup([inputs.pooled[self.group]], [self.sparse_fields])[0]
-        sparse = sparse.view(sparse.shape[0], len(self.sparse_fields), self.source.embedding_dim)
-        return sparse if numeric is None else torch.cat([numeric, sparse], dim=1)
+        fields = [] if numeric is None else [numeric]
+        looked_up = []
+        if self.sparse_fields:
+            sparse = KeyedTensor.regroup([inputs.pooled[self.group]], [self.sparse_fields])[0]
+            looked_up.append(sparse.view(sparse.shape[0], len(self.sparse_fields), self.source.embedding_dim))
+        if self.frozen_fields:
+            looked_up.append(self.source.embed_frozen(inputs.pretrained, inputs.sequences))
+        if looked_up:
+            x = torch.cat(looked_up, dim=1)
+            fields.append(x.index_select(1, self.field_order) if self.reorder else x)
+        return fields[0] if len(fields) == 1 else torch.cat(fields, dim=1)
 
 
 class ShardedCTRModel(nn.Module):
@@ -93,19 +114,29 @@ class ShardedCTRModel(nn.Module):
 
     def forward(self, batch: SparseBatch) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         pooled = {name: tables(batch.sparse) for name, tables in self.tables.items()}
-        logits = self.model(PooledInputs(batch.numeric, pooled))
+        logits = self.model(PooledInputs(batch.numeric, pooled, batch.pretrained, batch.sequences))
         loss = nn.functional.binary_cross_entropy_with_logits(logits, batch.label)
         return loss, (loss.detach(), logits.detach(), batch.label)
 
 
 def _with_tiny_vocabularies(fmap: FeatureMap) -> FeatureMap:
-    features = [dataclasses.replace(f, vocab_size=2) if f.type in INDEXED_TYPES else f for f in fmap.features]
+    """The feature map the zoo model is built from: 2 rows for each table that moves to an EBC (a
+    categorical feature, a sequence with its own vocabulary), so that none is allocated at full size;
+    frozen pretrained tables keep theirs (loaded from the dataset). The sequences read through the
+    KeyedJaggedTensor lose `column` and `index_map` (`SparseBatch.from_batch` maps their items)."""
+    features = []
+    for spec in fmap.features:
+        if spec.type == "categorical" or (spec.type == "sequence" and spec.share_embedding is None):
+            spec = dataclasses.replace(spec, vocab_size=2)
+        if spec.type == "sequence" and not in_frozen_table(fmap, spec):
+            spec = dataclasses.replace(spec, column=None, index_map=None)
+        features.append(spec)
     return dataclasses.replace(fmap, features=features)
 
 
 def _table_configs(source: FeatureEmbedding, fmap: FeatureMap, data_type: DataType) -> tuple[list[EmbeddingBagConfig], list[str]]:
     """The EBC tables replacing `source`'s fused table, and the sparse field names in X0 order."""
-    sparse_fields = source.field_names[source.numeric_fields:]
+    sparse_fields = [name for name in source.field_names[source.numeric_fields:] if name not in source.frozen_fields]
     features_of: dict[str, list[str]] = {}  # table (owner feature) -> features looked up in it
     for name in sparse_fields:
         owner = fmap.feature(name).share_embedding or name
@@ -123,10 +154,6 @@ def _table_configs(source: FeatureEmbedding, fmap: FeatureMap, data_type: DataTy
 def build_sharded_model(model_name: str, model_params: dict[str, Any], fmap: FeatureMap, seed: int,
                         data_type: DataType = DataType.FP32) -> ShardedCTRModel:
     """The zoo model `model_name` with its tables moved into meta-device EBCs (not yet sharded)."""
-    pretrained = [f.name for f in fmap.of_type("pretrained_embedding")]
-    if pretrained:
-        raise CtrbenchError(f"features {pretrained}: pretrained_embedding tables are not supported by the "
-                            "distributed track; train this dataset with `ctrbench train` on one node")
     torch.manual_seed(seed)
     model = get_model_class(model_name)(_with_tiny_vocabularies(fmap), **model_params)
     sources = [(path, module) for path, module in model.named_modules() if isinstance(module, FeatureEmbedding)]

@@ -41,7 +41,7 @@ from ctrbench.data import Batch, prefetch
 from ctrbench.device import pick_device
 from ctrbench.distributed.checkpoint import Checkpoints
 from ctrbench.distributed.config import DistributedConfig, load_config
-from ctrbench.distributed.data import RankShare, SparseBatch
+from ctrbench.distributed.data import RankShare, SparseBatch, frozen_columns, load_index_maps
 from ctrbench.distributed.model import PooledInputs, ShardedCTRModel, build_sharded_model, initialize_tables
 from ctrbench.distributed.sharding import (LinearWarmup, make_optimizer, make_planner, make_sharder, plan_tables,
                                            shard, table_layout)
@@ -76,8 +76,10 @@ def _check(config: DistributedConfig, world_size: int, device: torch.device, sto
 
 
 def _sparse_batches(batches: Iterator[Batch], fmap: FeatureMap, device: torch.device, depth: int) -> Iterator[SparseBatch]:
+    index_maps = load_index_maps(fmap)
+
     def convert(batch: Batch) -> SparseBatch:
-        sparse = SparseBatch.from_batch(batch, fmap)
+        sparse = SparseBatch.from_batch(batch, fmap, index_maps)
         return sparse.pin_memory() if device.type == "cuda" else sparse  # pinned: asynchronous copies to the GPU
 
     return prefetch(batches, convert, depth)
@@ -136,7 +138,9 @@ def _model_stats(sharded: ShardedCTRModel, fmap: FeatureMap) -> ModelStats:
         widths = [table.embedding_dim for table in tables for _ in table.feature_names]
         pooled[group] = KeyedTensor(keys=keys, length_per_key=widths, values=torch.zeros(rows, sum(widths)))
     numeric = torch.zeros(rows, len(fmap.of_type("numeric")))
-    flops = forward_flops(sharded.model, PooledInputs(numeric, pooled))
+    pretrained = torch.zeros(rows, len(fmap.of_type("pretrained_embedding")), dtype=torch.int32)
+    sequences = {name: torch.zeros(rows, fmap.feature(name).max_len, dtype=torch.int32) for name in frozen_columns(fmap)}
+    flops = forward_flops(sharded.model, PooledInputs(numeric, pooled, pretrained, sequences))
     return ModelStats(dense, sum(c.num_embeddings * c.embedding_dim for c in configs), flops / rows / 1e6)
 
 
