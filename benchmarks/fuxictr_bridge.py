@@ -21,9 +21,9 @@ from ctrbench.features import FeatureMap
 from ctrbench.runner import RunSpec
 from model_zoo import get_model_class
 
-# Our model -> FuxiCTR's class, fetched from reczoo/FuxiCTR (model_zoo/<Class>/src/<Class>.py). AFN+ is its AFN
-# with `ensemble_dnn`, AutoInt+ its AutoInt with a DNN; WuKong is the version of v2.3.8 (reczoo/FuxiCTR@ef890c6,
-# "Update WuKong for reproducing"), unchanged up to 2.3.10.
+# Our model -> FuxiCTR's class, fetched from reczoo/FuxiCTR (model_zoo/<Class>/src/<Class>.py at 5c42ceb, the
+# commit that made it 2.3.10). AFN+ is its AFN with `ensemble_dnn`, AutoInt+ its AutoInt with a DNN; WuKong is
+# the rewrite of v2.3.8 (ef890c6, "Update WuKong for reproducing"), whose code is unchanged up to 2.3.10.
 FUXICTR_CLASSES = {"afn_plus": "AFN", "autoint_plus": "AutoInt", "dcnv2": "DCNv2", "dlrm": "DLRM",
                    "finalmlp": "FinalMLP", "masknet": "MaskNet", "xdeepfm": "xDeepFM", "wukong": "WuKong"}
 # Its npz loader column-stacks ids and values into one float64 array, and its DLRM passes numeric features
@@ -203,6 +203,7 @@ FUXICTR_DIFFERENCES = {
                "MLP's hidden layers",
                "the head MLP without batch norm on both sides (FuxiCTR's `mlp_batch_norm: false`; its default is "
                "true); FuxiCTR draws the FM projection Y from N(0, 1), ours Xavier-normal"],
+    "xdeepfm": ["FuxiCTR's linear (LR) term has no bias, ours one (ctrbench: 1 parameter more)"],
 }
 FUXICTR_WUKONG_NUMERIC = ("numeric features: ours feeds them through the bottom MLP into `dense_embeddings` "
                           "embedding(s) (the paper's dense embedding), FuxiCTR's WuKong embeds each one separately "
