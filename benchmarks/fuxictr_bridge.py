@@ -8,6 +8,7 @@ top-level `model_zoo` package); so everything that reads our data or configs is 
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,13 @@ from ctrbench.data import load_split
 from ctrbench.errors import CtrbenchError
 from ctrbench.features import FeatureMap
 from ctrbench.runner import RunSpec
+from model_zoo import get_model_class
 
-FUXICTR_CLASSES = {"dlrm": "DLRM", "dcnv2": "DCNv2", "xdeepfm": "xDeepFM"}  # FuxiCTR has no Wukong
+# Our model -> FuxiCTR's class, fetched from reczoo/FuxiCTR (model_zoo/<Class>/src/<Class>.py at 5c42ceb, the
+# commit that made it 2.3.10). AFN+ is its AFN with `ensemble_dnn`, AutoInt+ its AutoInt with a DNN; WuKong is
+# the rewrite of v2.3.8 (ef890c6, "Update WuKong for reproducing"), whose code is unchanged up to 2.3.10.
+FUXICTR_CLASSES = {"afn_plus": "AFN", "autoint_plus": "AutoInt", "dcnv2": "DCNv2", "dlrm": "DLRM",
+                   "finalmlp": "FinalMLP", "masknet": "MaskNet", "xdeepfm": "xDeepFM", "wukong": "WuKong"}
 # Its npz loader column-stacks ids and values into one float64 array, and its DLRM passes numeric features
 # to the bottom MLP without a cast, so float64 meets float32 weights: a RuntimeError in its first step.
 FUXICTR_DLRM_NUMERIC = "FuxiCTR 2.3.10's DLRM fails on numeric features (float64 from its npz loader into its float32 bottom MLP)"
@@ -97,6 +103,21 @@ def preprocess_job(fmap: FeatureMap, csv_dir: Path, out: Path, threads: int) -> 
             "label_col": {"name": "label", "dtype": "float"}}
 
 
+def _with_defaults(model: str, params: dict[str, Any]) -> dict[str, Any]:
+    """`params` completed with our constructor's defaults (a config names only what it changes)."""
+    signature = inspect.signature(get_model_class(model).__init__).parameters.values()
+    defaults = {p.name: p.default for p in signature if p.default is not inspect.Parameter.empty}
+    return {**defaults, **params}
+
+
+def _require(model: str, p: dict[str, Any], **expected: Any) -> None:
+    """A CtrbenchError naming the first of our options FuxiCTR's class cannot express."""
+    for key, value in expected.items():
+        if p[key] != value:
+            raise CtrbenchError(f"{model}.{key}: {p[key]!r} has no FuxiCTR counterpart; only {value!r} is matched "
+                                "against FuxiCTR")
+
+
 def fuxictr_params(model: str, params: dict[str, Any]) -> dict[str, Any]:
     """Our constructor arguments as FuxiCTR's, for the models both libraries have."""
     if model == "dlrm":
@@ -116,7 +137,83 @@ def fuxictr_params(model: str, params: dict[str, Any]) -> dict[str, Any]:
         return {"embedding_dim": params["embedding_dim"], "cin_hidden_units": list(params["cin_layer_units"]),
                 "dnn_hidden_units": list(params["dnn_hidden_units"]), "net_dropout": params.get("dnn_dropout", 0.0),
                 "batch_norm": params.get("batch_norm", False)}
-    raise CtrbenchError(f"{model}: FuxiCTR has no such model")
+    if model not in FUXICTR_CLASSES:
+        raise CtrbenchError(f"{model}: FuxiCTR has no such model")
+    p = _with_defaults(model, params)
+    if model == "afn_plus":
+        _require(model, p, log_clamp_min=1e-5)  # FuxiCTR's AFN clamps |e| at 1e-5, fixed
+        return {"embedding_dim": p["embedding_dim"], "ensemble_dnn": p["ensemble_dnn"],
+                "dnn_hidden_units": list(p["dnn_hidden_units"]), "dnn_activations": p["activation"],
+                "dnn_dropout": p["dnn_dropout"], "afn_hidden_units": list(p["afn_hidden_units"]),
+                "afn_activations": p["activation"], "afn_dropout": p["afn_dropout"],
+                "logarithmic_neurons": p["logarithmic_neurons"], "batch_norm": p["batch_norm"]}
+    if model == "autoint_plus":
+        return {"embedding_dim": p["embedding_dim"], "dnn_hidden_units": list(p["dnn_hidden_units"]),
+                "dnn_activations": p["dnn_activation"], "attention_layers": p["attention_layers"],
+                "num_heads": p["num_heads"], "attention_dim": p["attention_dim"], "net_dropout": p["net_dropout"],
+                "batch_norm": p["batch_norm"], "layer_norm": p["layer_norm"], "use_scale": p["use_scale"],
+                "use_wide": p["use_wide"], "use_residual": p["use_residual"]}
+    if model == "finalmlp":
+        return {"embedding_dim": p["embedding_dim"],
+                **{f"mlp{i}_{key}": value for i in (1, 2) for key, value in (
+                    ("hidden_units", list(p[f"mlp{i}_hidden_units"])), ("hidden_activations", p["activation_name"]),
+                    ("dropout", p[f"mlp{i}_dropout"]), ("batch_norm", p[f"mlp{i}_batch_norm"]))},
+                "use_fs": p["use_feature_selection"], "fs_hidden_units": list(p["fs_hidden_units"]),
+                "fs1_context": list(p["fs1_context"]), "fs2_context": list(p["fs2_context"]), "num_heads": p["num_heads"]}
+    if model == "masknet":
+        serial = p["structure"] == "serial"
+        return {"embedding_dim": p["embedding_dim"], "model_type": "SerialMaskNet" if serial else "ParallelMaskNet",
+                "dnn_hidden_units": list(p["serial_block_units"] if serial else p["parallel_mlp_units"]),
+                "dnn_hidden_activations": p["activation_name"],
+                **({} if serial else {"parallel_num_blocks": p["parallel_num_blocks"],
+                                      "parallel_block_dim": p["parallel_block_dim"]}),
+                "reduction_ratio": p["reduction_ratio"], "net_dropout": p["dropout"],
+                "emb_layernorm": p["embedding_layer_norm"], "net_layernorm": p["block_layer_norm"]}
+    # wukong: FuxiCTR's WuKong has the optimized or the full FM, always with both blocks, the residual and the
+    # FMB's layer norm, and one embedding per feature (no important / small feature groups)
+    _require(model, p, use_fmb=True, use_lcb=True, use_residual=True, fmb_layer_norm=True)
+    if p["important_features"] or p["small_features"] or p["fm"] not in ("optimized", "full"):
+        raise CtrbenchError("wukong: important_features, small_features and fm 'attentive' have no FuxiCTR "
+                            "counterpart; only one embedding per feature and the optimized or full FM are matched")
+    return {"embedding_dim": p["embedding_dim"], "num_wukong_layers": p["num_layers"],
+            "lcb_features": p["lcb_embeddings"], "fmb_features": p["fmb_embeddings"],
+            "fmb_mlp_units": list(p["fmb_mlp_units"]), "fmb_mlp_activations": "relu",
+            "fmp_rank_k": p["fm_rank"] if p["fm"] == "optimized" else None,
+            "mlp_hidden_units": list(p["head_mlp_units"]), "mlp_hidden_activations": "relu",
+            "mlp_batch_norm": False, "layer_norm": p["layer_norm"], "net_dropout": p["dropout"]}
+
+
+# Where our model and FuxiCTR's differ at the mapped config (checked on Frappe by parameter counts, which the
+# train part records for both sides); the report prints these beside the throughput table.
+FUXICTR_DIFFERENCES = {
+    "afn_plus": ["same structure (FuxiCTR's AFN with `ensemble_dnn`); ours computes the logarithmic layer in "
+                 "float32 under bf16 autocast, and its neurons' BatchNorm on a contiguous [B*d, N] layout (same "
+                 "statistics)"],
+    "autoint_plus": ["same structure (FuxiCTR's AutoInt with a DNN); ours follows FuxiCTR where it departs from the "
+                     "paper: the residual is projected only when the width changes, and `use_scale` divides by "
+                     "sqrt(head_dim)"],
+    "finalmlp": ["FuxiCTR's fusion layer gives both streams' linear terms a bias, ours one (FuxiCTR: 1 parameter "
+                 "more)"],
+    "masknet": ["same structure (`structure: parallel` / `serial` = FuxiCTR's ParallelMaskNet / SerialMaskNet)"],
+    "wukong": ["FuxiCTR's FMB MLP ends in a ReLU, ours in a linear layer (the paper: no activation on the FMB "
+               "output)",
+               "FuxiCTR's residual projection (a layer whose input count differs from nF + nL, e.g. the first) "
+               "has a bias, ours not (FuxiCTR: nF + nL parameters more per such layer)",
+               "`dropout` (FuxiCTR's `net_dropout`): FuxiCTR drops only in the FMB MLPs, ours also in the head "
+               "MLP's hidden layers",
+               "the head MLP without batch norm on both sides (FuxiCTR's `mlp_batch_norm: false`; its default is "
+               "true); FuxiCTR draws the FM projection Y from N(0, 1), ours Xavier-normal"],
+    "xdeepfm": ["FuxiCTR's linear (LR) term has no bias, ours one (ctrbench: 1 parameter more)"],
+}
+FUXICTR_WUKONG_NUMERIC = ("numeric features: ours feeds them through the bottom MLP into `dense_embeddings` "
+                          "embedding(s) (the paper's dense embedding), FuxiCTR's WuKong embeds each one separately "
+                          "(its FeatureEmbedding), so its interaction stack starts from more embeddings")
+
+
+def fuxictr_differences(model: str, fmap: FeatureMap) -> list[str]:
+    """How FuxiCTR's model differs from ours at the mapped config, on this data."""
+    numeric = model == "wukong" and any(f.type == "numeric" for f in fmap.features)
+    return FUXICTR_DIFFERENCES.get(model, []) + ([FUXICTR_WUKONG_NUMERIC] if numeric else [])
 
 
 def shared_train_settings(spec: RunSpec) -> dict[str, Any]:

@@ -7,13 +7,14 @@ which puts our data and configs in FuxiCTR's formats; `benchmarks.measure.run_wo
 stdout line back as JSON). This file imports only the standard library, numpy, torch and fuxictr 2.3.10, because
 FuxiCTR cannot share an environment with ctrbench (it needs polars < 2 and installs a top-level
 `model_zoo` package). FuxiCTR's wheel has no models: `model_zoo_dir` names a folder holding
-DLRM.py, DCNv2.py and xDeepFM.py fetched from github.com/reczoo/FuxiCTR (model_zoo/<Model>/src/);
-that code is never part of ctrbench.
+AFN.py, AutoInt.py, DCNv2.py, DLRM.py, FinalMLP.py, MaskNet.py, WuKong.py and xDeepFM.py fetched from
+github.com/reczoo/FuxiCTR (model_zoo/<Model>/src/<Model>.py, e.g. at 5c42ceb, the commit that made it
+2.3.10); that code is never part of ctrbench.
 
 Jobs:
 * train: build the model with FuxiCTR's own classes, iterate FuxiCTR's NpzDataLoader and call the
   model's own `train_step`; time `steps` steps after `warmup_steps`, then time `model.predict` over
-  the validation split.
+  the validation split. Also returns the model's parameter count (embedding tables included).
 * converge: FuxiCTR's full `fit` (early stopping on validation AUC, best weights restored), then
   `evaluate` on the test split.
 * preprocess: FuxiCTR's `FeatureProcessor` + `build_dataset` on CSV files (its own pipeline: polars
@@ -93,7 +94,8 @@ def train_job(job: dict) -> dict:
         predictions = model.predict(valid_gen)
         predict_seconds = time.perf_counter() - started
     return {"samples_per_second": samples / train_seconds, "train_seconds": train_seconds, "steps": steps,
-            "inference_samples_per_second": len(predictions) / predict_seconds, "load_seconds": load_seconds}
+            "inference_samples_per_second": len(predictions) / predict_seconds, "load_seconds": load_seconds,
+            "parameters": sum(p.numel() for p in model.parameters())}
 
 
 def converge_job(job: dict) -> dict:

@@ -28,7 +28,7 @@ from model_zoo import get_model_class
 
 def train_job(job: dict[str, Any]) -> dict[str, Any]:
     """Samples/s over `steps` training steps after `warmup_steps`, then inference samples/s on valid
-    (both at the job's `train.precision`), and the model's forward MFLOP per example."""
+    (both at the job's `train.precision`), the model's forward MFLOP per example and its parameter count."""
     fmap = FeatureMap.load(job["data"])
     config = TrainConfig(**job["train"])
     started = time.perf_counter()
@@ -58,7 +58,8 @@ def train_job(job: dict[str, Any]) -> dict[str, Any]:
     predict_seconds = time.perf_counter() - started
     return {"samples_per_second": samples / train_seconds, "train_seconds": train_seconds, "steps": steps,
             "inference_samples_per_second": len(logits) / predict_seconds, "load_seconds": load_seconds,
-            "forward_mflop_per_example": mflop_per_example}
+            "forward_mflop_per_example": mflop_per_example,
+            "parameters": sum(p.numel() for p in model.parameters())}
 
 
 JOBS = {"train": train_job}

@@ -63,7 +63,8 @@ def train_section(part: dict[str, Any]) -> list[str]:
              "",
              "Precision: ctrbench's `train.precision` (bf16 = forward passes under bfloat16 autocast, float32 "
              "weights and optimizer); FuxiCTR trains in float32. GFLOP/s = train samples/s x 3 x the model's forward "
-             "FLOPs per example (`ctrbench.flops`; backward ~ 2x forward; same model structure on both sides), and "
+             "FLOPs per example (`ctrbench.flops` of our model, for both sides: the same structure but for the "
+             "differences listed below the table; backward ~ 2x forward), and "
              "its share of the same-precision matmul peak, measured in the same run (torch.matmul [4096x1024] x "
              f"[1024x1024], before and after): fp32 {peaks['fp32']:.0f}, bf16 {peaks['bf16']:.0f} GFLOP/s.", "",
              "| dataset | model | precision | ctrbench train samples/s | FuxiCTR train samples/s | train ratio | "
@@ -91,7 +92,27 @@ def train_section(part: dict[str, Any]) -> list[str]:
                          f"| {gflops(ours, peaks[precision])} / {gflops(theirs, peaks['fp32'])} "
                          f"| {_cell(ours, 'peak_rss_mib')} / {_cell(theirs, 'peak_rss_mib')} |")
     lines.append("")
+    lines += [f"No row for {what}: its Frappe config cannot be built on this data ({why})."
+              for what, why in part.get("skipped", {}).items()]
     lines += [f"No FuxiCTR row for {what}: {why}." for what, why in part["fuxictr_missing"].items()]
+    return lines + [""] + model_notes(part)
+
+
+def model_notes(part: dict[str, Any]) -> list[str]:
+    """Per dataset and model with a FuxiCTR side: both sides' parameter counts and how the designs differ."""
+    counts: dict[str, dict[str, int]] = {}
+    for row in part["rows"]:
+        if "parameters" in row:
+            counts.setdefault(f"{row['dataset']} {row['model']}", {})[row["side"]] = row["parameters"]
+    differences = part.get("fuxictr_differences", {})
+    keys = [key for key, sides in counts.items() if "fuxictr" in sides and "ctrbench" in sides]
+    if not keys:
+        return []
+    lines = ["The two sides' models at the mapped config (`benchmarks.fuxictr_bridge.fuxictr_params`): parameters "
+             "(embedding tables included) ctrbench / FuxiCTR, and where the designs differ.", ""]
+    for key in keys:
+        notes = [f"{counts[key]['ctrbench']:,} / {counts[key]['fuxictr']:,} parameters", *differences.get(key, [])]
+        lines.append(f"- {key}: {'; '.join(notes)}.")
     return lines + [""]
 
 

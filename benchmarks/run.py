@@ -42,10 +42,10 @@ from benchmarks.measure import REPO, Workers, load_average, machine
 from benchmarks.parts.scaling import WUKONG_LADDER
 from benchmarks.report import PARTS, write_report
 from ctrbench.device import Precision
+from model_zoo import TABLE2_MODELS
 
 DEFAULT_RESULTS = REPO / "results" / "perf"
 DEFAULT_REPORT = REPO / "benchmarks" / "perf.md"
-MODELS = ("dlrm", "dcnv2", "xdeepfm", "wukong")
 
 
 def _int_list(value: str) -> list[int]:
@@ -56,7 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("part", choices=[*PARTS, "report"])
     parser.add_argument("--fxvenv", type=Path, help="FuxiCTR's virtual environment (its bin/python runs their side)")
-    parser.add_argument("--fuxictr-zoo", type=Path, help="folder with FuxiCTR's DLRM.py, DCNv2.py, xDeepFM.py")
+    parser.add_argument("--fuxictr-zoo", type=Path,
+                        help="folder with FuxiCTR's AFN.py, AutoInt.py, DCNv2.py, DLRM.py, FinalMLP.py, MaskNet.py, "
+                             "WuKong.py, xDeepFM.py")
     parser.add_argument("--frappe", type=Path, default=Path("data/frappe"), help="processed Frappe")
     parser.add_argument("--criteo-like", type=Path, help="processed generated Criteo-format dataset")
     parser.add_argument("--work", type=Path, default=Path("/tmp/ctrbench_perf"), help="scratch folder")
@@ -64,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--report", type=Path, default=DEFAULT_REPORT, help="markdown report to write")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--models", default=",".join(TABLE2_MODELS))
     parser.add_argument("--precisions", default="fp32,bf16", help="train: ctrbench's train.precision values to time")
     parser.add_argument("--warmup", type=int, default=3, help="training steps before timing starts")
     parser.add_argument("--steps", type=int, default=10, help="timed training steps")

@@ -16,18 +16,21 @@ from benchmarks import ours
 from benchmarks.report import paired_ratios, render, spread
 from benchmarks.fuxictr_bridge import (
     FUXICTR_DLRM_NUMERIC,
+    FUXICTR_WUKONG_NUMERIC,
     export_for_fuxictr,
     fuxictr_cannot_run,
+    fuxictr_differences,
     fuxictr_params,
     preprocess_job,
     write_csvs,
 )
 from benchmarks.measure import matmul_peak_gflops, run_measured, run_worker
 from benchmarks.parts.scaling import scaling_point
-from benchmarks.parts.train import train_jobs
+from benchmarks.parts.train import frappe_config_error, train_jobs
 from ctrbench.data import load_split
 from ctrbench.errors import CtrbenchError
 from ctrbench.features import DatasetWriter, FeatureMap, FeatureSpec, to_parquet_frame
+from ctrbench.runner import BASE_SEED, resolve_spec
 
 
 def write_mixed_dataset(directory, rows: int = 40) -> FeatureMap:
@@ -104,7 +107,53 @@ def test_fuxictr_params_match_names_and_reject_unmatched_structures():
         fuxictr_params("dcnv2", {"embedding_dim": 10, "model_structure": "parallel", "num_cross_layers": 2,
                                  "cross_network": "low_rank"})
     with pytest.raises(CtrbenchError, match="no such model"):
-        fuxictr_params("wukong", {})
+        fuxictr_params("lr", {})
+
+
+# FuxiCTR's model_params for each model's Frappe entry in model_zoo/configs (names as in FuxiCTR 2.3.10's
+# AFN.py, AutoInt.py, FinalMLP.py, MaskNet.py and WuKong.py); our defaults fill what a config leaves out
+FRAPPE_FUXICTR_PARAMS = {
+    "afn_plus": {"embedding_dim": 10, "ensemble_dnn": True, "dnn_hidden_units": [400, 400, 400],
+                 "dnn_activations": "relu", "dnn_dropout": 0.2, "afn_hidden_units": [400], "afn_activations": "relu",
+                 "afn_dropout": 0.4, "logarithmic_neurons": 1000, "batch_norm": False},
+    "autoint_plus": {"embedding_dim": 10, "dnn_hidden_units": [400, 400, 400], "dnn_activations": "relu",
+                     "attention_layers": 5, "num_heads": 4, "attention_dim": 128, "net_dropout": 0.1,
+                     "batch_norm": True, "layer_norm": True, "use_scale": True, "use_wide": False, "use_residual": True},
+    "finalmlp": {"embedding_dim": 10, "mlp1_hidden_units": [400], "mlp1_hidden_activations": "relu",
+                 "mlp1_dropout": 0.4, "mlp1_batch_norm": True, "mlp2_hidden_units": [100],
+                 "mlp2_hidden_activations": "relu", "mlp2_dropout": 0.4, "mlp2_batch_norm": True, "use_fs": True,
+                 "fs_hidden_units": [400], "fs1_context": ["user"], "fs2_context": ["item"], "num_heads": 5},
+    "masknet": {"embedding_dim": 10, "model_type": "ParallelMaskNet", "dnn_hidden_units": [400, 400, 400],
+                "dnn_hidden_activations": "relu", "parallel_num_blocks": 3, "parallel_block_dim": 50,
+                "reduction_ratio": 2.0, "net_dropout": 0.1, "emb_layernorm": False, "net_layernorm": True},
+    "wukong": {"embedding_dim": 64, "num_wukong_layers": 2, "lcb_features": 16, "fmb_features": 16,
+               "fmb_mlp_units": [256, 256], "fmb_mlp_activations": "relu", "fmp_rank_k": 16,
+               "mlp_hidden_units": [400, 400], "mlp_hidden_activations": "relu", "mlp_batch_norm": False,
+               "layer_norm": True, "net_dropout": 0.2},
+}
+
+
+@pytest.mark.parametrize("model", sorted(FRAPPE_FUXICTR_PARAMS))
+def test_fuxictr_params_of_each_frappe_config(model):
+    assert fuxictr_params(model, resolve_spec(model, "frappe", BASE_SEED).model_params) == FRAPPE_FUXICTR_PARAMS[model]
+
+
+def test_fuxictr_params_of_the_other_structures_and_what_has_no_counterpart():
+    serial = {"embedding_dim": 10, "structure": "serial", "serial_block_units": [400, 400, 400], "reduction_ratio": 4,
+              "dropout": 0.5, "embedding_layer_norm": False, "block_layer_norm": True}  # MaskNet's MovieLens entry
+    assert fuxictr_params("masknet", serial) == {
+        "embedding_dim": 10, "model_type": "SerialMaskNet", "dnn_hidden_units": [400, 400, 400],
+        "dnn_hidden_activations": "relu", "reduction_ratio": 4, "net_dropout": 0.5, "emb_layernorm": False,
+        "net_layernorm": True}
+    assert fuxictr_params("wukong", {"fm": "full"})["fmp_rank_k"] is None  # FuxiCTR's vanilla FM: rank_k None
+    assert fuxictr_params("autoint_plus", {"dnn_hidden_units": []})["dnn_hidden_units"] == []  # plain AutoInt
+    for model, params, message in (
+            ("wukong", {"fm": "attentive"}, "important_features, small_features and fm 'attentive'"),
+            ("wukong", {"important_features": ["user"]}, "important_features"),
+            ("wukong", {"use_residual": False}, "wukong.use_residual: False has no FuxiCTR counterpart"),
+            ("afn_plus", {"log_clamp_min": 1e-7}, "afn_plus.log_clamp_min: 1e-07 has no FuxiCTR counterpart")):
+        with pytest.raises(CtrbenchError, match=message):
+            fuxictr_params(model, params)
 
 
 def test_ours_train_job_times_the_requested_steps(tmp_path):
@@ -120,19 +169,25 @@ def test_ours_train_job_times_the_requested_steps(tmp_path):
 
 
 def test_train_jobs_pair_each_model_and_alternate_the_order(tmp_path):
-    args = argparse.Namespace(models=["dlrm", "wukong"], threads=2, warmup=1, steps=2, fuxictr_zoo=tmp_path,
+    args = argparse.Namespace(models=["dlrm", "lr", "wukong"], threads=2, warmup=1, steps=2, fuxictr_zoo=tmp_path,
                               precisions=["fp32", "bf16"])
     fmap = write_mixed_dataset(tmp_path / "mixed")
     categorical = dataclasses.replace(fmap, features=[f for f in fmap.features if f.type == "categorical"])
     order = lambda repeat, fmap=categorical: [(f["model"], side, f["precision"]) for f, side, _ in  # noqa: E731
                                               train_jobs(args, "frappe", fmap, tmp_path / "fx", repeat)]
     assert order(0) == [("dlrm", "ctrbench", "fp32"), ("dlrm", "ctrbench", "bf16"), ("dlrm", "fuxictr", "fp32"),
-                        ("wukong", "ctrbench", "fp32"), ("wukong", "ctrbench", "bf16")]  # no Wukong in FuxiCTR
+                        ("lr", "ctrbench", "fp32"), ("lr", "ctrbench", "bf16"),  # no LR in FuxiCTR
+                        ("wukong", "ctrbench", "fp32"), ("wukong", "ctrbench", "bf16"), ("wukong", "fuxictr", "fp32")]
     assert order(1) == [("dlrm", "fuxictr", "fp32"), ("dlrm", "ctrbench", "bf16"), ("dlrm", "ctrbench", "fp32"),
-                        ("wukong", "ctrbench", "bf16"), ("wukong", "ctrbench", "fp32")]
+                        ("lr", "ctrbench", "bf16"), ("lr", "ctrbench", "fp32"),
+                        ("wukong", "fuxictr", "fp32"), ("wukong", "ctrbench", "bf16"), ("wukong", "ctrbench", "fp32")]
     # FuxiCTR's DLRM cannot take numeric features: on such data only ours runs
     assert ("dlrm", "fuxictr", "fp32") not in order(0, fmap) and fuxictr_cannot_run("dlrm", fmap) == FUXICTR_DLRM_NUMERIC
-    assert fuxictr_cannot_run("dcnv2", fmap) is None and fuxictr_cannot_run("wukong", fmap) == "FuxiCTR has no such model"
+    assert fuxictr_cannot_run("dcnv2", fmap) is None and fuxictr_cannot_run("lr", fmap) == "FuxiCTR has no such model"
+    # Wukong runs on both sides there, the numeric embedding named as a difference
+    assert ("wukong", "fuxictr", "fp32") in order(0, fmap)
+    assert fuxictr_differences("wukong", fmap)[-1] == FUXICTR_WUKONG_NUMERIC
+    assert FUXICTR_WUKONG_NUMERIC not in fuxictr_differences("wukong", categorical)
     jobs = {(side, f["precision"]): job for f, side, job in
             train_jobs(args, "frappe", categorical, tmp_path / "fx", 0) if f["model"] == "dlrm"}
     ours, bf16, theirs = jobs["ctrbench", "fp32"], jobs["ctrbench", "bf16"], jobs["fuxictr", "fp32"]
@@ -140,6 +195,17 @@ def test_train_jobs_pair_each_model_and_alternate_the_order(tmp_path):
         assert ours[key] == theirs[key]  # matched settings
     assert ours["train"] == {**theirs["train"], "precision": "fp32"} and bf16["train"]["precision"] == "bf16"
     assert theirs["model_params"]["embedding_dim"] == ours["model_params"]["embedding_dim"]
+
+
+def test_a_frappe_config_that_names_frappe_features_is_skipped_on_other_data(tmp_path):
+    fmap = write_mixed_dataset(tmp_path / "mixed")
+    assert frappe_config_error("finalmlp", fmap) is None  # its gates' context features `user` and `item` exist
+    renamed = dataclasses.replace(fmap, features=[dataclasses.replace(f, name=f"f{i}") for i, f in enumerate(fmap.features)])
+    assert "model.fs1_context: unknown feature 'user'" in frappe_config_error("finalmlp", renamed)
+    assert frappe_config_error("wukong", renamed) is None
+    args = argparse.Namespace(models=["finalmlp", "wukong"], threads=2, warmup=1, steps=2, fuxictr_zoo=tmp_path,
+                              precisions=["fp32"])
+    assert {f["model"] for f, _, _ in train_jobs(args, "other", renamed, tmp_path / "fx", 0)} == {"wukong"}
 
 
 def test_run_worker_reads_the_last_stdout_line_and_the_childs_peak_rss(tmp_path):
@@ -232,3 +298,21 @@ def test_profile_section_gives_each_variant_and_the_eager_operator_tables():
     assert "| dlrm | fp32 | yes | 150 | 300 |" in text and "| dlrm | bf16 | no | 300 | 600 |" in text
     assert "Top operators of the eager bf16 dlrm step" in text and "```\ntable bf16\n```" in text
     assert "Top operators of the eager fp32 dlrm step" in text
+
+
+def test_train_section_names_skipped_models_and_each_models_parameters_and_differences():
+    rows = [{"dataset": "frappe", "model": model, "side": side, "precision": "fp32", "repeat": 0,
+             "samples_per_second": 1.0, "inference_samples_per_second": 1.0, "peak_rss_mib": 1.0,
+             "forward_mflop_per_example": 1.0, "parameters": count}
+            for model, side, count in (("wukong", "ctrbench", 2157489), ("wukong", "fuxictr", 2157521),
+                                       ("dlrm", "ctrbench", 417651), ("dlrm", "fuxictr", 417651),
+                                       ("lr", "ctrbench", 10))]
+    part = _machine_header(steps=1, warmup_steps=1, matmul_peak_gflops={"fp32": [1.0], "bf16": [1.0]}, rows=rows,
+                           fuxictr_missing={"frappe lr": "FuxiCTR has no such model"},
+                           skipped={"other finalmlp": "model.fs1_context: unknown feature 'user'"},
+                           fuxictr_differences={"frappe wukong": ["one", "two"]})
+    text = render({"train": part})
+    assert ("No row for other finalmlp: its Frappe config cannot be built on this data (model.fs1_context: "
+            "unknown feature 'user').") in text
+    assert "- frappe wukong: 2,157,489 / 2,157,521 parameters; one; two.\n- frappe dlrm: 417,651 / 417,651 parameters.\n" in text
+    assert "- frappe lr" not in text  # no FuxiCTR side, no comparison
