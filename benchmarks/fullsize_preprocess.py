@@ -21,8 +21,9 @@ import os
 import sys
 
 from benchmarks.measure import REPO, load_average, run_measured
-from ctrbench.features import FeatureMap, atomic_write_text
-from ctrbench.runner import code_version, cpu_name
+from ctrbench.core.io import atomic_write_text
+from ctrbench.data.features import FeatureMap
+from ctrbench.store.environment import code_version, cpu_name
 
 RESULTS = REPO / "benchmarks" / "fullsize_results"
 

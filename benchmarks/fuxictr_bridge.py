@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from ctrbench.data import load_split
-from ctrbench.errors import CtrbenchError
-from ctrbench.features import FeatureMap
-from ctrbench.runner import RunSpec
+from ctrbench.app.runner import RunSpec
+from ctrbench.core.errors import CtrbenchError
+from ctrbench.data.batches import load_split
+from ctrbench.data.features import FeatureMap
 from model_zoo import get_model_class
 
 # Our model -> FuxiCTR's class, fetched from reczoo/FuxiCTR (model_zoo/<Class>/src/<Class>.py at 5c42ceb, the

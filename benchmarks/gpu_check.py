@@ -6,13 +6,13 @@
 It makes its own data (no downloads) and runs three parts, each timed and each recorded even when it fails:
 
 1. `bench`: every zoo model on the embedded synthetic dataset, as `ctrbench bench --quick --device D`
-   (through `ctrbench.runner.bench`, its results store under WORK/bench).
+   (through `ctrbench.app.runner.bench`, its results store under WORK/bench).
 2. `single_node`: DLRM and Wukong with their Criteo configs (`model_zoo/configs`) on a generated
    Kaggle-format Criteo release (`preprocess.criteo_synthetic`, then the Criteo converter), in fp32 and
-   bf16 (`train.precision`), 2 epochs each through `ctrbench.runner.execute` (what `ctrbench train`
+   bf16 (`train.precision`), 2 epochs each through `ctrbench.app.runner.execute` (what `ctrbench train`
    runs). Per run: samples/s of each epoch (the first includes warm-up: kernel choice, allocator growth),
    peak memory (`torch.cuda.max_memory_allocated` on a GPU; on a CPU the process's peak RSS, reset before
-   the run), and training GFLOP/s (3 x the forward MFLOP/example of `ctrbench.flops`, as
+   the run), and training GFLOP/s (3 x the forward MFLOP/example of `ctrbench.nn.flops`, as
    `benchmarks/run.py` counts: backward ~ 2x forward) against a matmul probe of the same precision on
    the same device, taken before and after the runs.
 3. `distributed`: `torchrun --nproc_per_node=1 -m ctrbench.distributed.train` with
@@ -61,15 +61,17 @@ from typing import Any, Literal
 import torch
 
 from benchmarks.measure import matmul_peak_gflops
-from ctrbench.config import parse_overrides
-from ctrbench.datasets import load_dataset_config
-from ctrbench.device import pick_device
-from ctrbench.errors import CtrbenchError
-from ctrbench.features import FeatureMap, atomic_write_text
-from ctrbench.options import RunOptions
-from ctrbench.record import RunRecord
-from ctrbench.runner import BASE_SEED, DatasetSplits, bench, environment, execute, resolve_spec
-from ctrbench.synthetic import write_synthetic
+from ctrbench.app.options import RunOptions
+from ctrbench.app.runner import DatasetSplits, bench, execute, resolve_spec
+from ctrbench.core.config import parse_overrides
+from ctrbench.core.errors import CtrbenchError
+from ctrbench.core.io import atomic_write_text
+from ctrbench.data.datasets import load_dataset_config
+from ctrbench.data.features import FeatureMap
+from ctrbench.data.synthetic import write_synthetic
+from ctrbench.store.environment import environment
+from ctrbench.store.record import BASE_SEED, RunRecord
+from ctrbench.training.device import pick_device
 from model_zoo import MODELS
 from preprocess.criteo import EncodingRules, convert_terabyte, preprocess_criteo
 from preprocess.criteo_synthetic import write_release
@@ -460,7 +462,7 @@ class Report:
     wall_seconds: float
     budget_seconds: int
     within_budget: bool
-    environment: dict[str, Any]  # versions, git commit, device (ctrbench.runner.environment, plus the CUDA stack)
+    environment: dict[str, Any]  # versions, git commit, device (ctrbench.store.environment, plus the CUDA stack)
     parts: list[PartResult]
 
 

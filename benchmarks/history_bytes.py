@@ -4,14 +4,14 @@
 
 For each processed dataset directory: the split files' bytes per row (parquet as written, index maps and
 pretrained tables apart), the tensor bytes per row of the loaded train split (summed over its tensors, the
-figure `ctrbench.data.row_bytes` predicts), and for each stored history column: the mean number of items
+figure `ctrbench.data.batches.row_bytes` predicts), and for each stored history column: the mean number of items
 per row, the fraction of its padded [rows, max_len] cells that are padding, and the bytes per row jagged
 storage would take (int32 values plus one int64 offset per row), in memory and as a zstd parquet column. Then the cost at batch time, on the train
 rows, same batches in the same run (the fastest of `--repeats` shuffled batches of `--batch-size` rows: on a
 busy machine the slower ones measure the other processes): a
 padded batch is one gather of [B, max_len]; a jagged one gathers each row's values by its offsets (what
 an EmbeddingBag or a KeyedJaggedTensor consumes), and padding it back to [B, max_len] (what the masked
-mean of `ctrbench.embedding` consumes) adds a scatter. A check: the padded matrix rebuilt from the jagged
+mean of `ctrbench.nn.embedding` consumes) adds a scatter. A check: the padded matrix rebuilt from the jagged
 rows of a batch equals the padded gather.
 """
 
@@ -26,8 +26,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from ctrbench.data import load_split, row_bytes
-from ctrbench.features import FeatureMap
+from ctrbench.data.batches import load_split, row_bytes
+from ctrbench.data.features import FeatureMap
 
 
 def jagged(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from ctrbench.errors import CtrbenchError
-from ctrbench.runner import cpu_name
+from ctrbench.core.errors import CtrbenchError
+from ctrbench.store.environment import cpu_name
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -93,7 +93,7 @@ class Workers:
 def timed_steps(model, optimizer, config, batches: list, warmup: int) -> tuple[float, float]:
     """Wall and CPU seconds (this process's) of ctrbench's `train_step` over `batches[warmup:]`, after
     untimed steps on `batches[:warmup]` (pre-built batches: no data loading)."""
-    from ctrbench.train import train_step
+    from ctrbench.training.loop import train_step
 
     model.train()
     for step, batch in enumerate(batches[:warmup]):

@@ -6,7 +6,7 @@ prints one JSON line. The benchmark starts one process per measurement (`benchma
 each process's peak memory is its own) and alternates them with FuxiCTR's.
 
 The training job uses what `ctrbench train` uses: `load_split` + `InMemory` batches, the model from
-the zoo, `make_optimizer` and `train_step` from `ctrbench.train`; inference is `ctrbench.train.predict`.
+the zoo, `make_optimizer` and `train_step` from `ctrbench.training.loop`; inference is `ctrbench.training.loop.predict`.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from typing import Any
 
 import torch
 
-from ctrbench.data import InMemory, load_split
-from ctrbench.features import FeatureMap
-from ctrbench.flops import model_stats
-from ctrbench.train import TrainConfig, make_optimizer, predict, train_step
+from ctrbench.data.batches import InMemory, load_split
+from ctrbench.data.features import FeatureMap
+from ctrbench.nn.flops import model_stats
+from ctrbench.training.loop import TrainConfig, make_optimizer, predict, train_step
 from model_zoo import get_model_class
 
 

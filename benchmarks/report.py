@@ -12,7 +12,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from ctrbench.leaderboard import portable_command
+from ctrbench.report.leaderboard import portable_command
 
 PARTS = ("train", "preprocess", "eval", "scaling", "converge", "profile")
 
@@ -63,7 +63,7 @@ def train_section(part: dict[str, Any]) -> list[str]:
              "",
              "Precision: ctrbench's `train.precision` (bf16 = forward passes under bfloat16 autocast, float32 "
              "weights and optimizer); FuxiCTR trains in float32. GFLOP/s = train samples/s x 3 x the model's forward "
-             "FLOPs per example (`ctrbench.flops` of our model, for both sides: the same structure but for the "
+             "FLOPs per example (`ctrbench.nn.flops` of our model, for both sides: the same structure but for the "
              "differences listed below the table; backward ~ 2x forward), and "
              "its share of the same-precision matmul peak, measured in the same run (torch.matmul [4096x1024] x "
              f"[1024x1024], before and after): fp32 {peaks['fp32']:.0f}, bf16 {peaks['bf16']:.0f} GFLOP/s.", "",
@@ -137,8 +137,9 @@ def preprocess_section(part: dict[str, Any]) -> list[str]:
 def eval_section(part: dict[str, Any]) -> list[str]:
     rows = part["rows"]
     lines = ["## 3. Evaluation: AUC over many predictions", "", *_header(part),
-             f"Exact AUC of {part['predictions']:,} float32 scores (ties counted half): `ctrbench.metrics.auc` vs "
-             "scikit-learn's `roc_auc_score`, which FuxiCTR's `evaluate_metrics` calls.", "",
+             f"Exact AUC of {part['predictions']:,} float32 scores (ties counted half): "
+             "`ctrbench.training.metrics.auc` vs scikit-learn's `roc_auc_score`, which FuxiCTR's `evaluate_metrics` "
+             "calls.", "",
              "| implementation | seconds | AUC |", "|---|---|---|"]
     for (side,), rs in _groups(rows, "side").items():
         lines.append(f"| {side} | {spread([r['seconds'] for r in rs], '.2f')} | {rs[0]['auc']:.9f} |")
@@ -154,7 +155,7 @@ def scaling_section(part: dict[str, Any]) -> list[str]:
              f"Matmul peak: torch.matmul [{m}x{k}] x [{k}x{n}] fp32, best of 5, measured before and after in the same "
              f"run: {', '.join(f'{g:.1f}' for g in part['matmul_peak_gflops'])} GFLOP/s (fractions below use the "
              "median). Training on one pre-built batch of random indices (no data loading), Adam; train MFLOP per "
-             "example = 3 x the forward count of `ctrbench.flops` (backward ~ 2x forward), embedding_dim 16, "
+             "example = 3 x the forward count of `ctrbench.nn.flops` (backward ~ 2x forward), embedding_dim 16, "
              "vocabulary 1,000 per feature.", ""]
     batch = part["scaling_batch"]
     titles = {"size": "Wukong size (Table 5's ladder scaled down: nF = nL and k / 4, MLP width / 32), 39 features, "
@@ -176,8 +177,9 @@ def converge_section(part: dict[str, Any]) -> list[str]:
     runs = [{**r, "library": "FuxiCTR 2.3.10"} for r in part["fuxictr"]] + [{**r, "library": "ctrbench"} for r in part["ours"]]
     lines = ["## Convergence on Frappe: DLRM in both libraries", "", *_header(part),
              "BARS DLRM_frappe_x1 config (model_zoo/configs/dlrm.yaml `frappe`), early stopping on validation AUC "
-             "(patience 2, best weights restored). FuxiCTR: its own `fit`, float32. ctrbench: `ctrbench.runner.bench` "
-             "(the code of `ctrbench bench`), runs kept in `converge_ours.jsonl` beside this report's JSON with the "
+             "(patience 2, best weights restored). FuxiCTR: its own `fit`, float32. ctrbench: "
+             "`ctrbench.app.runner.bench` (the code of `ctrbench bench`), runs kept in `converge_ours.jsonl` beside "
+             "this report's JSON with the "
              "command, commit and thread count that made each (their speeds are not comparable: see part 1).", "",
              "| library | precision | seed | epochs | valid AUC | test AUC | test logloss |", "|---|---|---|---|---|---|---|"]
     for r in runs:

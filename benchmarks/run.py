@@ -41,7 +41,7 @@ import torch
 from benchmarks.measure import REPO, Workers, load_average, machine
 from benchmarks.parts.scaling import WUKONG_LADDER
 from benchmarks.report import PARTS, write_report
-from ctrbench.device import Precision
+from ctrbench.training.device import Precision
 from model_zoo import TABLE2_MODELS
 
 DEFAULT_RESULTS = REPO / "results" / "perf"

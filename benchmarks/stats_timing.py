@@ -1,4 +1,4 @@
-"""gAUC and DeLong in ctrbench.stats against straightforward implementations: same values, speed ratio.
+"""gAUC and DeLong in ctrbench.core.stats against straightforward implementations: same values, speed ratio.
 
     python -m benchmarks.stats_timing --out benchmarks/perf_results/stats.json [--rows 1000000 10000000]
 
@@ -19,8 +19,8 @@ import time
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from ctrbench.features import atomic_write_text
-from ctrbench.stats import delong, gauc
+from ctrbench.core.io import atomic_write_text
+from ctrbench.core.stats import delong, gauc
 
 
 def loop_gauc(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray) -> float:

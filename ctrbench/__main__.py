@@ -1,5 +1,5 @@
 import sys
 
-from ctrbench.cli import main
+from ctrbench.app.cli import main
 
 sys.exit(main())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ctrbench.errors import unknown_name
+from ctrbench.core.errors import unknown_name
 from model_zoo.afn_plus import AFNPlus
 from model_zoo.autoint_plus import AutoIntPlus
 from model_zoo.base import CTRModel

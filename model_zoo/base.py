@@ -7,8 +7,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ctrbench.data import Batch
-from ctrbench.features import FeatureMap
+from ctrbench.data.batches import Batch
+from ctrbench.data.features import FeatureMap
 
 
 class CTRModel(nn.Module):
@@ -17,7 +17,7 @@ class CTRModel(nn.Module):
     Subclasses take the feature map first and then their hyperparameters as keyword arguments with
     type annotations and defaults; the defaults are the model's default config, and per-dataset
     YAML configs (`model_zoo/configs/<name>.yaml`) override them. They build their inputs with the
-    shared `ctrbench.embedding.FeatureEmbedding`, so the embedding regulariser and the embedding
+    shared `ctrbench.nn.embedding.FeatureEmbedding`, so the embedding regulariser and the embedding
     learning rate apply to every model alike.
     """
 

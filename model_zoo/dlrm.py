@@ -8,10 +8,10 @@ from typing import Literal
 
 import torch
 
-from ctrbench.data import Batch
-from ctrbench.embedding import FeatureEmbedding
-from ctrbench.features import FeatureMap
-from ctrbench.layers import MLP, InnerProductInteraction
+from ctrbench.data.batches import Batch
+from ctrbench.data.features import FeatureMap
+from ctrbench.nn.embedding import FeatureEmbedding
+from ctrbench.nn.layers import MLP, InnerProductInteraction
 from model_zoo.base import CTRModel
 
 

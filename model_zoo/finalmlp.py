@@ -9,11 +9,11 @@ import math
 import torch
 from torch import nn
 
-from ctrbench.data import Batch
-from ctrbench.embedding import FeatureEmbedding
-from ctrbench.errors import CtrbenchError, unknown_name
-from ctrbench.features import FeatureMap
-from ctrbench.layers import MLP
+from ctrbench.core.errors import CtrbenchError, unknown_name
+from ctrbench.data.batches import Batch
+from ctrbench.data.features import FeatureMap
+from ctrbench.nn.embedding import FeatureEmbedding
+from ctrbench.nn.layers import MLP
 from model_zoo.base import CTRModel
 
 

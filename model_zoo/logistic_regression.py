@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from ctrbench.data import Batch
-from ctrbench.embedding import FeatureEmbedding
-from ctrbench.features import FeatureMap
+from ctrbench.data.batches import Batch
+from ctrbench.data.features import FeatureMap
+from ctrbench.nn.embedding import FeatureEmbedding
 from model_zoo.base import CTRModel
 
 

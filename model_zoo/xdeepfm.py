@@ -9,11 +9,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ctrbench.data import Batch
-from ctrbench.embedding import FeatureEmbedding
-from ctrbench.errors import CtrbenchError
-from ctrbench.features import FeatureMap
-from ctrbench.layers import MLP, xavier_init
+from ctrbench.core.errors import CtrbenchError
+from ctrbench.data.batches import Batch
+from ctrbench.data.features import FeatureMap
+from ctrbench.nn.embedding import FeatureEmbedding
+from ctrbench.nn.layers import MLP, xavier_init
 from model_zoo.base import CTRModel
 from model_zoo.logistic_regression import LogisticRegression
 

@@ -1,8 +1,8 @@
-"""Converters from each dataset's raw release to the processed-dataset contract (ctrbench.features).
+"""Converters from each dataset's raw release to the processed-dataset contract (ctrbench.data.features).
 
 `PREPROCESSORS` maps a dataset name (a file in dataset_configs/) to a function
 `(raw_dir, out_dir, options) -> FeatureMap` that reads the raw files, writes the parquet splits and
-the feature map through `ctrbench.features.DatasetWriter`, and returns the committed feature map.
+the feature map through `ctrbench.data.features.DatasetWriter`, and returns the committed feature map.
 
 A converter (preprocess/<dataset>.py) is a short script over the shared modules:
 
@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from ctrbench.features import FeatureMap
+from ctrbench.data.features import FeatureMap
 from preprocess.criteo import preprocess_criteo
 from preprocess.frappe import preprocess_frappe
 from preprocess.kuaivideo import preprocess_kuaivideo

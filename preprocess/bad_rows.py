@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from ctrbench.console import console
-from ctrbench.errors import CtrbenchError, quote
+from ctrbench.core.console import console
+from ctrbench.core.errors import CtrbenchError, quote
 
 Check = tuple[pl.Expr, str, pl.Expr | None]  # a rule over a lazy frame: (bad rows, problem, offending value)
 

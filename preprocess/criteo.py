@@ -57,10 +57,10 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ctrbench.config import check_kwargs
-from ctrbench.datasets import DATASET_CONFIG_DIR, load_dataset_config
-from ctrbench.errors import CtrbenchError
-from ctrbench.features import OOV_INDEX, PADDING_INDEX, DatasetWriter, FeatureMap, FeatureSpec, parquet_schema
+from ctrbench.core.config import check_kwargs
+from ctrbench.core.errors import CtrbenchError
+from ctrbench.data.datasets import DATASET_CONFIG_DIR, load_dataset_config
+from ctrbench.data.features import OOV_INDEX, PADDING_INDEX, DatasetWriter, FeatureMap, FeatureSpec, parquet_schema
 from preprocess.bad_rows import BadRows
 from preprocess.criteo_read import BLOCK_BYTES, CATEGORICAL_FEATURES, INTEGER_FEATURES, LineBlocks, count_lines, read_rows
 from preprocess.inputs import InputRows, detect_release

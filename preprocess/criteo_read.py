@@ -26,8 +26,8 @@ import polars as pl
 from isal import igzip, isal_zlib
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
-from ctrbench.console import console
-from ctrbench.errors import CtrbenchError
+from ctrbench.core.console import console
+from ctrbench.core.errors import CtrbenchError
 from preprocess.bad_rows import BadRows
 from preprocess.readers import LABEL, field_counts
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from ctrbench.errors import CtrbenchError
-from ctrbench.features import OOV_INDEX, PADDING_INDEX, FeatureSpec, FeatureType
+from ctrbench.core.errors import CtrbenchError
+from ctrbench.data.features import OOV_INDEX, PADDING_INDEX, FeatureSpec, FeatureType
 from preprocess.histories import window_rows
 from preprocess.rules import Keep
 from preprocess.vocabularies import MAX_COUNTED_ID, PretrainedTable, Vocabulary, integer_ids

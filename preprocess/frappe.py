@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ctrbench.features import FeatureMap
+from ctrbench.data.features import FeatureMap
 from preprocess.bad_rows import BadRows
 from preprocess.inputs import detect_release, progress
 from preprocess.options import PreprocessOptions

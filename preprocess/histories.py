@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from ctrbench.features import disk_full_error
+from ctrbench.data.features import disk_full_error
 from preprocess.inputs import progress
 from preprocess.rules import Keep
 

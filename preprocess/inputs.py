@@ -10,9 +10,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ctrbench.console import console
-from ctrbench.errors import CtrbenchError, unknown_name
-from ctrbench.features import sha256_file
+from ctrbench.core.console import console
+from ctrbench.core.errors import CtrbenchError, unknown_name
+from ctrbench.core.io import sha256_file
 
 
 def detect_release(raw_dir: Path, releases: dict[str, Sequence[str]], dataset: str, prefer: str | None = None) -> str:

@@ -40,8 +40,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from ctrbench.errors import CtrbenchError
-from ctrbench.features import FeatureMap
+from ctrbench.core.errors import CtrbenchError
+from ctrbench.data.features import FeatureMap
 from preprocess.bad_rows import BadRows
 from preprocess.encoding import Feature
 from preprocess.histories import list_column, scratch_dir, window_rows, write_parts

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import polars as pl
 
-from ctrbench.features import FeatureMap
+from ctrbench.data.features import FeatureMap
 from preprocess.bad_rows import BadRows
 from preprocess.encoding import Feature
 from preprocess.histories import scratch_dir, with_histories

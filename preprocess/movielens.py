@@ -26,7 +26,7 @@ from pathlib import Path
 
 import polars as pl
 
-from ctrbench.features import FeatureMap
+from ctrbench.data.features import FeatureMap
 from preprocess.bad_rows import BadRows
 from preprocess.inputs import detect_release, progress
 from preprocess.options import PreprocessOptions

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from ctrbench.errors import CtrbenchError, quote
+from ctrbench.core.errors import CtrbenchError, quote
 from preprocess.bad_rows import BadRows, Check
 from preprocess.inputs import require_file, require_text
 

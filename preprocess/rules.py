@@ -13,10 +13,10 @@ from typing import Any, Literal, TypeVar
 
 import polars as pl
 
-from ctrbench.config import build_dataclass
-from ctrbench.datasets import DATASET_CONFIG_DIR, load_dataset_config
-from ctrbench.errors import CtrbenchError, closest
-from ctrbench.features import SPLITS
+from ctrbench.core.config import build_dataclass
+from ctrbench.core.errors import CtrbenchError, closest
+from ctrbench.data.datasets import DATASET_CONFIG_DIR, load_dataset_config
+from ctrbench.data.features import SPLITS
 
 Keep = Literal["recent", "oldest"]  # which end of a sequence survives truncation to max_len
 Rules = TypeVar("Rules")

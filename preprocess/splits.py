@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from ctrbench.errors import CtrbenchError
-from ctrbench.features import SPLITS
+from ctrbench.core.errors import CtrbenchError
+from ctrbench.data.features import SPLITS
 from preprocess.bad_rows import BadRows
 from preprocess.inputs import progress
 from preprocess.readers import LABEL, parse_labels, read_csv, read_libfm

@@ -34,9 +34,9 @@ from pathlib import Path
 
 import polars as pl
 
-from ctrbench.errors import CtrbenchError
-from ctrbench.features import FeatureMap
-from ctrbench.console import console
+from ctrbench.core.console import console
+from ctrbench.core.errors import CtrbenchError
+from ctrbench.data.features import FeatureMap
 from preprocess.bad_rows import BadRows, Check
 from preprocess.encoding import Feature
 from preprocess.histories import scratch_dir, with_histories

@@ -15,8 +15,8 @@ import h5py
 import numpy as np
 import polars as pl
 
-from ctrbench.errors import CtrbenchError
-from ctrbench.features import OOV_INDEX
+from ctrbench.core.errors import CtrbenchError
+from ctrbench.data.features import OOV_INDEX
 from preprocess.inputs import require_file
 
 FIRST_VALUE_INDEX = 2  # vocabulary indices: 0 padding, 1 out-of-vocabulary, values from 2

@@ -1,7 +1,7 @@
 """Writing the processed dataset: vocabularies on train, encode, write atomically, record the sources.
 
 `write_dataset` encodes a converter's `RawSplits` (see `preprocess.encoding`) and commits the splits and
-the feature map through `ctrbench.features.DatasetWriter`; `write_categorical_dataset` does it for a
+the feature map through `ctrbench.data.features.DatasetWriter`; `write_categorical_dataset` does it for a
 dataset whose features are all categorical.
 """
 
@@ -17,9 +17,9 @@ import polars as pl
 import polars.selectors as cs
 import pyarrow.parquet as pq
 
-from ctrbench.console import console
-from ctrbench.errors import CtrbenchError
-from ctrbench.features import SPLITS, DatasetWriter, FeatureMap
+from ctrbench.core.console import console
+from ctrbench.core.errors import CtrbenchError
+from ctrbench.data.features import SPLITS, DatasetWriter, FeatureMap
 from preprocess.bad_rows import BadRows
 from preprocess.encoding import Feature, encoding, fit_vocabularies
 from preprocess.inputs import InputRows, describe_inputs, progress

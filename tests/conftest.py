@@ -7,9 +7,9 @@ import polars as pl
 import pytest
 import torch
 
-from ctrbench.data import Batch, load_split
-from ctrbench.features import DatasetWriter, FeatureMap, FeatureSpec, to_parquet_frame
-from ctrbench.synthetic import write_synthetic
+from ctrbench.data.batches import Batch, load_split
+from ctrbench.data.features import DatasetWriter, FeatureMap, FeatureSpec, to_parquet_frame
+from ctrbench.data.synthetic import write_synthetic
 
 
 def write_tiny_dataset(directory, rows: int = 64, seed: int = 0) -> FeatureMap:
@@ -116,7 +116,7 @@ def preprocess_rules(monkeypatch):
     """`override(dataset, **keys)`: the converters read dataset_configs/<dataset>.yaml's `preprocess` section
     with these keys changed, for this test only (later calls change more keys)."""
     import preprocess.rules
-    from ctrbench.datasets import load_dataset_config
+    from ctrbench.data.datasets import load_dataset_config
 
     configs = {}
 
@@ -136,7 +136,7 @@ def preprocess_rules(monkeypatch):
 @pytest.fixture
 def paper_dir():
     """The paper's tables (../shared/paper, never copied into the repository); skips where they are absent."""
-    from ctrbench.leaderboard import PAPER_DIR
+    from ctrbench.report.paper import PAPER_DIR
 
     if not (PAPER_DIR / "table2.csv").is_file():
         pytest.skip(f"the paper's tables are not in {PAPER_DIR} (../shared/paper or $CTRBENCH_PAPER_DIR)")

@@ -21,9 +21,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ctrbench import cli
+from ctrbench.app import cli
+from ctrbench.data.synthetic import write_synthetic
 from ctrbench.distributed import plan as distributed_plan
-from ctrbench.synthetic import write_synthetic
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CRITEO_LINE = "1\t" + "\t".join(["3"] * 13) + "\t" + "\t".join(["68fd1e64"] * 26)
@@ -244,7 +244,7 @@ def test_distributed_entry_point_bad_config_is_one_line(tmp_path, capsys):
 
 def test_a_long_header_is_quoted_short(tmp_path):
     """A 1.7 KB header in an error is cut to about 200 characters, saying how much was left out."""
-    from ctrbench.errors import quote
+    from ctrbench.core.errors import quote
 
     header = "x" * 1700
     assert quote(header) == repr(header)[:200] + f"... ({len(repr(header)) - 200:,} more characters)"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from ctrbench.bars_reference import BarsResult, load_bars_reference
-from ctrbench.datasets import load_dataset_config
-from ctrbench.errors import CtrbenchError
+from ctrbench.core.errors import CtrbenchError
+from ctrbench.data.datasets import load_dataset_config
+from ctrbench.report.bars_reference import BarsResult, load_bars_reference
 from model_zoo import MODELS
 
 COMMIT = "5b5e61fe2e4ddf676dd12984365da0ae775fb863"

@@ -15,15 +15,15 @@ import pytest
 import torch
 import yaml
 
-from ctrbench.cli import main
-from ctrbench.errors import CtrbenchError
-from ctrbench.leaderboard import _delta, write_leaderboards
-from ctrbench.options import RunOptions
-from ctrbench.record import KEY_FIELDS, RunRecord
-from ctrbench.results import ResultsStore, select_best
-from ctrbench.runner import Eta, bench, resolve_spec
-from ctrbench.synthetic import write_synthetic
-from ctrbench.tuner import TuneResult, best_entry_yaml, grid_points, load_space, tune
+from ctrbench.app.cli import main
+from ctrbench.app.options import RunOptions
+from ctrbench.app.runner import Eta, bench, resolve_spec
+from ctrbench.app.tuner import TuneResult, best_entry_yaml, grid_points, load_space, tune
+from ctrbench.core.errors import CtrbenchError
+from ctrbench.data.synthetic import write_synthetic
+from ctrbench.report.leaderboard import _delta, write_leaderboards
+from ctrbench.store.record import KEY_FIELDS, RunRecord
+from ctrbench.store.results import ResultsStore, select_best
 from model_zoo.logistic_regression import LogisticRegression
 
 REPO = Path(__file__).resolve().parent.parent
@@ -66,8 +66,8 @@ def lines(path: Path) -> list[str]:
 
 APPEND_MANY = """
 import sys
-from ctrbench.record import RunRecord
-from ctrbench.results import ResultsStore
+from ctrbench.store.record import RunRecord
+from ctrbench.store.results import ResultsStore
 store = ResultsStore(sys.argv[1])
 for i in range(40):
     store.append(RunRecord.from_json({
@@ -444,7 +444,7 @@ def test_best_entry_lists_only_non_default_training_values():
 
 
 def test_commands_are_shown_as_a_user_would_type_them():
-    from ctrbench.leaderboard import portable_command
+    from ctrbench.report.leaderboard import portable_command
 
     machine = (f"ctrbench bench --dataset frappe --data-dir /work/data --results {REPO}/leaderboards/results.jsonl "
                "--checkpoint-dir /tmp/x --workers 2 --no-progress --set model.embedding_dim=128 --seeds 3")

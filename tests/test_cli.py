@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from ctrbench.cli import main, model_summary
+from ctrbench.app.cli import main, model_summary
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -63,7 +63,7 @@ def table_rows(out: str) -> dict[str, list[str]]:
 
 
 def test_models_and_datasets_listings(synthetic_data_dir, capsys):
-    from ctrbench.datasets import dataset_names, load_dataset_config
+    from ctrbench.data.datasets import dataset_names, load_dataset_config
     from model_zoo import MODELS
 
     assert run_cli("models") == 0

@@ -2,10 +2,10 @@ import json
 
 import pytest
 
-from ctrbench.config import load_yaml, parse_overrides
-from ctrbench.datasets import REPO_ROOT
-from ctrbench.errors import CtrbenchError
-from ctrbench.runner import resolve_spec
+from ctrbench.app.runner import resolve_spec
+from ctrbench.core.config import load_yaml, parse_overrides
+from ctrbench.core.errors import CtrbenchError
+from ctrbench.data.datasets import REPO_ROOT
 
 
 def test_model_config_typo_suggests_closest(tmp_path):

@@ -6,14 +6,14 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from ctrbench.cli import main
-from ctrbench.data import (MEMORY_BUDGET_ENV, InMemory, ParquetStream, load_split, memory_budget, open_splits,
-                           rebatch, row_bytes)
-from ctrbench.errors import CtrbenchError
-from ctrbench.features import FeatureMap
-from ctrbench.runner import DatasetSplits
-from ctrbench.synthetic import write_synthetic
-from ctrbench.train import TrainConfig, evaluate_split, fit, load_trained_state, seed_everything, trained_state
+from ctrbench.app.cli import main
+from ctrbench.app.runner import DatasetSplits
+from ctrbench.core.errors import CtrbenchError
+from ctrbench.data.batches import (MEMORY_BUDGET_ENV, InMemory, ParquetStream, load_split, memory_budget, open_splits,
+                                   rebatch, row_bytes)
+from ctrbench.data.features import FeatureMap
+from ctrbench.data.synthetic import write_synthetic
+from ctrbench.training.loop import TrainConfig, evaluate_split, fit, load_trained_state, seed_everything, trained_state
 from model_zoo.dlrm import DLRM
 
 ROW_GROUP_ROWS = 500

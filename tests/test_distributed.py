@@ -25,19 +25,19 @@ from torchrec import EmbeddingBagCollection
 from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
 from torchrec.optim.keyed import KeyedOptimizerWrapper
 
-from ctrbench.cli import main as cli_main
-from ctrbench.data import Batch, load_split
+from ctrbench.app.cli import main as cli_main
+from ctrbench.core.errors import CtrbenchError
+from ctrbench.data.batches import Batch, load_split
+from ctrbench.data.features import DatasetWriter, FeatureMap, FeatureSpec
+from ctrbench.data.synthetic import write_synthetic
 from ctrbench.distributed.config import load_config
 from ctrbench.distributed.data import RankShare, SparseBatch
 from ctrbench.distributed.model import INIT_CHUNK_ROWS, build_sharded_model, initial_rows
 from ctrbench.distributed.plan import embedding_memory
 from ctrbench.distributed.sharding import LinearWarmup, available_sharding_types, sharding_constraints
-from ctrbench.embedding import FeatureEmbedding
-from ctrbench.errors import CtrbenchError
-from ctrbench.features import DatasetWriter, FeatureMap, FeatureSpec
-from ctrbench.record import RunRecord
-from ctrbench.results import ResultsStore
-from ctrbench.synthetic import write_synthetic
+from ctrbench.nn.embedding import FeatureEmbedding
+from ctrbench.store.record import RunRecord
+from ctrbench.store.results import ResultsStore
 from model_zoo import get_model_class
 from preprocess import kuaivideo_synthetic
 from preprocess.criteo import EncodingRules, convert_terabyte

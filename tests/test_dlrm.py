@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from ctrbench.data import InMemory, load_split
-from ctrbench.train import TrainConfig, fit, seed_everything
+from ctrbench.data.batches import InMemory, load_split
+from ctrbench.training.loop import TrainConfig, fit, seed_everything
 from model_zoo.dlrm import DLRM
 from model_zoo.logistic_regression import LogisticRegression
 

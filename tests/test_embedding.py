@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from ctrbench.embedding import FeatureEmbedding
-from ctrbench.errors import CtrbenchError
+from ctrbench.core.errors import CtrbenchError
+from ctrbench.nn.embedding import FeatureEmbedding
 
 
 def test_field_layout_and_shapes(tiny_fmap, tiny_batch):

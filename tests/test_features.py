@@ -6,10 +6,10 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from ctrbench.data import InMemory, ParquetStream, load_split
-from ctrbench.errors import CtrbenchError
-from ctrbench.features import DatasetWriter, FeatureMap, FeatureSpec
-from ctrbench.synthetic import write_synthetic
+from ctrbench.core.errors import CtrbenchError
+from ctrbench.data.batches import InMemory, ParquetStream, load_split
+from ctrbench.data.features import DatasetWriter, FeatureMap, FeatureSpec
+from ctrbench.data.synthetic import write_synthetic
 
 
 def test_feature_map_json_round_trip(tiny_fmap):
@@ -130,7 +130,7 @@ def test_a_killed_runs_temporary_folder_is_removed_by_the_next(tmp_path, capsys)
     import os
     import subprocess
 
-    from ctrbench.features import DatasetWriter
+    from ctrbench.data.features import DatasetWriter
 
     finished = subprocess.Popen(["true"])
     finished.wait()  # a pid that has exited
@@ -148,8 +148,8 @@ def test_a_dataset_with_no_rows_stops_and_says_why(tmp_path):
     """`--skip-bad-rows` on files whose every row is bad: no 0 / 0 / 0 dataset, one line with the count."""
     import pyarrow as pa
 
-    from ctrbench.errors import CtrbenchError
-    from ctrbench.features import DatasetWriter, FeatureMap
+    from ctrbench.core.errors import CtrbenchError
+    from ctrbench.data.features import DatasetWriter, FeatureMap
 
     empty = pa.table({"label": pa.array([], pa.float32())})
     fmap = FeatureMap(dataset="d", label="label", features=[], source={"skipped_rows": {"a.txt: bad label": 7}})

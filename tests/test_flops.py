@@ -1,12 +1,12 @@
-"""ctrbench.flops against per-layer formulas derived by hand, on the tiny fixture (every feature type).
+"""ctrbench.nn.flops against per-layer formulas derived by hand, on the tiny fixture (every feature type).
 
-Counting rule (ctrbench/flops.py): 2 FLOPs per multiply-add of a matrix product, 0 for lookups and
+Counting rule (ctrbench/nn/flops.py): 2 FLOPs per multiply-add of a matrix product, 0 for lookups and
 element-wise ops (activations, LayerNorm, softmax, pooling, concatenation).
 """
 
 import pytest
 
-from ctrbench.flops import count_parameters, forward_flops
+from ctrbench.nn.flops import count_parameters, forward_flops
 from model_zoo.dlrm import DLRM
 from model_zoo.wukong import Wukong
 

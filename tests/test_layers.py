@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from ctrbench.errors import CtrbenchError
-from ctrbench.layers import MLP, Dropout, InnerProductInteraction
+from ctrbench.core.errors import CtrbenchError
+from ctrbench.nn.layers import MLP, Dropout, InnerProductInteraction
 
 
 def test_dropout_keeps_each_value_with_probability_one_minus_p_and_scales_by_its_inverse():

@@ -8,10 +8,10 @@ import re
 
 import numpy as np
 
-from ctrbench.cli import main
-from ctrbench.leaderboard import write_leaderboards
-from ctrbench.record import RunRecord
-from ctrbench.results import ResultsStore
+from ctrbench.app.cli import main
+from ctrbench.report.leaderboard import write_leaderboards
+from ctrbench.store.record import RunRecord
+from ctrbench.store.results import ResultsStore
 
 ROWS = 3_000
 
@@ -86,9 +86,9 @@ def test_quick_runs_are_marked(tmp_path):
 
 
 def test_without_the_papers_tables_the_leaderboard_shows_ours_and_says_so(tmp_path, monkeypatch):
-    import ctrbench.leaderboard as leaderboard
+    import ctrbench.report.paper as paper
 
-    monkeypatch.setattr(leaderboard, "PAPER_DIR", tmp_path / "nowhere")
+    monkeypatch.setattr(paper, "PAPER_DIR", tmp_path / "nowhere")
     write_leaderboards([run("dlrm", 2021, 0.95)], tmp_path, "ctrbench leaderboard")
     table2 = (tmp_path / "table2.md").read_text()
     assert "not found when this file was generated: paper columns empty" in table2
@@ -96,9 +96,9 @@ def test_without_the_papers_tables_the_leaderboard_shows_ours_and_says_so(tmp_pa
 
 
 def test_a_grouped_datasets_page_quotes_bars_beside_ours(tmp_path, monkeypatch):
-    import ctrbench.leaderboard as leaderboard
+    import ctrbench.report.paper as paper
 
-    monkeypatch.setattr(leaderboard, "PAPER_DIR", tmp_path / "nowhere")  # rows: our models only
+    monkeypatch.setattr(paper, "PAPER_DIR", tmp_path / "nowhere")  # rows: our models only
     kuaivideo = [run(model, seed, auc, dataset="kuaivideo", test={"auc": auc, "logloss": 0.44, "gauc": gauc})
                  for model, auc, gauc in (("dcnv2", 0.745, 0.665), ("dlrm", 0.744, 0.664)) for seed in (2021, 2022)]
     write_leaderboards([*kuaivideo, run("dlrm", 2021, 0.95)], tmp_path, "ctrbench leaderboard")

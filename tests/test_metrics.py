@@ -3,8 +3,8 @@ import pytest
 import torch
 from sklearn.metrics import log_loss, roc_auc_score
 
-from ctrbench.errors import CtrbenchError
-from ctrbench.metrics import auc, evaluate, logloss
+from ctrbench.core.errors import CtrbenchError
+from ctrbench.training.metrics import auc, evaluate, logloss
 
 
 def test_auc_by_hand():

@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from ctrbench.errors import CtrbenchError
-from ctrbench.flops import count_parameters
+from ctrbench.core.errors import CtrbenchError
+from ctrbench.nn.flops import count_parameters
 from model_zoo.autoint_plus import AutoIntPlus, MultiHeadSelfAttention
 
 BARS_FRAPPE_VOCAB = [5371] + [2] * 9  # 5,389 embedding rows over 10 fields, as in BARS's Frappe_x1 logs

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from ctrbench.errors import CtrbenchError
-from ctrbench.flops import count_parameters, forward_flops
+from ctrbench.core.errors import CtrbenchError
+from ctrbench.nn.flops import count_parameters, forward_flops
 from model_zoo.dcnv2 import DCNv2, CrossLayer, MixtureCrossLayer
 
 # BARS Frappe_x1: 10 categorical fields sharing 5,389 embedding rows (FuxiCTR's vocabulary, padding and

@@ -3,9 +3,9 @@ import math
 import pytest
 import torch
 
-from ctrbench.embedding import FeatureEmbedding
-from ctrbench.errors import CtrbenchError
-from ctrbench.flops import count_parameters
+from ctrbench.core.errors import CtrbenchError
+from ctrbench.nn.embedding import FeatureEmbedding
+from ctrbench.nn.flops import count_parameters
 from model_zoo.finalmlp import FeatureSelectionGate, FinalMLP, MultiHeadBilinearFusion
 
 

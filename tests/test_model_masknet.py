@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from ctrbench.errors import CtrbenchError
-from ctrbench.flops import count_parameters
+from ctrbench.core.errors import CtrbenchError
+from ctrbench.nn.flops import count_parameters
 from model_zoo.masknet import FieldLayerNorm, MaskBlock, MaskNet
 
 

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from ctrbench.errors import CtrbenchError
+from ctrbench.core.errors import CtrbenchError
 from model_zoo.wukong import FactorizationMachine, FactorizationMachineBlock, Wukong, WukongLayer
 
 # One example, n = 3 embeddings of d = 2.

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from ctrbench.errors import CtrbenchError
-from ctrbench.flops import count_parameters, forward_flops
+from ctrbench.core.errors import CtrbenchError
+from ctrbench.nn.flops import count_parameters, forward_flops
 from model_zoo.xdeepfm import CompressedInteractionNetwork, XDeepFM
 
 X0 = torch.tensor([[[1.0, 2.0], [3.0, 4.0]]])  # one row, m = 2 fields, D = 2

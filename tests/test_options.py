@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ctrbench.cli import build_parser, run_options
-from ctrbench.options import QUICK_EPOCHS, RunOptions
+from ctrbench.app.cli import build_parser, run_options
+from ctrbench.app.options import QUICK_EPOCHS, RunOptions
 
 
 def test_quick_caps_epochs_unless_an_explicit_value_is_given():

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from ctrbench.errors import CtrbenchError
+from ctrbench.core.errors import CtrbenchError
 from preprocess.bad_rows import BadRows
 from preprocess.criteo_read import COLUMNS, LineBlocks, read_rows
 from preprocess.readers import read_csv, read_libfm

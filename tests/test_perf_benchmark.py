@@ -27,10 +27,11 @@ from benchmarks.fuxictr_bridge import (
 from benchmarks.measure import matmul_peak_gflops, run_measured, run_worker
 from benchmarks.parts.scaling import scaling_point
 from benchmarks.parts.train import frappe_config_error, train_jobs
-from ctrbench.data import load_split
-from ctrbench.errors import CtrbenchError
-from ctrbench.features import DatasetWriter, FeatureMap, FeatureSpec, to_parquet_frame
-from ctrbench.runner import BASE_SEED, resolve_spec
+from ctrbench.app.runner import resolve_spec
+from ctrbench.core.errors import CtrbenchError
+from ctrbench.data.batches import load_split
+from ctrbench.data.features import DatasetWriter, FeatureMap, FeatureSpec, to_parquet_frame
+from ctrbench.store.record import BASE_SEED
 
 
 def write_mixed_dataset(directory, rows: int = 40) -> FeatureMap:

@@ -9,8 +9,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from ctrbench.errors import CtrbenchError
-from ctrbench.features import sha256_file
+from ctrbench.core.errors import CtrbenchError
+from ctrbench.core.io import sha256_file
 from preprocess.bad_rows import BadRows
 from preprocess.encoding import count_joined_ids, count_values, encode_sequence, stored_once
 from preprocess.histories import history_rows, list_column, scratch_dir, with_histories

@@ -23,11 +23,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ctrbench.cli import main
-from ctrbench.data import ParquetStream, load_split
-from ctrbench.datasets import REPO_ROOT, load_dataset_config
-from ctrbench.errors import CtrbenchError
-from ctrbench.features import FeatureMap, sha256_file
+from ctrbench.app.cli import main
+from ctrbench.core.errors import CtrbenchError
+from ctrbench.core.io import sha256_file
+from ctrbench.data.batches import ParquetStream, load_split
+from ctrbench.data.datasets import REPO_ROOT, load_dataset_config
+from ctrbench.data.features import FeatureMap
 from preprocess.bad_rows import BadRows
 from preprocess.options import PreprocessOptions
 from preprocess.criteo import (EncodingRules, FrequencyEncoding, KaggleRules, ParquetSink, ValueCounter, convert_kaggle,

@@ -11,10 +11,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from ctrbench.cli import main
-from ctrbench.data import load_split
-from ctrbench.errors import CtrbenchError
-from ctrbench.features import FeatureMap
+from ctrbench.app.cli import main
+from ctrbench.core.errors import CtrbenchError
+from ctrbench.data.batches import load_split
+from ctrbench.data.features import FeatureMap
 from preprocess.bad_rows import BadRows
 from preprocess.frappe import FIELDS, preprocess_frappe, read_release
 from preprocess.options import PreprocessOptions
@@ -215,7 +215,7 @@ def test_real_raw_log_builds_three_rows_per_positive(tmp_path):
 
 def test_config_fields_select_features_and_typos_are_named(tmp_path, monkeypatch):
     import preprocess.rules
-    from ctrbench.datasets import load_dataset_config
+    from ctrbench.data.datasets import load_dataset_config
 
     config = load_dataset_config("frappe")
     monkeypatch.setattr(preprocess.rules, "load_dataset_config", lambda name: config)

@@ -9,8 +9,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from ctrbench.data import load_index_map
-from ctrbench.features import FeatureMap
+from ctrbench.data.batches import load_index_map
+from ctrbench.data.features import FeatureMap
 from preprocess import kuaivideo_synthetic, microvideo_synthetic
 from preprocess.history_synthetic import Sizes, zipf_ranks
 from preprocess.kuaivideo import preprocess_kuaivideo

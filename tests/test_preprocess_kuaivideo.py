@@ -19,11 +19,11 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from ctrbench.cli import main
-from ctrbench.data import ParquetStream, load_index_map, load_split, row_bytes
-from ctrbench.errors import CtrbenchError
-from ctrbench.embedding import FeatureEmbedding
-from ctrbench.features import DatasetWriter, FeatureMap, to_parquet_frame
+from ctrbench.app.cli import main
+from ctrbench.core.errors import CtrbenchError
+from ctrbench.data.batches import ParquetStream, load_index_map, load_split, row_bytes
+from ctrbench.data.features import DatasetWriter, FeatureMap, to_parquet_frame
+from ctrbench.nn.embedding import FeatureEmbedding
 from model_zoo import get_model_class
 from preprocess.kuaivideo import preprocess_kuaivideo
 from preprocess.options import PreprocessOptions

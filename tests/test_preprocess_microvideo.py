@@ -16,11 +16,11 @@ import polars as pl
 import pytest
 import torch
 
-from ctrbench.cli import main
-from ctrbench.data import load_split
-from ctrbench.embedding import FeatureEmbedding
-from ctrbench.errors import CtrbenchError
-from ctrbench.features import FeatureMap
+from ctrbench.app.cli import main
+from ctrbench.core.errors import CtrbenchError
+from ctrbench.data.batches import load_split
+from ctrbench.data.features import FeatureMap
+from ctrbench.nn.embedding import FeatureEmbedding
 from preprocess.microvideo import preprocess_microvideo
 from preprocess.options import PreprocessOptions
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from ctrbench.cli import main
-from ctrbench.errors import CtrbenchError
-from ctrbench.features import FeatureMap
+from ctrbench.app.cli import main
+from ctrbench.core.errors import CtrbenchError
+from ctrbench.data.features import FeatureMap
 from preprocess.bad_rows import BadRows
 from preprocess.movielens import FIELDS, preprocess_movielens, read_release
 from preprocess.options import PreprocessOptions

@@ -13,10 +13,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from ctrbench.cli import main
-from ctrbench.datasets import load_dataset_config
-from ctrbench.errors import CtrbenchError
-from ctrbench.features import FeatureMap
+from ctrbench.app.cli import main
+from ctrbench.core.errors import CtrbenchError
+from ctrbench.data.datasets import load_dataset_config
+from ctrbench.data.features import FeatureMap
 from preprocess.options import PreprocessOptions
 from preprocess.rules import load_rules
 from preprocess.taobaoads import TaobaoRules, preprocess_taobaoads

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from ctrbench.cli import main
-from ctrbench.errors import CtrbenchError
-from ctrbench.options import RunOptions
-from ctrbench.protocol import ProtocolPlanner, draw_points, load_protocol, search_space
-from ctrbench.record import Device, Environment, Metrics, RunConfig, RunRecord
-from ctrbench.results import ResultsStore, select_best
-from ctrbench.synthetic import write_synthetic
+from ctrbench.app.cli import main
+from ctrbench.app.options import RunOptions
+from ctrbench.app.protocol import ProtocolPlanner, draw_points, search_space
+from ctrbench.core.errors import CtrbenchError
+from ctrbench.data.synthetic import write_synthetic
+from ctrbench.store.protocol_spec import load_protocol
+from ctrbench.store.record import Device, Environment, Metrics, RunConfig, RunRecord
+from ctrbench.store.results import ResultsStore, select_best
 
 PROTOCOL = """
 even:
@@ -205,9 +206,9 @@ def test_each_run_keeps_its_test_predictions(data_dir, tmp_path):
     import numpy as np
     import torch
 
-    from ctrbench.data import load_labels, load_split
-    from ctrbench.datasets import load_feature_map
-    from ctrbench.metrics import auc
+    from ctrbench.data.batches import load_labels, load_split
+    from ctrbench.data.datasets import load_feature_map
+    from ctrbench.training.metrics import auc
 
     store = ResultsStore(tmp_path / "store" / "results.jsonl")
     with contextlib.chdir(tmp_path):

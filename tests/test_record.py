@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from ctrbench.errors import CtrbenchError
-from ctrbench.record import BayesLimit, Device, Environment, Metrics, RunConfig, RunRecord, bayes_limits
-from ctrbench.results import ResultsStore
+from ctrbench.core.errors import CtrbenchError
+from ctrbench.store.record import BayesLimit, Device, Environment, Metrics, RunConfig, RunRecord, bayes_limits
+from ctrbench.store.results import ResultsStore
 
 ARCHIVE = Path(__file__).resolve().parent.parent / "leaderboards" / "archive" / "results_2026-11-23.jsonl"
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-import ctrbench.cli
-from ctrbench.cli import main
-from ctrbench.datasets import dataset_names, load_dataset_config
-from ctrbench.errors import CtrbenchError
-from ctrbench.releases import InputCheck, Release, ReleaseFile, check_inputs
+import ctrbench.app.cli
+from ctrbench.app.cli import main
+from ctrbench.core.errors import CtrbenchError
+from ctrbench.data.datasets import dataset_names, load_dataset_config
+from ctrbench.data.releases import InputCheck, Release, ReleaseFile, check_inputs
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = REPO_ROOT / "tests" / "fixtures" / "frappe"
@@ -49,7 +49,7 @@ def _with_fixture_md5s(monkeypatch):
              for name in ("train.csv", "valid.csv", "test.csv")]
     config = dataclasses.replace(config, releases=[Release("BARS Tiny_x1", files=files, read_as="bars_x1",
                                                            checksums_from="computed in this test")])
-    monkeypatch.setattr(ctrbench.cli, "load_dataset_config", lambda name: config)
+    monkeypatch.setattr(ctrbench.app.cli, "load_dataset_config", lambda name: config)
     return files
 
 
@@ -99,12 +99,12 @@ def test_the_table_holds_the_published_md5s_and_names_the_converters_releases():
 
 
 def test_a_bad_md5_in_a_config_is_a_one_line_error(tmp_path, monkeypatch):
-    import ctrbench.datasets
+    import ctrbench.data.datasets
 
     config = yaml.safe_load((REPO_ROOT / "dataset_configs" / "frappe.yaml").read_text())
     config["releases"][0]["files"][0]["md5"] = "BA7306E6"
     (tmp_path / "frappe.yaml").write_text(yaml.safe_dump(config))
-    monkeypatch.setattr(ctrbench.datasets, "DATASET_CONFIG_DIR", tmp_path)
+    monkeypatch.setattr(ctrbench.data.datasets, "DATASET_CONFIG_DIR", tmp_path)
     with pytest.raises(CtrbenchError, match=r"frappe.yaml: releases: release 'BARS Frappe_x1', file 'train.csv': md5 "
                                             r"must be 32 lowercase hex digits, got 'BA7306E6'"):
         load_dataset_config("frappe")

@@ -9,12 +9,12 @@ import math
 import numpy as np
 import pytest
 
-from ctrbench.cli import main
-from ctrbench.errors import CtrbenchError
-from ctrbench.features import FeatureMap
-from ctrbench.powerlaw import PowerLaw, fit_relative, fit_with_intervals
-from ctrbench.scaling import check_increasing, ladder
-from ctrbench.teacher import Teacher, binary_entropy, write_teacher
+from ctrbench.app.cli import main
+from ctrbench.app.scaling import check_increasing, ladder
+from ctrbench.core.errors import CtrbenchError
+from ctrbench.data.features import FeatureMap
+from ctrbench.data.teacher import Teacher, binary_entropy, write_teacher
+from ctrbench.report.powerlaw import PowerLaw, fit_relative, fit_with_intervals
 
 
 def test_binary_entropy_by_hand():
@@ -68,10 +68,10 @@ def test_relative_form_by_hand():
 
 
 def test_every_ladder_grows_compute_at_every_rung(tmp_path):
-    from ctrbench.data import load_split
-    from ctrbench.flops import model_stats
-    from ctrbench.runner import build_model
-    from ctrbench.scaling import ladder_specs
+    from ctrbench.app.runner import build_model
+    from ctrbench.app.scaling import ladder_specs
+    from ctrbench.data.batches import load_split
+    from ctrbench.nn.flops import model_stats
 
     fmap = write_teacher(tmp_path / "teacher", rows=600, seed=1)
     batch = load_split(fmap, "valid").slice(0, 32)

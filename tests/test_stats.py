@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from ctrbench.stats import Comparison, compare_to_best, delong, gauc, holm, paired_seed_test
+from ctrbench.core.stats import Comparison, compare_to_best, delong, gauc, holm, paired_seed_test
 
 
 def test_gauc_by_hand():
@@ -118,12 +118,12 @@ def test_verdict_needs_both_tests_on_every_seed():
 
 def test_training_reports_and_monitors_gauc(synthetic_fmap, tmp_path):
     """With a group column (here c0 as a stand-in for the user), every evaluation reports gAUC equal to
-    ctrbench.stats.gauc on the same predictions, and train.monitor may weight it."""
+    ctrbench.core.stats.gauc on the same predictions, and train.monitor may weight it."""
     import torch
 
-    from ctrbench.data import InMemory, load_split
-    from ctrbench.metrics import evaluate
-    from ctrbench.train import TrainConfig, fit, predict
+    from ctrbench.data.batches import InMemory, load_split
+    from ctrbench.training.loop import TrainConfig, fit, predict
+    from ctrbench.training.metrics import evaluate
     from model_zoo.dlrm import DLRM
 
     splits = {s: InMemory(load_split(synthetic_fmap, s)) for s in ("train", "valid", "test")}

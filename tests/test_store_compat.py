@@ -1,6 +1,6 @@
 """The committed results store stays usable by today's code: its runs keep their data and config hashes.
 
-Every run is keyed by a hash of its config and of the data's content hash (`ctrbench.record.hash_config`),
+Every run is keyed by a hash of its config and of the data's content hash (`ctrbench.store.record.hash_config`),
 so a change that moves either (a new field in the feature map's features, a new default in a config)
 would silently orphan every stored run: the leaderboard would drop them as another build and
 `bench --protocol` would start over. These tests read `leaderboards/results.jsonl` as committed.
@@ -10,11 +10,12 @@ import json
 
 import pytest
 
-from ctrbench.cli import main
-from ctrbench.datasets import REPO_ROOT
-from ctrbench.features import FeatureMap
-from ctrbench.protocol import ProtocolPlanner, load_protocol
-from ctrbench.record import RunRecord
+from ctrbench.app.cli import main
+from ctrbench.app.protocol import ProtocolPlanner
+from ctrbench.data.datasets import REPO_ROOT
+from ctrbench.data.features import FeatureMap
+from ctrbench.store.protocol_spec import load_protocol
+from ctrbench.store.record import RunRecord
 
 STORE = REPO_ROOT / "leaderboards" / "results.jsonl"
 FRAPPE_RAW = REPO_ROOT.parent / "shared" / "data" / "frappe"

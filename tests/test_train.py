@@ -3,9 +3,9 @@ import copy
 import pytest
 import torch
 
-import ctrbench.train as train_module
-from ctrbench.data import InMemory, load_split
-from ctrbench.train import TrainConfig, fit, seed_everything
+import ctrbench.training.loop as train_module
+from ctrbench.data.batches import InMemory, load_split
+from ctrbench.training.loop import TrainConfig, fit, seed_everything
 from model_zoo.dlrm import DLRM
 
 

@@ -5,11 +5,11 @@ import csv
 import pytest
 import torch
 
-from ctrbench.config import parse_overrides
-from ctrbench.data import InMemory, load_split
-from ctrbench.flops import ModelStats, model_stats
-from ctrbench.runner import resolve_spec
-from ctrbench.train import fit, seed_everything
+from ctrbench.app.runner import resolve_spec
+from ctrbench.core.config import parse_overrides
+from ctrbench.data.batches import InMemory, load_split
+from ctrbench.nn.flops import ModelStats, model_stats
+from ctrbench.training.loop import fit, seed_everything
 from model_zoo import MODELS, TABLE2_MODELS
 
 ALL = sorted(MODELS)
@@ -34,7 +34,7 @@ def test_size_and_compute_are_reported(categorical_only):
     """`model_stats` (what `ctrbench models --flops` and every run record report) against counts by hand.
 
     Three categorical fields of 5, 7 and 4 values: one table of 16 rows. FLOPs: 2 per multiply-add of a
-    matrix product, 0 for lookups and element-wise ops (ctrbench/flops.py).
+    matrix product, 0 for lookups and element-wise ops (ctrbench/nn/flops.py).
     """
     fmap, batch = categorical_only({"a": 5, "b": 7, "c": 4}, rows=32)
     # LR: a 1-wide table (16 weights) and the bias; the sum of looked-up weights costs no FLOPs.
@@ -91,11 +91,12 @@ def test_registry_names_match_the_paper(paper_dir):
 
 
 def test_every_config_entry_validates():
-    from ctrbench.runner import MODEL_CONFIG_DIR
-    from ctrbench.config import load_yaml
+    from ctrbench.core.config import load_yaml
+    from ctrbench.data.datasets import MODEL_CONFIG_DIR
 
-    from ctrbench.protocol import PROTOCOL_FILE, load_protocol, search_space
-    from ctrbench.scaling import ladder
+    from ctrbench.app.protocol import search_space
+    from ctrbench.app.scaling import ladder
+    from ctrbench.store.protocol_spec import PROTOCOL_FILE, load_protocol
 
     for path in sorted(MODEL_CONFIG_DIR.glob("*.yaml")):
         if path.name == PROTOCOL_FILE:

@@ -1,5 +1,5 @@
 """Part 5: Frappe's DLRM (BARS config) trained to convergence by both libraries, seeds BASE_SEED.. (as many
-as `--converge-seeds`): FuxiCTR's own `fit`, and ours through `ctrbench.runner.bench` at each of
+as `--converge-seeds`): FuxiCTR's own `fit`, and ours through `ctrbench.app.runner.bench` at each of
 `--precisions`, stored in RESULTS/converge_ours.jsonl (runs already stored there are kept, not trained again)."""
 
 from __future__ import annotations
@@ -9,9 +9,10 @@ from typing import Any
 
 from benchmarks.fuxictr_bridge import export_for_fuxictr, model_job, shared_train_settings
 from benchmarks.measure import Workers
-from ctrbench.features import FeatureMap
-from ctrbench.options import RunOptions
-from ctrbench.runner import BASE_SEED, bench, resolve_spec
+from ctrbench.app.options import RunOptions
+from ctrbench.app.runner import bench, resolve_spec
+from ctrbench.data.features import FeatureMap
+from ctrbench.store.record import BASE_SEED
 
 
 def run(args, workers: Workers) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from benchmarks.measure import Workers
 def run(args, workers: Workers) -> dict[str, Any]:
     from sklearn.metrics import roc_auc_score
 
-    from ctrbench.metrics import auc
+    from ctrbench.training.metrics import auc
 
     generator = torch.Generator().manual_seed(0)
     labels = (torch.rand(args.rows, generator=generator) < 0.25).float()

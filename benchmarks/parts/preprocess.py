@@ -10,7 +10,7 @@ from typing import Any
 
 from benchmarks.fuxictr_bridge import preprocess_job, write_csvs
 from benchmarks.measure import Workers, load_average, run_measured
-from ctrbench.features import FeatureMap
+from ctrbench.data.features import FeatureMap
 
 
 def run(args, workers: Workers) -> dict[str, Any]:

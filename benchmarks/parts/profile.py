@@ -13,9 +13,10 @@ from typing import Any
 import torch
 
 from benchmarks.measure import Workers, timed_steps
-from ctrbench.data import load_split
-from ctrbench.features import FeatureMap
-from ctrbench.runner import BASE_SEED, resolve_spec
+from ctrbench.app.runner import resolve_spec
+from ctrbench.data.batches import load_split
+from ctrbench.data.features import FeatureMap
+from ctrbench.store.record import BASE_SEED
 
 VARIANTS = (("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True))  # (precision, compiled)
 
@@ -23,8 +24,8 @@ VARIANTS = (("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True))  #
 def run(args, workers: Workers) -> dict[str, Any]:
     from torch.profiler import ProfilerActivity, profile
 
-    from ctrbench.data import InMemory
-    from ctrbench.train import make_optimizer, train_step
+    from ctrbench.data.batches import InMemory
+    from ctrbench.training.loop import make_optimizer, train_step
     from model_zoo import get_model_class
 
     fmap = FeatureMap.load(args.frappe)

@@ -9,8 +9,8 @@ from typing import Any
 import torch
 
 from benchmarks.measure import Workers, matmul_peak_gflops, timed_steps
-from ctrbench.data import Batch
-from ctrbench.features import FeatureMap, FeatureSpec
+from ctrbench.data.batches import Batch
+from ctrbench.data.features import FeatureMap, FeatureSpec
 
 # Table 5's Wukong ladder (l, nF = nL, k, MLP width; MLPs of 3 layers) scaled down: nF, nL and k / 4, MLP width / 32.
 WUKONG_LADDER = ((2, 2, 6, 64), (4, 8, 6, 64), (8, 8, 6, 64), (8, 12, 12, 128), (8, 24, 24, 256), (8, 24, 24, 512),
@@ -33,7 +33,7 @@ def random_batch(fmap: FeatureMap, rows: int, seed: int = 0) -> Batch:
 
 def measure_training(model, batch: Batch, steps: int, warmup: int = 2) -> float:
     """Training samples/s of `model` on one pre-built batch, Adam."""
-    from ctrbench.train import TrainConfig, make_optimizer
+    from ctrbench.training.loop import TrainConfig, make_optimizer
 
     config = TrainConfig(batch_size=len(batch))
     wall, _ = timed_steps(model, make_optimizer(model, config), config, [batch] * (warmup + steps), warmup)
@@ -41,7 +41,7 @@ def measure_training(model, batch: Batch, steps: int, warmup: int = 2) -> float:
 
 
 def scaling_point(num_features: int, batch_size: int, wukong: dict[str, Any], steps: int) -> dict[str, Any]:
-    from ctrbench.flops import forward_flops
+    from ctrbench.nn.flops import forward_flops
     from model_zoo.wukong import Wukong
 
     fmap = categorical_map(num_features)

@@ -19,9 +19,10 @@ from benchmarks.fuxictr_bridge import (
     shared_train_settings,
 )
 from benchmarks.measure import Workers, load_average, matmul_peak_gflops
-from ctrbench.errors import CtrbenchError
-from ctrbench.features import FeatureMap
-from ctrbench.runner import BASE_SEED, resolve_spec
+from ctrbench.app.runner import resolve_spec
+from ctrbench.core.errors import CtrbenchError
+from ctrbench.data.features import FeatureMap
+from ctrbench.store.record import BASE_SEED
 from model_zoo import get_model_class
 
 

@@ -25,8 +25,8 @@ import torch.distributed.checkpoint as dcp
 from torch import nn
 from torchrec.optim.keyed import KeyedOptimizer
 
-from ctrbench.errors import CtrbenchError
-from ctrbench.features import atomic_write_text
+from ctrbench.core.errors import CtrbenchError
+from ctrbench.core.io import atomic_write_text
 
 LATEST = "LATEST"
 

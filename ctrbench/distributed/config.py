@@ -6,7 +6,7 @@
     batch_size: 131072                   # global: every step trains on batch_size / world_size rows per rank
 
 Every other key has its default below (the paper's Criteo TB setup, Appendix A). The command line's
-`--set` overrides keys in the form every ctrbench command takes (`ctrbench.config.parse_overrides`):
+`--set` overrides keys in the form every ctrbench command takes (`ctrbench.core.config.parse_overrides`):
 `--set model.embedding_dim=64` sets a model constructor argument (a key of model_params) and
 `--set train.max_steps=100` any other key of this config. The track's older forms, `--set max_steps=100`
 and `--set model_params.embedding_dim=64`, are accepted as aliases.
@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ctrbench.config import build_dataclass, check_kwargs, load_yaml, parse_overrides, signature_hints
-from ctrbench.device import TablePrecision
-from ctrbench.errors import CtrbenchError
-from ctrbench.options import BASE_SEED
+from ctrbench.core.config import build_dataclass, check_kwargs, load_yaml, parse_overrides, signature_hints
+from ctrbench.core.errors import CtrbenchError
+from ctrbench.store.record import BASE_SEED
+from ctrbench.training.device import TablePrecision
 from model_zoo import get_model_class
 
 ShardingType = Literal["data_parallel", "table_wise", "row_wise", "column_wise", "table_row_wise",

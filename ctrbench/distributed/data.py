@@ -25,9 +25,10 @@ import torch
 from torchrec import KeyedJaggedTensor
 from torchrec.streamable import Pipelineable
 
-from ctrbench.data import Batch, RowGroup, batch_from_arrow, load_index_map, parquet_columns, rebatch, row_groups
-from ctrbench.errors import CtrbenchError
-from ctrbench.features import PADDING_INDEX, FeatureMap, FeatureSpec
+from ctrbench.core.errors import CtrbenchError
+from ctrbench.data.batches import (Batch, RowGroup, batch_from_arrow, load_index_map, parquet_columns, rebatch,
+                                   row_groups)
+from ctrbench.data.features import PADDING_INDEX, FeatureMap, FeatureSpec
 
 
 def in_frozen_table(fmap: FeatureMap, spec: FeatureSpec) -> bool:

@@ -40,10 +40,10 @@ from torch import nn
 from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedTensor, PoolingType
 from torchrec.types import DataType
 
+from ctrbench.core.errors import CtrbenchError
+from ctrbench.data.features import FeatureMap
 from ctrbench.distributed.data import SparseBatch, in_frozen_table
-from ctrbench.embedding import FeatureEmbedding
-from ctrbench.errors import CtrbenchError
-from ctrbench.features import FeatureMap
+from ctrbench.nn.embedding import FeatureEmbedding
 from model_zoo import get_model_class
 
 INIT_CHUNK_ROWS = 1 << 16  # rows per independently seeded block of a table's initial values

@@ -19,12 +19,12 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from ctrbench.core.errors import CtrbenchError
+from ctrbench.data.features import FeatureMap
 from ctrbench.distributed.config import DistributedConfig, load_config
 from ctrbench.distributed.model import build_sharded_model
 from ctrbench.distributed.sharding import make_planner, make_sharder, plan_tables, table_layout
 from ctrbench.distributed.train import DATA_TYPES, quiet_libraries
-from ctrbench.errors import CtrbenchError
-from ctrbench.features import FeatureMap
 
 ADAGRAD_STATE_BYTES = 4  # per row of each shard
 

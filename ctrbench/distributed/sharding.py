@@ -30,9 +30,9 @@ from torchrec.optim import RowWiseAdagrad, apply_optimizer_in_backward
 from torchrec.optim.keyed import CombinedOptimizer, KeyedOptimizer, KeyedOptimizerWrapper
 from torchrec.optim.optimizers import in_backward_optimizer_filter
 
+from ctrbench.core.errors import CtrbenchError, closest
 from ctrbench.distributed.config import DistributedConfig
 from ctrbench.distributed.model import ShardedCTRModel
-from ctrbench.errors import CtrbenchError, closest
 
 ADAGRAD_EPS = 1e-8  # row-wise AdaGrad's denominator epsilon (fbgemm's default), fused and non-fused alike
 

@@ -6,9 +6,9 @@
 Each process drives one GPU (NCCL) or, without CUDA, one CPU process (gloo). Steps run through
 torchrec's TrainPipelineSparseDist, which overlaps the next batch's host-to-device copy and embedding
 input all-to-all with the current batch's forward and backward. Evaluation gathers every rank's
-predictions on rank 0 and computes AUC and LogLoss with `ctrbench.metrics` (exact, as on one node).
+predictions on rank 0 and computes AUC and LogLoss with `ctrbench.training.metrics` (exact, as on one node).
 
-A finished run is a `ctrbench.record.RunRecord` like any single-node run, appended by rank 0 to the
+A finished run is a `ctrbench.store.record.RunRecord` like any single-node run, appended by rank 0 to the
 results store (`--results`, default `results/results.jsonl`, the store `ctrbench train` and `bench`
 use), so `ctrbench leaderboard` shows it beside the single-node runs of its dataset; with `output_dir`
 in the config the same record is also written to `output_dir/result.json`.
@@ -37,23 +37,24 @@ from torchrec import KeyedTensor
 from torchrec.distributed.train_pipeline import TrainPipelineSparseDist
 from torchrec.types import DataType
 
-from ctrbench.data import Batch, prefetch
-from ctrbench.device import pick_device
+from ctrbench.core.console import console
+from ctrbench.core.errors import CtrbenchError
+from ctrbench.core.io import atomic_write_text
+from ctrbench.data.batches import Batch, prefetch
+from ctrbench.data.features import FeatureMap
 from ctrbench.distributed.checkpoint import Checkpoints
 from ctrbench.distributed.config import DistributedConfig, load_config
 from ctrbench.distributed.data import RankShare, SparseBatch, frozen_columns, load_index_maps
 from ctrbench.distributed.model import PooledInputs, ShardedCTRModel, build_sharded_model, initialize_tables
 from ctrbench.distributed.sharding import (LinearWarmup, make_optimizer, make_planner, make_sharder, plan_tables,
                                            shard, table_layout)
-from ctrbench.errors import CtrbenchError
-from ctrbench.features import FeatureMap, atomic_write_text
-from ctrbench.flops import ModelStats, forward_flops
-from ctrbench.metrics import evaluate
-from ctrbench.console import console
-from ctrbench.record import (DistributedRun, Metrics, PeakMemory, RunConfig, RunRecord, StepLoss, bayes_limits,
-                             hash_config)
-from ctrbench.results import DEFAULT_RESULTS, ResultsStore
-from ctrbench.runner import environment
+from ctrbench.nn.flops import ModelStats, forward_flops
+from ctrbench.store.environment import environment
+from ctrbench.store.record import (DistributedRun, Metrics, PeakMemory, RunConfig, RunRecord, StepLoss, bayes_limits,
+                                   hash_config)
+from ctrbench.store.results import DEFAULT_RESULTS, ResultsStore
+from ctrbench.training.device import pick_device
+from ctrbench.training.metrics import evaluate
 from model_zoo import get_model_class
 
 DATA_TYPES = {"fp32": DataType.FP32, "fp16": DataType.FP16, "bf16": DataType.BF16}
@@ -126,7 +127,7 @@ def _peak_memory(device: torch.device, group: dist.ProcessGroup) -> dict[str, An
 
 
 def _model_stats(sharded: ShardedCTRModel, fmap: FeatureMap) -> ModelStats:
-    """Size and compute as `ctrbench.flops` counts them on one node: the zoo model's trainable dense
+    """Size and compute as `ctrbench.nn.flops` counts them on one node: the zoo model's trainable dense
     parameters, rows x dim of its tables, and its forward FLOPs per example (matrix products; lookups
     count 0, so the pooled embeddings of a batch can be zeros of the right shape)."""
     dense = sum(p.numel() for p in sharded.model.parameters() if p.requires_grad)

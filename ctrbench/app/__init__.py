@@ -1,0 +1,1 @@
+"""The commands: the command line, run options, runner, tuner, comparison protocols, scaling studies."""

@@ -1,0 +1,1 @@
+"""The foundation every layer uses, without torch: errors, console, YAML validation, file helpers, statistics."""

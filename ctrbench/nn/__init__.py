@@ -1,0 +1,1 @@
+"""What models are built from: the shared feature embedding, layers, and parameter and FLOP counts."""

@@ -1,0 +1,1 @@
+"""What is generated from the store: leaderboards, scaling reports, plots, the reference numbers."""

@@ -1,0 +1,1 @@
+"""One model trained and evaluated: the training loop, its metrics, device and precision."""
