@@ -6,8 +6,6 @@ would silently orphan every stored run: the leaderboard would drop them as anoth
 `bench --protocol` would start over. These tests read `leaderboards/results.jsonl` as committed.
 """
 
-import json
-
 import pytest
 
 from ctrbench.app.cli import main
@@ -16,6 +14,7 @@ from ctrbench.data.datasets import REPO_ROOT
 from ctrbench.data.features import FeatureMap
 from ctrbench.store.protocol_spec import load_protocol
 from ctrbench.store.record import RunRecord
+from ctrbench.store.results import ResultsStore
 
 STORE = REPO_ROOT / "leaderboards" / "results.jsonl"
 FRAPPE_RAW = REPO_ROOT.parent / "shared" / "data" / "frappe"
@@ -23,7 +22,7 @@ PROTOCOL_MODELS = ["afn_plus", "autoint_plus", "wukong", "dcnv2", "xdeepfm", "fi
 
 
 def stored_runs() -> list[RunRecord]:
-    return [RunRecord.from_json(json.loads(line)) for line in STORE.read_text().splitlines() if line.strip()]
+    return ResultsStore(STORE).records()
 
 
 def test_real_frappe_builds_to_the_data_the_store_ran_on(tmp_path):
