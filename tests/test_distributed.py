@@ -235,13 +235,23 @@ def test_plan_dry_run_counts_every_shards_memory(synthetic_data_dir, tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text(f"model: dlrm\ndata_dir: {synthetic_data_dir / 'synthetic'}\nmodel_params: {{embedding_dim: 16}}\n")
     rows = sum(spec.vocab_size for spec in fmap.of_type("categorical"))
-    layout, per_gpu = embedding_memory(load_config(path, ['sharding={"*": row_wise}']), 2, 2, 10**9)
+    layout, per_gpu, frozen = embedding_memory(load_config(path, ['sharding={"*": row_wise}']), 2, 2, 10**9)
     assert {table["type"] for table in layout["embedding"].values()} == {"row_wise"}
-    assert sum(per_gpu) == rows * (16 * 4 + 4)
-    _, per_gpu = embedding_memory(load_config(path, ['sharding={"*": data_parallel}']), 2, 2, 10**9)
+    assert sum(per_gpu) == rows * (16 * 4 + 4) and frozen == 0
+    _, per_gpu, _ = embedding_memory(load_config(path, ['sharding={"*": data_parallel}']), 2, 2, 10**9)
     assert per_gpu == [rows * (2 * 16 * 4 + 4)] * 2
     with pytest.raises(CtrbenchError, match="the sharding planner found no layout: .*storage"):
         embedding_memory(load_config(path, ['sharding={"*": data_parallel}']), 2, 2, 1000)
+
+
+def test_plan_counts_the_frozen_pretrained_tables_on_every_gpu(tiny_fmap, tmp_path):
+    """The tiny dataset: user (7 rows) and item (12, shared by clicked_items) are sharded row-wise; the frozen
+    `video` table (9 x 3 fp32 = 108 bytes, shared by watched_videos) is held whole by both GPUs."""
+    path = tmp_path / "run.yaml"
+    path.write_text(f"model: dlrm\ndata_dir: {tmp_path / 'tiny'}\nmodel_params: {{embedding_dim: 4}}\n")
+    _, per_gpu, frozen = embedding_memory(load_config(path, ['sharding={"*": row_wise}']), 2, 2, 10**9)
+    assert frozen == 9 * 3 * 4
+    assert sum(per_gpu) == (7 + 12) * (4 * 4 + 4) + 2 * frozen
 
 
 def test_linear_warmup_scales_every_group_then_holds():

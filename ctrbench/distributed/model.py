@@ -18,7 +18,7 @@ from the dataset on every rank: replicated, a buffer, never trained or all-reduc
 linear map after it, and computes those fields, and those of the sequences sharing the table, from
 the batch's pretrained indices and history columns (`SparseBatch.pretrained`, `.sequences`). The map
 is a dense parameter: DDP all-reduces its gradient and Adam updates it, with the dense learning rate
-(one node: the embedding learning rate). The frozen tables are not in the sharding plan's memory.
+(one node: the embedding learning rate). The sharding plan's memory counts the frozen tables on every GPU.
 
 `ShardedCTRModel` puts the EBCs at the top level, next to the zoo model: TrainPipelineSparseDist then
 finds their KeyedJaggedTensor input as a plain attribute of the batch and overlaps their input

@@ -5,8 +5,9 @@
 Runs on any machine, no GPU or process group needed: it builds the model on the meta device, asks
 torchrec's EmbeddingShardingPlanner for the plan `torchrun` would get with that many GPUs, and prints
 per table its layout and per GPU the embedding memory: weights, row-wise AdaGrad state (one fp32 per
-row of each shard) and, for data-parallel tables, the dense gradient. Dense layers, activations and
-communication buffers come on top.
+row of each shard), for data-parallel tables the dense gradient, and the frozen pretrained tables
+(KuaiVideo's, MicroVideo's item vectors), which every GPU holds whole: a buffer, with no gradient or
+optimizer state. Dense layers, activations and communication buffers come on top.
 """
 
 from __future__ import annotations
@@ -29,8 +30,10 @@ from ctrbench.distributed.train import DATA_TYPES, quiet_libraries
 ADAGRAD_STATE_BYTES = 4  # per row of each shard
 
 
-def embedding_memory(config: DistributedConfig, gpus: int, gpus_per_host: int, gpu_memory_bytes: int) -> tuple[dict, list[int]]:
-    """The planner's layout on `gpus` GPUs and the embedding bytes each GPU holds."""
+def embedding_memory(config: DistributedConfig, gpus: int, gpus_per_host: int,
+                     gpu_memory_bytes: int) -> tuple[dict, list[int], int]:
+    """The planner's layout on `gpus` GPUs, the embedding bytes each GPU holds (frozen tables included) and
+    the bytes of the frozen tables alone (the same on every GPU)."""
     fmap = FeatureMap.load(config.data_dir)
     sharded = build_sharded_model(config.model, config.model_params, fmap, config.seed,
                                   DATA_TYPES[config.embedding_precision])
@@ -38,7 +41,9 @@ def embedding_memory(config: DistributedConfig, gpus: int, gpus_per_host: int, g
     planner = make_planner(sharded, sharder, config, torch.device("cuda"), gpus, gpus_per_host, gpu_memory_bytes)
     layout = table_layout(plan_tables(planner, sharded, sharder))
     value_bytes = 4 if config.embedding_precision == "fp32" else 2
-    per_gpu = [0] * gpus
+    frozen = sum(buffer.numel() * buffer.element_size() for name, buffer in sharded.model.named_buffers()
+                 if name.rsplit(".", 1)[-1].startswith("frozen_"))
+    per_gpu = [frozen] * gpus
     for group, configs in sharded.table_configs.items():
         for table in configs:
             placed = layout[group][table.name]
@@ -48,7 +53,7 @@ def embedding_memory(config: DistributedConfig, gpus: int, gpus_per_host: int, g
             for shard in placed["shards"]:
                 rows, columns = shard["sizes"]
                 per_gpu[shard["rank"]] += rows * (columns * value_bytes + ADAGRAD_STATE_BYTES)
-    return layout, per_gpu
+    return layout, per_gpu, frozen
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet_libraries()
     try:
         config = load_config(args.config, args.overrides)
-        layout, per_gpu = embedding_memory(config, args.gpus, min(args.gpus_per_host, args.gpus),
+        layout, per_gpu, frozen = embedding_memory(config, args.gpus, min(args.gpus_per_host, args.gpus),
                                            int(args.gpu_memory_gb * 1e9))
     except CtrbenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -80,7 +85,9 @@ def main(argv: list[str] | None = None) -> int:
             tables.add_row(f"{group}.{name}" if len(layout) > 1 else name, table["type"], shards)
     console.print(tables)
     console.print(f"embedding memory per GPU (GB): {', '.join(f'{used / 1e9:.2f}' for used in per_gpu)}; "
-                  f"largest {max(per_gpu) / 1e9:.2f}, total {sum(per_gpu) / 1e9:.2f}", highlight=False)
+                  f"largest {max(per_gpu) / 1e9:.2f}, total {sum(per_gpu) / 1e9:.2f}"
+                  + (f"; of which frozen pretrained tables {frozen / 1e9:.2f} on every GPU" if frozen else ""),
+                  highlight=False)
     return 0
 
 
