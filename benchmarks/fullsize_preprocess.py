@@ -17,15 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
-from benchmarks.measure import REPO, load_average, run_measured
-from ctrbench.core.io import atomic_write_text
+from benchmarks.measure import REPO, load_average, run_measured, write_fullsize_record
 from ctrbench.data.features import FeatureMap
-from ctrbench.store.environment import code_version, cpu_name
-
-RESULTS = REPO / "benchmarks" / "fullsize_results"
+from ctrbench.store.environment import code_version
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -43,10 +39,8 @@ def main(argv: list[str] | None = None) -> None:
     command += ["--jobs", str(args.jobs)] if args.jobs is not None else []
     commit, dirty = code_version()
     load = load_average()
-    cpu_before = os.times()
-    _, wall, rss = run_measured([sys.executable, "-m", *command])
-    cpu_after = os.times()
-    cpu = cpu_after.children_user + cpu_after.children_system - cpu_before.children_user - cpu_before.children_system
+    measured = run_measured([sys.executable, "-m", *command])
+    wall, cpu, rss = measured.wall_s, measured.cpu_s, measured.peak_rss_mib
     fmap = FeatureMap.load(REPO / args.out)
     rows = {split: info.rows for split, info in fmap.splits.items()}
     output = sum(path.stat().st_size for path in (REPO / args.out).rglob("*") if path.is_file())
@@ -60,15 +54,9 @@ def main(argv: list[str] | None = None) -> None:
         "test_rows": rows["test"], "wall_s": round(wall, 1), "peak_rss_mib": round(rss),
         "rows_per_s": round((rows["train"] + rows["test"]) / wall), "cpu_s": round(cpu, 1),
         "rows_per_cpu_s": round((rows["train"] + rows["test"]) / cpu), "output_mib": round(output / 2**20),
-        "command": " ".join(command), "input": args.input,
-        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(),
-                    "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30),
-                    "load_average_before": load},
-        "commit": commit, "dirty": dirty, "note": args.note,
+        "command": " ".join(command),
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{args.name or args.dataset + '_preprocess'}.json"
-    atomic_write_text(path, json.dumps(record, indent=1) + "\n")
+    write_fullsize_record(args.name or args.dataset + "_preprocess", record, args.input, args.note, load, commit, dirty)
     print(json.dumps(record))
 
 

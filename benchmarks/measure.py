@@ -11,15 +11,18 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ctrbench.core.errors import CtrbenchError
+from ctrbench.core.io import atomic_write_text
 from ctrbench.store.environment import cpu_name
 
 REPO = Path(__file__).resolve().parent.parent
+FULLSIZE_RESULTS = REPO / "benchmarks" / "fullsize_results"
 
 
 def load_average() -> float:
@@ -51,8 +54,34 @@ def machine(threads: int) -> dict[str, Any]:
     return {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": threads, "torch": torch.__version__}
 
 
-def run_measured(command: list[str], env: dict[str, str] | None = None) -> tuple[str, float, float]:
-    """Run `command`; its stdout, wall seconds and peak RSS in MiB (from `os.wait4`, so the child's own)."""
+def write_fullsize_record(name: str, record: dict[str, Any], made_by: str, note: str, load_before: float,
+                          commit: str | None, dirty: bool | None, results_dir: Path = FULLSIZE_RESULTS) -> Path:
+    """Write one full-size measurement as RESULTS_DIR/NAME.json: `record`, then how its input was made, the
+    machine (with its load average before the run), the commit and the note."""
+    machine_facts = {"cpu": cpu_name(), "cores": os.cpu_count(),
+                     "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30),
+                     "load_average_before": load_before}
+    path = results_dir / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps({**record, "input": made_by, "machine": machine_facts, "commit": commit,
+                                        "dirty": dirty, "note": note}, indent=1) + "\n")
+    return path
+
+
+@dataclass
+class Measured:
+    """What `run_measured` saw of one child process."""
+
+    stdout: str
+    stderr: str  # where ctrbench's status lines go
+    wall_s: float
+    cpu_s: float  # user + system seconds of the child (its threads included)
+    peak_rss_mib: float  # the child's own maximum resident set size
+
+
+def run_measured(command: list[str], env: dict[str, str] | None = None) -> Measured:
+    """Run `command` and measure it (`os.wait4`: the child's own CPU time and peak RSS, what
+    `/usr/bin/time -v` reports)."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         started = time.perf_counter()
         process = subprocess.Popen(command, stdout=out, stderr=err, cwd=REPO, env=env)
@@ -60,9 +89,10 @@ def run_measured(command: list[str], env: dict[str, str] | None = None) -> tuple
         wall = time.perf_counter() - started
         out.seek(0)
         err.seek(0)
+        errors = err.read()
         if status:
-            raise CtrbenchError(f"{shlex.join(command)} failed:\n{err.read()[-3000:]}")
-        return out.read(), wall, usage.ru_maxrss / 1024
+            raise CtrbenchError(f"{shlex.join(command)} failed:\n{errors[-3000:]}")
+        return Measured(out.read(), errors, wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024)
 
 
 def run_worker(command: list[str], job: dict[str, Any], env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -70,8 +100,9 @@ def run_worker(command: list[str], job: dict[str, Any], env: dict[str, str] | No
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "job.json"
         path.write_text(json.dumps(job))
-        stdout, wall, rss = run_measured([*command, str(path)], env)
-    return {**json.loads(stdout.strip().splitlines()[-1]), "wall_seconds": wall, "peak_rss_mib": rss}
+        measured = run_measured([*command, str(path)], env)
+    return {**json.loads(measured.stdout.strip().splitlines()[-1]), "wall_seconds": measured.wall_s,
+            "peak_rss_mib": measured.peak_rss_mib}
 
 
 class Workers:

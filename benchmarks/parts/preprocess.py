@@ -24,10 +24,10 @@ def run(args, workers: Workers) -> dict[str, Any]:
             out = Path(tempfile.mkdtemp(dir=args.work))
             load = load_average()
             if side == "ctrbench":
-                _, wall, rss = run_measured([sys.executable, "-m", "ctrbench", "preprocess", "frappe", "--raw",
-                                             str(csv_dir), "--out", str(out / "frappe"), "--release", "bars_x1"],
-                                            workers.env)
-                result = {"wall_seconds": wall, "peak_rss_mib": rss}
+                measured = run_measured([sys.executable, "-m", "ctrbench", "preprocess", "frappe", "--raw",
+                                         str(csv_dir), "--out", str(out / "frappe"), "--release", "bars_x1"],
+                                        workers.env)
+                result = {"wall_seconds": measured.wall_s, "peak_rss_mib": measured.peak_rss_mib}
             else:
                 result = workers.run("fuxictr", preprocess_job(fmap, csv_dir, out, args.threads))
             rows.append({"side": side, "repeat": repeat, "rows": total_rows, "load_before": load, **result})
