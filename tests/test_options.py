@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ctrbench.app.cli import build_parser, run_options
+from ctrbench.app.parser import build_parser, run_options
 from ctrbench.app.options import QUICK_EPOCHS, RunOptions
 
 

@@ -1,6 +1,6 @@
 """`RunOptions`: the options shared by every command that trains (`train`, `bench`, `scale`, `tune`).
 
-The command line builds one from its arguments (`ctrbench.app.cli.run_options`) and passes it down to
+The command line builds one from its arguments (`ctrbench.app.parser.run_options`) and passes it down to
 `ctrbench.app.runner.bench`, `ctrbench.app.tuner.tune`, `ctrbench.app.scaling.scale` and
 `ctrbench.app.protocol.bench_protocol`; Python callers build their own:
 
