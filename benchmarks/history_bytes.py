@@ -4,7 +4,7 @@
 
 For each processed dataset directory: the split files' bytes per row (parquet as written, index maps and
 pretrained tables apart), the tensor bytes per row of the loaded train split (summed over its tensors, the
-figure `ctrbench.data.batches.row_bytes` predicts), and for each stored history column: the mean number of items
+figure `ctrbench.data.sources.row_bytes` predicts), and for each stored history column: the mean number of items
 per row, the fraction of its padded [rows, max_len] cells that are padding, and the bytes per row jagged
 storage would take (int32 values plus one int64 offset per row), in memory and as a zstd parquet column. Then the cost at batch time, on the train
 rows, same batches in the same run (the fastest of `--repeats` shuffled batches of `--batch-size` rows: on a
@@ -26,8 +26,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from ctrbench.data.batches import load_split, row_bytes
+from ctrbench.data.batches import load_split
 from ctrbench.data.features import FeatureMap
+from ctrbench.data.sources import row_bytes
 
 
 def jagged(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -19,8 +19,9 @@ from typing import Any
 
 import torch
 
-from ctrbench.data.batches import InMemory, load_split
+from ctrbench.data.batches import load_split
 from ctrbench.data.features import FeatureMap
+from ctrbench.data.sources import InMemory
 from ctrbench.nn.flops import model_stats
 from ctrbench.training.loop import TrainConfig, make_optimizer, predict, train_step
 from model_zoo import get_model_class

@@ -9,9 +9,10 @@ import torch
 from ctrbench.app.cli import main
 from ctrbench.app.runner import DatasetSplits
 from ctrbench.core.errors import CtrbenchError
-from ctrbench.data.batches import (MEMORY_BUDGET_ENV, InMemory, ParquetStream, load_split, memory_budget, open_splits,
-                                   rebatch, row_bytes)
+from ctrbench.data.batches import load_split
 from ctrbench.data.features import FeatureMap
+from ctrbench.data.sources import (MEMORY_BUDGET_ENV, InMemory, ParquetStream, memory_budget, open_splits, rebatch,
+                                   row_bytes)
 from ctrbench.data.synthetic import write_synthetic
 from ctrbench.training.loop import TrainConfig, evaluate_split, fit, load_trained_state, seed_everything, trained_state
 from model_zoo.dlrm import DLRM

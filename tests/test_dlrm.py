@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from ctrbench.data.batches import InMemory, load_split
+from ctrbench.data.batches import load_split
+from ctrbench.data.sources import InMemory
 from ctrbench.training.loop import TrainConfig, fit, seed_everything
 from model_zoo.dlrm import DLRM
 from model_zoo.logistic_regression import LogisticRegression

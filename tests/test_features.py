@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from ctrbench.core.errors import CtrbenchError
-from ctrbench.data.batches import InMemory, ParquetStream, load_split
+from ctrbench.data.batches import load_split
 from ctrbench.data.features import DatasetWriter, FeatureMap, FeatureSpec
+from ctrbench.data.sources import InMemory, ParquetStream
 from ctrbench.data.synthetic import write_synthetic
 
 

@@ -26,9 +26,10 @@ import pytest
 from ctrbench.app.cli import main
 from ctrbench.core.errors import CtrbenchError
 from ctrbench.core.io import sha256_file
-from ctrbench.data.batches import ParquetStream, load_split
+from ctrbench.data.batches import load_split
 from ctrbench.data.datasets import REPO_ROOT, load_dataset_config
 from ctrbench.data.features import FeatureMap
+from ctrbench.data.sources import ParquetStream
 from preprocess.bad_rows import BadRows
 from preprocess.options import PreprocessOptions
 from preprocess.criteo import (EncodingRules, FrequencyEncoding, KaggleRules, ParquetSink, ValueCounter, convert_kaggle,

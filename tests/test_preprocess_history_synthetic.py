@@ -3,7 +3,6 @@ the same files for the same seed, and the encoding unchanged by the array lookup
 converters before it, on the same generated input)."""
 
 import hashlib
-from pathlib import Path
 
 import numpy as np
 import polars as pl

@@ -21,8 +21,9 @@ import torch
 
 from ctrbench.app.cli import main
 from ctrbench.core.errors import CtrbenchError
-from ctrbench.data.batches import ParquetStream, load_index_map, load_split, row_bytes
+from ctrbench.data.batches import load_index_map, load_split
 from ctrbench.data.features import DatasetWriter, FeatureMap, to_parquet_frame
+from ctrbench.data.sources import ParquetStream, row_bytes
 from ctrbench.nn.embedding import FeatureEmbedding
 from model_zoo import get_model_class
 from preprocess.kuaivideo import preprocess_kuaivideo

@@ -121,7 +121,8 @@ def test_training_reports_and_monitors_gauc(synthetic_fmap, tmp_path):
     ctrbench.core.stats.gauc on the same predictions, and train.monitor may weight it."""
     import torch
 
-    from ctrbench.data.batches import InMemory, load_split
+    from ctrbench.data.batches import load_split
+    from ctrbench.data.sources import InMemory
     from ctrbench.training.loop import TrainConfig, fit, predict
     from ctrbench.training.metrics import evaluate
     from model_zoo.dlrm import DLRM

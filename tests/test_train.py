@@ -4,7 +4,8 @@ import pytest
 import torch
 
 import ctrbench.training.loop as train_module
-from ctrbench.data.batches import InMemory, load_split
+from ctrbench.data.batches import load_split
+from ctrbench.data.sources import InMemory
 from ctrbench.training.loop import TrainConfig, fit, seed_everything
 from model_zoo.dlrm import DLRM
 

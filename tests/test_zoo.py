@@ -7,7 +7,8 @@ import torch
 
 from ctrbench.app.runner import resolve_spec
 from ctrbench.core.config import parse_overrides
-from ctrbench.data.batches import InMemory, load_split
+from ctrbench.data.batches import load_split
+from ctrbench.data.sources import InMemory
 from ctrbench.nn.flops import ModelStats, model_stats
 from ctrbench.training.loop import fit, seed_everything
 from model_zoo import MODELS, TABLE2_MODELS

@@ -24,7 +24,7 @@ VARIANTS = (("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True))  #
 def run(args, workers: Workers) -> dict[str, Any]:
     from torch.profiler import ProfilerActivity, profile
 
-    from ctrbench.data.batches import InMemory
+    from ctrbench.data.sources import InMemory
     from ctrbench.training.loop import make_optimizer, train_step
     from model_zoo import get_model_class
 

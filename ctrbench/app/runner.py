@@ -29,9 +29,9 @@ from ctrbench.app.options import RunOptions
 from ctrbench.core.config import build_dataclass, check_kwargs, load_yaml, signature_hints
 from ctrbench.core.console import console
 from ctrbench.core.errors import CtrbenchError
-from ctrbench.data.batches import open_splits
 from ctrbench.data.datasets import MODEL_CONFIG_DIR, dataset_names, load_dataset_config, load_feature_map
 from ctrbench.data.features import FeatureMap
+from ctrbench.data.sources import open_splits
 from ctrbench.nn.flops import model_stats
 from ctrbench.store.environment import code_version, environment
 from ctrbench.store.record import BASE_SEED, Divergence, Epoch, Metrics, RunConfig, RunRecord, bayes_limits, hash_config
@@ -103,7 +103,7 @@ def build_model(spec: RunSpec, fmap: FeatureMap) -> torch.nn.Module:
 class DatasetSplits:
     """A dataset's feature map and its splits, opened once and shared by every run.
 
-    Each split is held in memory or streamed from its parquet files (`ctrbench.data.batches.open_splits`):
+    Each split is held in memory or streamed from its parquet files (`ctrbench.data.sources.open_splits`):
     `stream` True or False forces one way, None chooses per split from its size against the memory
     budget (`budget` bytes, default a fraction of the available memory). The choice is printed in one
     line. Splits listing the same files (`valid: test`) are one source, read once.

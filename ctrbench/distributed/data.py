@@ -26,9 +26,9 @@ from torchrec import KeyedJaggedTensor
 from torchrec.streamable import Pipelineable
 
 from ctrbench.core.errors import CtrbenchError
-from ctrbench.data.batches import (Batch, RowGroup, batch_from_arrow, load_index_map, parquet_columns, rebatch,
-                                   row_groups)
+from ctrbench.data.batches import Batch, RowGroup, batch_from_arrow, load_index_map, parquet_columns, row_groups
 from ctrbench.data.features import PADDING_INDEX, FeatureMap, FeatureSpec
+from ctrbench.data.sources import rebatch
 
 
 def in_frozen_table(fmap: FeatureMap, spec: FeatureSpec) -> bool:

@@ -40,8 +40,9 @@ from torchrec.types import DataType
 from ctrbench.core.console import console
 from ctrbench.core.errors import CtrbenchError
 from ctrbench.core.io import atomic_write_text
-from ctrbench.data.batches import Batch, prefetch
+from ctrbench.data.batches import Batch
 from ctrbench.data.features import FeatureMap
+from ctrbench.data.sources import prefetch
 from ctrbench.distributed.checkpoint import Checkpoints
 from ctrbench.distributed.config import DistributedConfig, load_config
 from ctrbench.distributed.data import RankShare, SparseBatch, frozen_columns, load_index_maps

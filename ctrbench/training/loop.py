@@ -28,7 +28,8 @@ from torch import nn
 
 from ctrbench.core.console import console
 from ctrbench.core.errors import CtrbenchError
-from ctrbench.data.batches import Batch, BatchSource
+from ctrbench.data.batches import Batch
+from ctrbench.data.sources import BatchSource
 from ctrbench.nn.embedding import FeatureEmbedding, embedding_parameters
 from ctrbench.training.device import Precision
 from ctrbench.training.metrics import evaluate
