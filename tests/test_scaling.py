@@ -67,19 +67,23 @@ def test_relative_form_by_hand():
     assert (a, b) == (pytest.approx(99.56, rel=1e-9), pytest.approx(0.00071, rel=1e-6))
 
 
-def test_every_ladder_grows_compute_at_every_rung(tmp_path):
+def test_every_ladder_grows_compute_at_every_rung(tmp_path, categorical_dataset):
+    """The teacher ladders and Frappe's (on Frappe's 10 categorical fields; MFLOP do not depend on the
+    vocabulary sizes): compute grows at every rung, over at least 30x."""
     from ctrbench.app.runner import build_model
     from ctrbench.app.scaling import ladder_specs
     from ctrbench.data.batches import load_split
     from ctrbench.nn.flops import model_stats
 
-    fmap = write_teacher(tmp_path / "teacher", rows=600, seed=1)
-    batch = load_split(fmap, "valid").slice(0, 32)
-    for model in ("wukong", "dlrm", "dcnv2"):
+    teacher = write_teacher(tmp_path / "teacher", rows=600, seed=1)
+    frappe = categorical_dataset([50] * 10, rows=32)
+    studies = [("teacher", model, teacher, load_split(teacher, "valid").slice(0, 32))
+               for model in ("wukong", "dlrm", "dcnv2")] + [("frappe", model, *frappe) for model in ("wukong", "dlrm")]
+    for dataset, model, fmap, batch in studies:
         mflop = [model_stats(build_model(spec, fmap), batch).mflop_per_example
-                 for spec in ladder_specs(model, "teacher", seeds=1)]
+                 for spec in ladder_specs(model, dataset, seeds=1)]
         check_increasing(model, mflop)
-        assert mflop[-1] / mflop[0] >= 30, model  # the study spans at least 30x
+        assert mflop[-1] / mflop[0] >= 30, (dataset, model)  # the study spans at least 30x
     with pytest.raises(CtrbenchError, match="rung 2 has 1 MFLOP/example, not more than rung 1's 2"):
         check_increasing("m", [0.5, 2.0, 1.0])
 
