@@ -405,7 +405,7 @@ def convert(plans: list[FilePlan], out_dir: Path, rules: EncodingRules, options:
     if options.jobs < 1:
         raise CtrbenchError(f"--jobs must be at least 1, got {options.jobs}")
     policy = BadRows(skip=options.skip_bad_rows)
-    with DatasetWriter(out_dir) as writer:
+    with DatasetWriter(out_dir, shuffle_seed=options.shuffle_seed) as writer:
         converted = _convert_files(plans, encoding, specs, writer, options, block_bytes)
         for plan, result in zip(plans, converted):  # in plan order, whichever file finished first
             for (split, relative), rows in zip(plan.outputs, result.rows):

@@ -63,4 +63,5 @@ def preprocess_frappe(raw_dir: Path, out_dir: Path, options: PreprocessOptions) 
     policy = BadRows(skip=options.skip_bad_rows)
     with progress(f"frappe: reading the {release} release"):
         raw = read_release(raw_dir, release, rules, policy)
-    return write_categorical_dataset(out_dir, "frappe", release, raw, rules, policy, ("BARS Frappe_x1", BARS_ROWS))
+    return write_categorical_dataset(out_dir, "frappe", release, raw, rules, policy, ("BARS Frappe_x1", BARS_ROWS),
+                                     options.shuffle_seed)

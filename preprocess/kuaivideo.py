@@ -201,4 +201,4 @@ def preprocess_kuaivideo(raw_dir: Path, out_dir: Path, options: PreprocessOption
         else:
             raw, tables = read_alpine(raw_dir, rules, policy, scratch)
         return write_dataset(out_dir, "kuaivideo", release, raw, features(rules, tables), rules, policy,
-                             ("BARS KuaiVideo_x1", BARS_ROWS))
+                             ("BARS KuaiVideo_x1", BARS_ROWS), options.shuffle_seed)

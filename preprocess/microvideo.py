@@ -116,4 +116,4 @@ def preprocess_microvideo(raw_dir: Path, out_dir: Path, options: PreprocessOptio
         else:
             raw, tables = read_thacil(raw_dir, rules, policy, scratch)
         return write_dataset(out_dir, "microvideo", release, raw, features(rules, tables), rules, policy,
-                             ("BARS MicroVideo1.7M_x1", BARS_ROWS))
+                             ("BARS MicroVideo1.7M_x1", BARS_ROWS), options.shuffle_seed)

@@ -64,4 +64,4 @@ def preprocess_movielens(raw_dir: Path, out_dir: Path, options: PreprocessOption
     with progress(f"movielens: reading the {release} release"):
         raw = read_release(raw_dir, release, rules, policy)
     return write_categorical_dataset(out_dir, "movielens", release, raw, rules, policy,
-                                     ("BARS MovielensLatest_x1", BARS_ROWS))
+                                     ("BARS MovielensLatest_x1", BARS_ROWS), options.shuffle_seed)

@@ -180,4 +180,4 @@ def preprocess_taobaoads(raw_dir: Path, out_dir: Path, options: PreprocessOption
         raw = read_bars(raw_dir, rules, policy) if release == "bars_x1" else read_tianchi(raw_dir, rules, policy,
                                                                                             scratch)
         return write_dataset(out_dir, "taobaoads", release, raw, features(rules), rules, policy,
-                             ("BARS TaobaoAd_x1", BARS_ROWS))
+                             ("BARS TaobaoAd_x1", BARS_ROWS), options.shuffle_seed)

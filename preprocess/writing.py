@@ -30,14 +30,16 @@ from preprocess.vocabularies import write_pretrained_table
 
 
 def write_dataset(out_dir: Path, dataset: str, release: str, raw: RawSplits, features: Sequence[Feature],
-                  rules: Any, policy: BadRows, reference: tuple[str, dict[str, int]]) -> FeatureMap:
+                  rules: Any, policy: BadRows, reference: tuple[str, dict[str, int]],
+                  shuffle_seed: int | None = None) -> FeatureMap:
     """Encode `features` of the raw splits and write the processed dataset (atomically).
 
     Vocabularies are fitted on the train split (`fit_vocabularies`); each split is encoded and written
     by one streaming pass, pretrained tables through a memory map. The feature map's `source` records
     the release, each input's checksum and rows read and kept, the rules, the skipped bad rows and the
     converter's notes. The written split sizes are printed next to the `reference` release's (name,
-    rows per split), e.g. BARS's.
+    rows per split), e.g. BARS's. With `shuffle_seed` the train rows are written in a seeded random order
+    (`DatasetWriter`).
     """
     frames = {split: frame.lazy() for split, frame in raw.frames.items()}
     counts = {path.name: InputRows(rows_read=kept + policy.skipped_in(path), rows_kept=kept)
@@ -54,7 +56,7 @@ def write_dataset(out_dir: Path, dataset: str, release: str, raw: RawSplits, fea
     with progress(f"{dataset}: fitting vocabularies on train"):
         vocabularies = fit_vocabularies(frames["train"], features)
     specs, columns, index_maps = encoding(features, vocabularies)
-    with DatasetWriter(out_dir) as writer:
+    with DatasetWriter(out_dir, shuffle_seed=shuffle_seed) as writer:
         for relative, mapping in index_maps.items():
             writer.write_array(relative, mapping)
         for feature in features:
@@ -88,7 +90,8 @@ def write_dataset(out_dir: Path, dataset: str, release: str, raw: RawSplits, fea
 
 
 def write_categorical_dataset(out_dir: Path, dataset: str, release: str, raw: RawSplits, rules: CategoricalRules,
-                              policy: BadRows, reference: tuple[str, dict[str, int]]) -> FeatureMap:
+                              policy: BadRows, reference: tuple[str, dict[str, int]],
+                              shuffle_seed: int | None = None) -> FeatureMap:
     """`write_dataset` for a dataset whose `rules.fields` are all categorical."""
     features = [Feature(name, "categorical", min_count=rules.min_count) for name in rules.fields]
-    return write_dataset(out_dir, dataset, release, raw, features, rules, policy, reference)
+    return write_dataset(out_dir, dataset, release, raw, features, rules, policy, reference, shuffle_seed)

@@ -56,8 +56,9 @@ def cmd_preprocess(args: argparse.Namespace) -> None:
             raise CtrbenchError(f"no preprocessor for {args.dataset!r} yet; available: {sorted(PREPROCESSORS)}")
         if args.raw is None:
             raise CtrbenchError(f"preprocess {args.dataset}: --raw DIR is required (the directory of raw files)")
-        fmap = PREPROCESSORS[args.dataset](args.raw, out, PreprocessOptions(skip_bad_rows=args.skip_bad_rows,
-                                                                          release=args.release, jobs=args.jobs))
+        options = PreprocessOptions(skip_bad_rows=args.skip_bad_rows, release=args.release, jobs=args.jobs,
+                                    shuffle_seed=config.shuffle_train)
+        fmap = PREPROCESSORS[args.dataset](args.raw, out, options)
         _check_releases(config, args.raw, fmap)
     rows = ", ".join(f"{s} {info.rows:,}" for s, info in fmap.splits.items())
     console.print(f"wrote {out} ({rows} rows; {len(fmap.features)} features)", highlight=False)

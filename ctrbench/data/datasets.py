@@ -28,6 +28,9 @@ class DatasetConfig:
     description: str = ""
     generator: dict[str, Any] | None = None  # generated datasets (synthetic, teacher): generator arguments
     group: str | None = None  # the categorical feature whose value groups rows for gAUC (the user), as BARS
+    # The seed with which preprocessing writes the train rows in random order (`ctrbench.data.shuffle`), so
+    # that a streamed train split mixes well; None: in the order read (releases already in random order).
+    shuffle_train: int | None = None
     # Preprocessing rules (features, min counts, max lengths, split rules), validated by the dataset's own
     # converter in preprocess/<name>.py, which owns their schema.
     preprocess: dict[str, Any] | None = None

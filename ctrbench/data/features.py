@@ -46,6 +46,7 @@ from ctrbench.core.config import build_dataclass, check_kwargs
 from ctrbench.core.console import console
 from ctrbench.core.errors import CtrbenchError, unknown_name
 from ctrbench.core.io import atomic_write_text, sha256_file
+from ctrbench.data.shuffle import shuffle_parquet_rows
 
 FEATURE_MAP_FILE = "feature_map.json"
 SPLITS = ("train", "valid", "test")
@@ -289,10 +290,12 @@ class DatasetWriter:
 
     Use as a context manager: leaving the block with an exception removes the temporary directory,
     and the previous dataset at `out_dir` (if any) stays untouched; a full disk stops with one line
-    (`disk_full_error`).
+    (`disk_full_error`). With `shuffle_seed`, `commit` first rewrites each train file in a seeded random
+    order (`ctrbench.data.shuffle`; file i with seed `shuffle_seed + i`) and records the seed in the
+    feature map's `source` (`train_shuffle_seed`).
     """
 
-    def __init__(self, out_dir: str | Path, row_group_rows: int = 1 << 17):
+    def __init__(self, out_dir: str | Path, row_group_rows: int = 1 << 17, shuffle_seed: int | None = None):
         self.out_dir = Path(out_dir)
         self.out_dir.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(self.out_dir)
@@ -300,6 +303,7 @@ class DatasetWriter:
         self.tmp_dir = self.out_dir.with_name(f".{self.out_dir.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         self.tmp_dir.mkdir()
         self.row_group_rows = row_group_rows
+        self.shuffle_seed = shuffle_seed
         self.files: dict[str, list[str]] = {}
         self.rows: dict[str, int] = {}
 
@@ -343,6 +347,10 @@ class DatasetWriter:
                    "files" if skipped else "the raw files hold no rows; check that they are complete")
             raise CtrbenchError(f"{self.out_dir}: every split would be empty: {why}; nothing was written")
         fmap.splits = {s: SplitInfo(rows=self.rows[s], files=self.files[s]) for s in self.files}
+        if self.shuffle_seed is not None:
+            for i, relative in enumerate(self.files.get("train", [])):
+                shuffle_parquet_rows(self.tmp_dir / relative, self.shuffle_seed + i, self.row_group_rows)
+            fmap.source = {**(fmap.source or {}), "train_shuffle_seed": self.shuffle_seed}
         digest = hashlib.sha256(json.dumps([_hashed_fields(f) for f in fmap.features]).encode())
         for relative in sorted(p.relative_to(self.tmp_dir).as_posix() for p in self.tmp_dir.rglob("*") if p.is_file()):
             digest.update(relative.encode() + sha256_file(self.tmp_dir / relative).encode())
