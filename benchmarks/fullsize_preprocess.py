@@ -19,7 +19,7 @@ import argparse
 import json
 import sys
 
-from benchmarks.measure import REPO, load_average, run_measured, write_fullsize_record
+from benchmarks.measure import REPO, add_record_options, load_average, run_measured, write_fullsize_record
 from ctrbench.data.features import FeatureMap
 from ctrbench.store.environment import code_version
 
@@ -29,11 +29,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("dataset")
     parser.add_argument("--raw", required=True, help="raw release directory, relative to the repository")
     parser.add_argument("--out", required=True, help="output directory, relative to the repository")
-    parser.add_argument("--input", required=True, help="the command that made the raw files, as typed")
     parser.add_argument("--name", help="result file name without .json (default: DATASET_preprocess)")
-    parser.add_argument("--note", default="", help="conditions of the run, e.g. what else the machine ran")
     parser.add_argument("--jobs", type=int, help="passed to ctrbench preprocess")
-    parser.add_argument("--record-dataset", help="the record's dataset field (default: DATASET)")
+    add_record_options(parser, "raw files")
     args = parser.parse_args(argv)
     command = ["ctrbench", "preprocess", args.dataset, "--raw", args.raw, "--out", args.out]
     command += ["--jobs", str(args.jobs)] if args.jobs is not None else []

@@ -26,7 +26,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from benchmarks.measure import FULLSIZE_RESULTS, REPO, Measured, load_average, run_measured, write_fullsize_record
+from benchmarks.measure import (FULLSIZE_RESULTS, REPO, Measured, add_record_options, load_average, run_measured,
+                                write_fullsize_record)
 from ctrbench.data.datasets import processed_dir
 from ctrbench.data.features import FeatureMap
 from ctrbench.store.environment import code_version
@@ -73,13 +74,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("dataset")
     parser.add_argument("--data-dir", required=True, help="parent of the processed dataset, relative to the repository")
     parser.add_argument("--models", required=True, help="comma-separated, e.g. dlrm,wukong")
-    parser.add_argument("--input", required=True, help="the commands that made the processed data, as typed")
-    parser.add_argument("--record-dataset", help="the records' dataset field and file name (default: DATASET)")
     parser.add_argument("--results", default=DEFAULT_STORE, help=f"results store of the runs (default {DEFAULT_STORE})")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="passed to ctrbench bench (train.epochs=1 is always set)")
     parser.add_argument("--out", type=Path, default=FULLSIZE_RESULTS, help="where the JSON files go")
-    parser.add_argument("--note", default="", help="conditions of the run, e.g. what else the machine ran")
+    add_record_options(parser, "processed data")
     args = parser.parse_args(argv)
     name = args.record_dataset or args.dataset
     fmap = FeatureMap.load(processed_dir(args.dataset, REPO / args.data_dir))

@@ -3,6 +3,7 @@ measurement (its wall time and its own peak RSS), and timed training steps insid
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shlex
@@ -52,6 +53,14 @@ def matmul_peak_gflops(size: tuple[int, int, int] = (4096, 1024, 1024), repeats:
 
 def machine(threads: int) -> dict[str, Any]:
     return {"cpu": cpu_name(), "cores": os.cpu_count(), "threads": threads, "torch": torch.__version__}
+
+
+def add_record_options(parser: argparse.ArgumentParser, made_by: str) -> None:
+    """The options every full-size measurement script takes: how its input was made, the record's dataset
+    name and a note on the conditions (`write_fullsize_record`)."""
+    parser.add_argument("--input", required=True, help=f"the commands that made the {made_by}, as typed")
+    parser.add_argument("--record-dataset", help="the records' dataset field (default: DATASET)")
+    parser.add_argument("--note", default="", help="conditions of the run, e.g. what else the machine ran")
 
 
 def write_fullsize_record(name: str, record: dict[str, Any], made_by: str, note: str, load_before: float,
