@@ -1,4 +1,5 @@
-"""The full-size measurement scripts: one-epoch training records and the README table generated from them."""
+"""The data-scale measurement scripts: one-epoch full-size records, the README table made from them, and
+the streamed-against-in-memory comparison."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import json
 
 import pytest
 
-from benchmarks import fullsize_table, fullsize_train
+from benchmarks import fullsize_table, fullsize_train, stream_check
 from benchmarks.measure import REPO
+from ctrbench.store.record import RunRecord
 from ctrbench.store.results import ResultsStore
 
 
@@ -53,3 +55,24 @@ def test_one_epoch_run_is_measured_and_recorded(synthetic_data_dir, tmp_path):
     assert record["input"] == "write_synthetic" and record["machine"]["cores"] >= 1 and REPO.is_dir()
     with pytest.raises(SystemExit, match="already holds a run of dlrm"):
         fullsize_train.main(args)
+
+
+def _run(model: str, seed: int, auc: float, data_hash: str = "build") -> RunRecord:
+    return RunRecord.from_json({
+        "model": model, "display_name": model, "dataset": "frappe", "config_hash": "c", "seed": seed, "status": "ok",
+        "config": {"model": {}, "train": {}}, "data_hash": data_hash, "valid": {"auc": auc, "logloss": 0.2},
+        "test": {"auc": auc, "logloss": 0.1}, "samples_per_second": 1.0, "dense_params": 1, "embedding_params": 1,
+        "mflop_per_example": 1.0, "device": {"type": "cpu", "name": "cpu"}})
+
+
+def test_stream_check_calls_a_difference_within_the_seed_spread_the_same():
+    in_memory = [_run("dlrm", 2021 + i, auc) for i, auc in enumerate([0.980, 0.982, 0.984])]
+    in_memory += [_run("wukong", 2021 + i, auc) for i, auc in enumerate([0.980, 0.981, 0.982])]
+    in_memory += [_run("wukong", 2024, 0.5, data_hash="other build")]  # another build: left out
+    streamed = [_run("dlrm", 2021 + i, auc) for i, auc in enumerate([0.981, 0.983, 0.985])]
+    streamed += [_run("wukong", 2021 + i, auc) for i, auc in enumerate([0.990, 0.991])]  # seed 2023 missing
+    dlrm, wukong = stream_check.compare(in_memory, streamed)
+    assert dlrm == ("| dlrm | 2021, 2022, 2023 | 0.9820 ± 0.0020 | 0.9830 ± 0.0020 | +0.0010 | 0.0020 "
+                    "| 0.1000 ± 0.0000 | 0.1000 ± 0.0000 | same |")
+    assert wukong.startswith("| wukong | 2021, 2022 | 0.9805 ± 0.0007 | 0.9905 ± 0.0007 | +0.0100 | 0.0007 |")
+    assert wukong.endswith("| differs |")
