@@ -8,7 +8,8 @@ the file.
 
 `shuffle_parquet_rows` is the two-pass external shuffle: pass 1 reads the file row group by row group and
 sends each row to one of K buckets drawn uniformly at random (K = rows / `bucket_rows`, rounded up), each
-bucket a temporary parquet file; pass 2 reads the buckets one by one, permutes each one's rows and
+bucket a temporary Arrow IPC stream (lz4; unlike a parquet writer, it holds no page buffers, so K open
+buckets cost next to no memory); pass 2 reads the buckets one by one, permutes each one's rows and
 appends them to the output. Every permutation of the rows is equally likely, and memory holds one bucket
 plus rows waiting to be appended to a bucket (`PENDING_ROWS` per bucket), whatever the file's size. Each
 file of a split is shuffled on its own; the reader's random order of row groups mixes the files.
@@ -40,7 +41,8 @@ def shuffle_parquet_rows(path: Path, seed: int, row_group_rows: int, bucket_rows
     output = path.with_name(f".{path.name}.shuffled")
     try:
         schema = source.schema_arrow
-        writers = [pq.ParquetWriter(scratch / f"{k:05d}.parquet", schema, compression="lz4") for k in range(buckets)]
+        options = pa.ipc.IpcWriteOptions(compression="lz4")  # an Arrow IPC stream buffers no pages, unlike parquet
+        writers = [pa.ipc.new_stream(scratch / f"{k:05d}.arrows", schema, options=options) for k in range(buckets)]
         pending: list[list[pa.Table]] = [[] for _ in range(buckets)]
         waiting = np.zeros(buckets, dtype=np.int64)
 
@@ -65,7 +67,8 @@ def shuffle_parquet_rows(path: Path, seed: int, row_group_rows: int, bucket_rows
             writers[k].close()
         with pq.ParquetWriter(output, schema, compression="zstd") as writer:
             for k in range(buckets):
-                table = pq.read_table(scratch / f"{k:05d}.parquet")
+                with pa.ipc.open_stream(scratch / f"{k:05d}.arrows") as bucket_file:
+                    table = bucket_file.read_all()
                 writer.write_table(table.take(pa.array(rng.permutation(table.num_rows))), row_group_size=row_group_rows)
         os.replace(output, path)
     finally:
