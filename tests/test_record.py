@@ -72,3 +72,20 @@ def test_a_bad_line_names_the_store_the_line_and_the_field(tmp_path, edit, messa
     path.write_text(archived_line(1) + "\n" + json.dumps(bad) + "\n")
     with pytest.raises(CtrbenchError, match=f"^{path}:2: {message}.*; fix or remove that line$"):
         ResultsStore(path).records()
+
+
+def test_two_stores_in_one_folder_keep_their_predictions_apart(tmp_path):
+    """results.jsonl keeps `predictions/`; any other store NAME.jsonl keeps `NAME.predictions/`."""
+    import numpy as np
+
+    data = {"model": "dlrm", "display_name": "DLRM", "dataset": "d", "config_hash": "c", "seed": 2021, "status": "ok",
+            "config": {"model": {}, "train": {}}, "valid": {"auc": 0.7, "logloss": 0.5},
+            "test": {"auc": 0.7, "logloss": 0.5}, "samples_per_second": 1.0, "dense_params": 1,
+            "embedding_params": 1, "mflop_per_example": 1.0, "device": {"type": "cpu", "name": "cpu"}}
+    record = RunRecord.from_json(data)
+    stores = {name: ResultsStore(tmp_path / name) for name in ("results.jsonl", "in-memory.jsonl", "stream.jsonl")}
+    for value, store in enumerate(stores.values()):
+        store.append(record, np.full(3, value, dtype=np.float32))
+    assert [store.predictions(record)[0] for store in stores.values()] == [0.0, 1.0, 2.0]
+    assert stores["results.jsonl"].predictions_dir == tmp_path / "predictions"
+    assert stores["stream.jsonl"].predictions_dir == tmp_path / "stream.predictions"

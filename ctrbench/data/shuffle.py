@@ -31,7 +31,7 @@ PENDING_ROWS = 8192  # rows gathered per bucket before they are appended to its 
 def shuffle_parquet_rows(path: Path, seed: int, row_group_rows: int, bucket_rows: int = 1 << 20) -> None:
     """Rewrite the parquet file at `path` with its rows in a seeded random order, in row groups of
     `row_group_rows` (zstd), holding about `bucket_rows` rows in memory at a time."""
-    source = pq.ParquetFile(path)
+    source = pq.ParquetFile(path, pre_buffer=False)  # pre-buffering keeps every range it read until the file closes
     rows = source.metadata.num_rows
     buckets = max(1, -(-rows // bucket_rows))
     rng = np.random.default_rng(seed)

@@ -76,8 +76,13 @@ class ResultsStore:
 
     @property
     def predictions_dir(self) -> Path:
-        """Where runs' test predictions are kept: `predictions/` beside the store."""
-        return self.path.parent / PREDICTIONS_DIR
+        """Where runs' test predictions are kept: `predictions/` beside a store named `results.jsonl`,
+        `NAME.predictions/` beside any other store `NAME.jsonl`, so that two stores in one folder, which
+        may hold runs with the same key (the same bench command with --stream and --in-memory), never
+        share a predictions file."""
+        if self.path.name == DEFAULT_RESULTS.name:
+            return self.path.parent / PREDICTIONS_DIR
+        return self.path.parent / f"{self.path.stem}.{PREDICTIONS_DIR}"
 
     def predictions_path(self, record: RunRecord) -> Path:
         return self.predictions_dir / f"{record.dataset}_{record.model}_{record.config_hash}_{record.seed}.npy"
