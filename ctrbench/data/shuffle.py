@@ -53,9 +53,10 @@ def shuffle_parquet_rows(path: Path, seed: int, row_group_rows: int, bucket_rows
         for batch in source.iter_batches(batch_size=row_group_rows):
             bucket = rng.integers(0, buckets, batch.num_rows)
             order = np.argsort(bucket, kind="stable")
-            ends = np.cumsum(np.bincount(bucket, minlength=buckets))
+            counts = np.bincount(bucket, minlength=buckets)
+            ends = np.cumsum(counts)
             grouped = pa.Table.from_batches([batch]).take(pa.array(order))
-            for k in np.flatnonzero(np.bincount(bucket, minlength=buckets)):
+            for k in np.flatnonzero(counts):
                 start = ends[k - 1] if k else 0
                 pending[k].append(grouped.slice(start, ends[k] - start))
                 waiting[k] += ends[k] - start
